@@ -1,0 +1,1 @@
+"""Prompt embedding and ONNX difficulty scoring, shared by serving and training."""

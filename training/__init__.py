@@ -1,0 +1,1 @@
+"""Dataset building, training, evaluation and ONNX export of the difficulty classifier."""
