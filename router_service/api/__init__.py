@@ -1,0 +1,1 @@
+"""The gRPC surface: request validation, servicers, and the translation of errors to status."""

@@ -1,0 +1,164 @@
+"""Turns a `RouteRequest` message into a `ChatRequest`, or says exactly what is wrong with it.
+
+Every check runs before any work is done, so a bad request costs nothing and charges nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from typing import Any
+
+from google.protobuf import json_format
+
+from router_service._proto import router_pb2 as pb
+from router_service.chat import (
+    ROLES,
+    ChatMessage,
+    ChatRequest,
+    Hints,
+    TierPreference,
+    ToolCall,
+    ToolSpec,
+)
+from router_service.config import LimitsConfig
+from router_service.errors import InvalidRequest
+
+__all__ = ["validate_route_request"]
+
+_TASK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}")
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_MAX_METADATA_KEY = 128
+_MAX_METADATA_VALUE = 1024
+_TIERS = {
+    pb.TIER_PREFERENCE_UNSPECIFIED: TierPreference.AUTO,
+    pb.TIER_PREFERENCE_AUTO: TierPreference.AUTO,
+    pb.TIER_PREFERENCE_CHEAP: TierPreference.CHEAP,
+    pb.TIER_PREFERENCE_FRONTIER: TierPreference.FRONTIER,
+}
+
+
+def validate_route_request(message: pb.RouteRequest, limits: LimitsConfig) -> ChatRequest:
+    size = message.ByteSize()
+    if size > limits.max_request_bytes:
+        raise InvalidRequest(
+            f"request is {size} bytes; the limit is {limits.max_request_bytes} bytes"
+        )
+    if not message.task:
+        raise InvalidRequest("task is empty: name the task class, e.g. 'summarization'")
+    if not _TASK.fullmatch(message.task):
+        raise InvalidRequest(
+            "task must be 1-128 characters of letters, digits and _ . : / - "
+            "starting with a letter or digit"
+        )
+    if message.max_output_tokens < 0:
+        raise InvalidRequest(f"max_output_tokens is {message.max_output_tokens}; it must be >= 0")
+    if message.max_output_tokens > limits.max_output_tokens:
+        raise InvalidRequest(
+            f"max_output_tokens is {message.max_output_tokens}; "
+            f"the limit is {limits.max_output_tokens}"
+        )
+    temperature = message.temperature if message.HasField("temperature") else None
+    if temperature is not None and not (math.isfinite(temperature) and 0 <= temperature <= 2):
+        raise InvalidRequest(f"temperature is {temperature}; it must be between 0 and 2")
+    if message.request_id and not _REQUEST_ID.fullmatch(message.request_id):
+        raise InvalidRequest("request_id must be 1-128 characters of letters, digits and _ . : -")
+    return ChatRequest(
+        request_id=message.request_id or uuid.uuid4().hex,
+        task=message.task,
+        messages=_messages(message, limits),
+        tools=_tools(message, limits),
+        max_output_tokens=message.max_output_tokens,
+        temperature=temperature,
+        hints=_hints(message.hints),
+        metadata=_metadata(message, limits),
+    )
+
+
+def _messages(message: pb.RouteRequest, limits: LimitsConfig) -> tuple[ChatMessage, ...]:
+    count = len(message.messages)
+    if count == 0:
+        raise InvalidRequest("messages is empty: send at least one user message")
+    if count > limits.max_messages:
+        raise InvalidRequest(f"{count} messages; the limit is {limits.max_messages}")
+    out = []
+    for i, m in enumerate(message.messages):
+        if m.role not in ROLES:
+            raise InvalidRequest(
+                f"messages[{i}].role is {m.role!r}; expected one of " + ", ".join(sorted(ROLES))
+            )
+        if not m.content and not m.tool_calls:
+            raise InvalidRequest(f"messages[{i}] has no content")
+        if m.tool_calls and m.role != "assistant":
+            raise InvalidRequest(f"messages[{i}]: only assistant messages carry tool_calls")
+        if m.role == "tool" and not m.tool_call_id:
+            raise InvalidRequest(f"messages[{i}]: a tool message needs tool_call_id")
+        calls = tuple(
+            ToolCall(id=c.id, name=c.name, arguments_json=c.arguments_json) for c in m.tool_calls
+        )
+        out.append(ChatMessage(m.role, m.content, m.tool_call_id, calls))
+    if not any(m.role == "user" for m in out):
+        raise InvalidRequest("messages has no user message")
+    return tuple(out)
+
+
+def _tools(message: pb.RouteRequest, limits: LimitsConfig) -> tuple[ToolSpec, ...]:
+    if len(message.tools) > limits.max_tools:
+        raise InvalidRequest(f"{len(message.tools)} tools; the limit is {limits.max_tools}")
+    tools = []
+    seen: set[str] = set()
+    for i, tool in enumerate(message.tools):
+        if not _TOOL_NAME.fullmatch(tool.name):
+            raise InvalidRequest(
+                f"tools[{i}].name must be 1-64 letters, digits, _ or -; got {tool.name!r}"
+            )
+        if tool.name in seen:
+            raise InvalidRequest(f"tools[{i}]: duplicate tool name {tool.name!r}")
+        seen.add(tool.name)
+        tools.append(ToolSpec(tool.name, tool.description, _tool_parameters(tool, i)))
+    return tuple(tools)
+
+
+def _tool_parameters(tool: pb.Tool, index: int) -> dict[str, Any]:
+    which = tool.WhichOneof("parameters")
+    if which is None:
+        return {"type": "object", "properties": {}}
+    if which == "parameters_struct":
+        return json_format.MessageToDict(tool.parameters_struct)
+    try:
+        schema = json.loads(tool.parameters_json)
+    except ValueError as exc:
+        raise InvalidRequest(f"tools[{index}].parameters_json is not valid JSON: {exc}") from None
+    if not isinstance(schema, dict):
+        raise InvalidRequest(f"tools[{index}].parameters_json must be a JSON object")
+    return schema
+
+
+def _hints(hints: pb.RouteHints) -> Hints:
+    tier = _TIERS.get(hints.tier)
+    if tier is None:
+        raise InvalidRequest(f"hints.tier has unknown value {hints.tier}")
+    return Hints(
+        tier=tier,
+        force_model=hints.force_model,
+        money_movement=hints.money_movement,
+        customer_escalation=hints.customer_escalation,
+        response_cache=hints.response_cache,
+    )
+
+
+def _metadata(message: pb.RouteRequest, limits: LimitsConfig) -> dict[str, str]:
+    if len(message.metadata) > limits.max_metadata_entries:
+        raise InvalidRequest(
+            f"{len(message.metadata)} metadata entries; the limit is {limits.max_metadata_entries}"
+        )
+    for key, value in message.metadata.items():
+        if not key or len(key) > _MAX_METADATA_KEY or len(value) > _MAX_METADATA_VALUE:
+            raise InvalidRequest(
+                f"metadata keys must be 1-{_MAX_METADATA_KEY} characters and values at most "
+                f"{_MAX_METADATA_VALUE}"
+            )
+    return dict(message.metadata)

@@ -1,0 +1,153 @@
+"""`llm-router route` and `llm-router explain`: a client for trying the service by hand."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, TextIO
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+# The embedded defaults' local development key; real deployments set LLM_ROUTER_KEY.
+DEFAULT_KEY = "demo-key"
+
+
+def register(commands: argparse._SubParsersAction[Any]) -> None:
+    for name, run, summary in (
+        ("route", _route, "route a prompt and stream the answer"),
+        ("explain", _explain, "show where a prompt would be routed, without calling a model"),
+    ):
+        parser = commands.add_parser(
+            name,
+            help=summary,
+            description=f"{summary.capitalize()}. Prints the routing decision"
+            + (
+                ", streams the text as it arrives, then usage and cost." if name == "route" else "."
+            ),
+        )
+        parser.add_argument("prompt", help="the user message")
+        parser.add_argument("--task", default="default", help="task class (default: default)")
+        parser.add_argument("--system", help="a system prompt")
+        parser.add_argument(
+            "--tier", choices=["auto", "cheap", "frontier"], default="auto", help="tier preference"
+        )
+        parser.add_argument("--model", default="", help="force this model from the catalog")
+        parser.add_argument("--money-movement", action="store_true", help="flag money movement")
+        parser.add_argument("--max-output-tokens", type=int, default=0)
+        parser.add_argument("--temperature", type=float)
+        parser.add_argument(
+            "--cache", action="store_true", help="opt in to the response cache (temperature 0)"
+        )
+        parser.add_argument(
+            "--target",
+            default=os.environ.get("LLM_ROUTER_TARGET", DEFAULT_TARGET),
+            help=f"HOST:PORT of the router (env LLM_ROUTER_TARGET, default {DEFAULT_TARGET})",
+        )
+        parser.add_argument(
+            "--key",
+            default=os.environ.get("LLM_ROUTER_KEY", DEFAULT_KEY),
+            help="app key (env LLM_ROUTER_KEY, default: the local development key demo-key)",
+        )
+        parser.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
+        parser.set_defaults(run=run)
+
+
+def _request(args: argparse.Namespace) -> Any:
+    from router_service._proto import router_pb2 as pb
+
+    messages = []
+    if args.system:
+        messages.append(pb.Message(role="system", content=args.system))
+    messages.append(pb.Message(role="user", content=args.prompt))
+    tiers = {
+        "auto": pb.TIER_PREFERENCE_AUTO,
+        "cheap": pb.TIER_PREFERENCE_CHEAP,
+        "frontier": pb.TIER_PREFERENCE_FRONTIER,
+    }
+    request = pb.RouteRequest(
+        task=args.task,
+        messages=messages,
+        max_output_tokens=args.max_output_tokens,
+        hints=pb.RouteHints(
+            tier=tiers[args.tier],
+            force_model=args.model,
+            money_movement=args.money_movement,
+            response_cache=args.cache,
+        ),
+    )
+    if args.temperature is not None:
+        request.temperature = args.temperature
+    return request
+
+
+def print_decision(decision: Any, out: TextIO) -> None:
+    from router_service._proto import router_pb2 as pb
+
+    tier = pb.Tier.Name(decision.tier).removeprefix("TIER_").lower()
+    out.write(f"→ {decision.model} ({tier}, via {decision.provider})")
+    if decision.classifier_version:
+        out.write(
+            f"  difficulty {decision.difficulty:.2f} / threshold {decision.threshold:.2f}"
+            f"  [{decision.classifier_version}]"
+        )
+    out.write(f"\n  task {decision.task}, arm {decision.experiment_arm}\n")
+    for reason in decision.reasons:
+        out.write(f"  · {reason}\n")
+
+
+def _print_summary(done: Any, out: TextIO) -> None:
+    u = done.usage
+    out.write(
+        f"\n\n✓ {done.finish_reason} · {done.model} · input {u.input_tokens} "
+        f"(cached {u.cached_input_tokens}, cache writes {u.cache_write_tokens}) · "
+        f"output {u.output_tokens} · ${done.cost_usd:.6f} · "
+        f"first token {done.ttft_ms:.0f} ms · total {done.latency_ms:.0f} ms"
+        + (" · from response cache" if done.served_from_cache else "")
+        + "\n"
+    )
+    if len(done.attempts) > 1:
+        from router_service._proto import router_pb2 as pb
+
+        for a in done.attempts:
+            outcome = pb.AttemptOutcome.Name(a.outcome).removeprefix("ATTEMPT_OUTCOME_").lower()
+            out.write(f"  attempt {a.model} via {a.provider}: {outcome} {a.error}\n")
+
+
+def _call(args: argparse.Namespace, explain: bool) -> int:
+    import grpc
+
+    from router_service._proto import router_pb2_grpc
+
+    out = sys.stdout
+    metadata = (("authorization", f"Bearer {args.key}"),)
+    with grpc.insecure_channel(args.target) as channel:
+        stub = router_pb2_grpc.RouterStub(channel)
+        try:
+            if explain:
+                print_decision(
+                    stub.Explain(_request(args), metadata=metadata, timeout=args.timeout), out
+                )
+                return 0
+            for event in stub.Route(_request(args), metadata=metadata, timeout=args.timeout):
+                kind = event.WhichOneof("event")
+                if kind == "decision":
+                    print_decision(event.decision, out)
+                    out.write("\n")
+                elif kind == "delta":
+                    out.write(event.delta.text)
+                    out.flush()
+                else:
+                    _print_summary(event.done, out)
+        except grpc.RpcError as exc:
+            out.flush()
+            print(f"\nllm-router: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _route(args: argparse.Namespace) -> int:
+    return _call(args, explain=False)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    return _call(args, explain=True)

@@ -1,0 +1,48 @@
+"""`llm-router serve`: run the gRPC service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(commands: argparse._SubParsersAction[Any]) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="run the gRPC service",
+        description=(
+            "Run the router's gRPC service (Router, Admin, health, reflection) until SIGTERM or "
+            "Ctrl-C, then drain in-flight calls. Without --config it runs on the embedded "
+            "defaults: simulated providers, an in-process store, the shipped classifier and "
+            "the local development app 'demo' (key 'demo-key')."
+        ),
+    )
+    parser.add_argument("--config", type=Path, help="YAML config file (default: embedded)")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="override server.listen")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from router_service.config import ConfigError, load_config
+    from router_service.server import serve
+
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_config(args.config)
+        asyncio.run(serve(config, args.listen))
+    except ConfigError as exc:
+        print(f"llm-router: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"llm-router: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,302 @@
+"""The router's configuration: one YAML document validated into frozen, typed models.
+
+Everything the service reads from files or the environment is read here, once, at start-up.
+The rest of the code receives a `RouterConfig` and never looks at YAML or `os.environ` again.
+Unknown keys are errors, so a misspelt option fails at start rather than being ignored.
+
+Secrets never live in the config file: app keys appear only as SHA-256 hashes (or as the name of
+an environment variable or mounted file that holds the key), provider API keys only as the name
+of the variable or file that holds them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from decimal import Decimal
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "AdminConfig",
+    "AppConfig",
+    "ConfigError",
+    "Deployment",
+    "LimitsConfig",
+    "ModelConfig",
+    "Prices",
+    "ProviderConfig",
+    "RouterConfig",
+    "SimulatedProviderConfig",
+    "TaskConfig",
+    "TaskOverride",
+    "Tier",
+    "load_config",
+    "resolve_secret",
+]
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key and the problem."""
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Tier(StrEnum):
+    CHEAP = "cheap"
+    FRONTIER = "frontier"
+
+
+class Prices(Frozen):
+    """USD per million tokens, as providers publish them."""
+
+    input: Annotated[Decimal, Field(ge=0)]
+    cached_input: Annotated[Decimal, Field(ge=0)]
+    cache_write: Annotated[Decimal, Field(ge=0)]
+    output: Annotated[Decimal, Field(ge=0)]
+
+
+class Deployment(Frozen):
+    """One place a model is served: a provider and the model's name there."""
+
+    provider: str
+    upstream_model: str | None = None
+
+
+class ModelConfig(Frozen):
+    tier: Tier
+    prices: Prices
+    context_window: Annotated[int, Field(gt=0)]
+    capabilities: tuple[str, ...] = ("streaming",)
+    deployments: Annotated[tuple[Deployment, ...], Field(min_length=1)]
+    # Models to try after the same tier's others when every one of them failed.
+    fallbacks: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _provider_shorthand(cls, data: Any) -> Any:
+        # `provider: sim` is shorthand for one deployment on that provider.
+        if isinstance(data, dict) and "provider" in data:
+            if "deployments" in data:
+                raise ValueError("give either provider or deployments, not both")
+            data = dict(data)
+            data["deployments"] = [{"provider": data.pop("provider")}]
+        return data
+
+
+class FailureInjection(Frozen):
+    """Makes the simulated provider fail, to exercise fallbacks and broken streams."""
+
+    rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    mode: Literal["error_before_first_token", "mid_stream", "rate_limited"] = (
+        "error_before_first_token"
+    )
+
+
+class SimulatedProviderConfig(Frozen):
+    """A built-in provider that streams realistic answers with realistic latency and usage."""
+
+    kind: Literal["simulated"]
+    # Which real API's usage reporting to imitate: OpenAI-style automatic prefix caching
+    # (no cache writes) or Anthropic-style explicit caching (cache writes billed).
+    style: Literal["openai", "anthropic"] = "openai"
+    ttft_ms: Annotated[float, Field(ge=0)] = 250.0
+    tokens_per_second: Annotated[float, Field(gt=0)] = 80.0
+    # Answers are this many tokens unless max_output_tokens is smaller.
+    answer_tokens: Annotated[int, Field(gt=0)] = 120
+    # Prefix cache: prefixes shorter than this are not cached, as with real providers.
+    min_cacheable_tokens: Annotated[int, Field(ge=0)] = 1024
+    prefix_cache_ttl_s: Annotated[float, Field(gt=0)] = 300.0
+    failure: FailureInjection = FailureInjection()
+
+
+ProviderConfig = Annotated[SimulatedProviderConfig, Field(discriminator="kind")]
+
+
+class TaskConfig(Frozen):
+    """A task class: how its requests are routed by default."""
+
+    # The tier used when no classifier score is available.
+    default_tier: Tier = Tier.CHEAP
+    # Difficulty at or above which a request escalates to frontier; None: the classifier's
+    # recommended threshold.
+    threshold: Annotated[float | None, Field(ge=0, le=1)] = None
+    # Every request of this task goes to frontier.
+    always_frontier: bool = False
+    # Escalate when the prompt is at least this many tokens (long-context reasoning).
+    long_context_tokens: Annotated[int | None, Field(gt=0)] = None
+    default_max_output_tokens: Annotated[int, Field(gt=0)] = 1024
+
+
+class TaskOverride(Frozen):
+    """An app's changes to a task class; unset fields keep the task's values."""
+
+    default_tier: Tier | None = None
+    threshold: Annotated[float | None, Field(ge=0, le=1)] = None
+    always_frontier: bool | None = None
+    long_context_tokens: Annotated[int | None, Field(gt=0)] = None
+    default_max_output_tokens: Annotated[int | None, Field(gt=0)] = None
+
+    def apply(self, task: TaskConfig) -> TaskConfig:
+        changes = self.model_dump(exclude_none=True)
+        return task.model_copy(update=changes) if changes else task
+
+
+class SecretRef(Frozen):
+    """Where a secret comes from: its SHA-256, an environment variable, or a mounted file."""
+
+    key_sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = None
+    key_env: str | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        given = [x for x in (self.key_sha256, self.key_env, self.key_file) if x is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of key_sha256, key_env, key_file")
+        return self
+
+
+class AppConfig(SecretRef):
+    """An internal app allowed to call the router."""
+
+    tasks: Mapping[str, TaskOverride] = Field(default_factory=dict)
+    # Store prompt text in the call log so it can become training data.
+    training_data_opt_in: bool = False
+    # Serve repeated temperature-0 requests from the response cache.
+    response_cache: bool = False
+
+
+class AdminConfig(Frozen):
+    keys: tuple[SecretRef, ...] = ()
+
+
+class LimitsConfig(Frozen):
+    """Bounds on a single request; anything larger is refused before any work is done."""
+
+    max_messages: Annotated[int, Field(gt=0)] = 256
+    max_tools: Annotated[int, Field(ge=0)] = 128
+    max_request_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024
+    max_output_tokens: Annotated[int, Field(gt=0)] = 65_536
+    max_metadata_entries: Annotated[int, Field(ge=0)] = 64
+
+
+class ServerConfig(Frozen):
+    listen: str = "127.0.0.1:50051"
+    # SIGTERM: how long in-flight streams get to finish.
+    grace_period_s: Annotated[float, Field(ge=0)] = 20.0
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:50051 or [::]:50051")
+        return value
+
+
+class ClassifierConfig(Frozen):
+    # The artifact directory; None: the one shipped with the service.
+    artifact: Path | None = None
+    enabled: bool = True
+    # Poll the artifact directory and load a new artifact when its files change.
+    watch: bool = True
+    watch_interval_s: Annotated[float, Field(gt=0)] = 2.0
+
+
+class RouterConfig(Frozen):
+    server: ServerConfig = ServerConfig()
+    limits: LimitsConfig = LimitsConfig()
+    providers: Mapping[str, ProviderConfig]
+    models: Annotated[Mapping[str, ModelConfig], Field(min_length=1)]
+    tasks: Mapping[str, TaskConfig]
+    apps: Mapping[str, AppConfig] = Field(default_factory=dict)
+    admin: AdminConfig = AdminConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> RouterConfig:
+        if "default" not in self.tasks:
+            raise ValueError("tasks: a 'default' task class is required")
+        for name, model in self.models.items():
+            for deployment in model.deployments:
+                if deployment.provider not in self.providers:
+                    raise ValueError(
+                        f"models.{name}: provider {deployment.provider!r} is not in providers"
+                    )
+            for fallback in model.fallbacks:
+                if fallback not in self.models:
+                    raise ValueError(f"models.{name}.fallbacks: unknown model {fallback!r}")
+        for tier in Tier:
+            if not any(m.tier is tier for m in self.models.values()):
+                raise ValueError(f"models: at least one {tier.value} model is required")
+        for app_name, app in self.apps.items():
+            for task in app.tasks:
+                if task not in self.tasks:
+                    raise ValueError(f"apps.{app_name}.tasks: unknown task class {task!r}")
+        return self
+
+
+def resolve_secret(ref: SecretRef, environ: Mapping[str, str]) -> bytes:
+    """The SHA-256 digest of the secret `ref` points at."""
+    if ref.key_sha256 is not None:
+        return bytes.fromhex(ref.key_sha256)
+    if ref.key_env is not None:
+        value = environ.get(ref.key_env)
+        if not value:
+            raise ConfigError(f"environment variable {ref.key_env} is not set")
+        return hashlib.sha256(value.encode()).digest()
+    assert ref.key_file is not None
+    try:
+        value = ref.key_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read key file {ref.key_file}: {exc.strerror}") from None
+    return hashlib.sha256(value.encode()).digest()
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"] if part != "kind") or "(top level)"
+        lines.append(f"  {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+EMBEDDED_DEFAULTS = "embedded.yaml"
+
+
+def load_config(path: Path | None = None) -> RouterConfig:
+    """Read and validate the config at `path`, or the embedded defaults when it is None."""
+    if path is None:
+        source = f"embedded defaults ({EMBEDDED_DEFAULTS})"
+        text = resources.files("router_service.defaults").joinpath(EMBEDDED_DEFAULTS).read_text()
+    else:
+        source = str(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return RouterConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None

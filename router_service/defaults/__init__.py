@@ -1,0 +1,1 @@
+"""Embedded default configuration, used when `llm-router serve` runs without --config."""

@@ -1,0 +1,236 @@
+"""The routing policy: a pure function from what is known about a request to a decision.
+
+Scores, config and budget state go in; a decision with its reasons comes out. Nothing here does
+I/O or reads a clock, so every rule is tested directly and `Explain` shows exactly what `Route`
+would do.
+
+The tier is decided first (hard constraints, hints, task rules, difficulty, budget, exploration),
+then the models of that tier are ordered: those that fit the prompt and support what it needs,
+healthy before unhealthy, prompt-cache-warm before cold, then by what this request would cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Set
+from dataclasses import dataclass
+from enum import StrEnum
+
+from router_service.catalog import Catalog, CatalogModel
+from router_service.chat import Hints, TierPreference
+from router_service.config import TaskConfig, Tier
+from router_service.errors import InvalidRequest
+
+__all__ = ["BudgetState", "Classification", "Decision", "PolicyInput", "decide"]
+
+DEFAULT_THRESHOLD = 0.5
+
+
+class BudgetState(StrEnum):
+    OK = "ok"
+    # Past the soft threshold: frontier only when the request requires it.
+    SOFT = "soft"
+    EXHAUSTED = "exhausted"
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    score: float
+    version: str
+    recommended_threshold: float
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInput:
+    task_name: str
+    task: TaskConfig
+    # False when the task was unknown and `task` is the default class.
+    task_known: bool
+    hints: Hints
+    prompt_tokens: int
+    max_output_tokens: int
+    needs_tools: bool = False
+    classification: Classification | None = None
+    budget: BudgetState = BudgetState.OK
+    unhealthy: Set[str] = frozenset()
+    # Models whose provider already holds this request's prompt prefix in its cache.
+    warm: Set[str] = frozenset()
+    # Share of this task's traffic sent to the other tier, and this request's uniform draw.
+    exploration_rate: float = 0.0
+    exploration_draw: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    task: str
+    tier: Tier
+    model: str
+    # The models to try in order; the first is `model`.
+    candidates: tuple[str, ...]
+    difficulty: float | None
+    threshold: float | None
+    classifier_version: str
+    reasons: tuple[str, ...]
+    max_output_tokens: int
+    arm: str = "policy"
+    # Probability that the policy sends a request like this one to `tier`.
+    propensity: float = 1.0
+    budget: BudgetState = BudgetState.OK
+
+
+def _fits(model: CatalogModel, inp: PolicyInput) -> bool:
+    if inp.prompt_tokens + inp.max_output_tokens > model.context_window:
+        return False
+    return not inp.needs_tools or "tools" in model.capabilities
+
+
+def _order(models: tuple[CatalogModel, ...], inp: PolicyInput) -> list[CatalogModel]:
+    def key(m: CatalogModel) -> tuple[bool, bool, int, str]:
+        cost = m.prices.worst_case_micro_usd(inp.prompt_tokens, inp.max_output_tokens)
+        return (m.name in inp.unhealthy, m.name not in inp.warm, cost, m.name)
+
+    return sorted((m for m in models if _fits(m, inp)), key=key)
+
+
+def _forced(catalog: Catalog, inp: PolicyInput, reasons: list[str]) -> Decision:
+    model = catalog.get(inp.hints.force_model)
+    if model is None:
+        raise InvalidRequest(f"hints.force_model: unknown model {inp.hints.force_model!r}")
+    if not _fits(model, inp):
+        raise InvalidRequest(
+            f"hints.force_model: {model.name} cannot serve this request "
+            f"(~{inp.prompt_tokens} prompt tokens + {inp.max_output_tokens} output, "
+            f"context window {model.context_window}"
+            + (", no tool support" if inp.needs_tools and "tools" not in model.capabilities else "")
+            + ")"
+        )
+    reasons.append(f"model {model.name} forced by hint")
+    fallbacks = [f for f in model.fallbacks if _fits(catalog[f], inp)]
+    return _decision(inp, model.tier, [model.name, *fallbacks], reasons, arm="forced")
+
+
+def decide(catalog: Catalog, inp: PolicyInput) -> Decision:
+    """The tier, model and fallback order for one request, with the reasons for each choice."""
+    reasons: list[str] = []
+    if not inp.task_known:
+        reasons.append(f"task {inp.task_name!r} unknown: using the default class")
+    if inp.hints.force_model:
+        return _forced(catalog, inp, reasons)
+
+    cheap = _order(catalog.in_tier(Tier.CHEAP), inp)
+    frontier = _order(catalog.in_tier(Tier.FRONTIER), inp)
+    if not cheap and not frontier:
+        raise InvalidRequest(
+            f"no model can serve this request: ~{inp.prompt_tokens} prompt tokens + "
+            f"{inp.max_output_tokens} output tokens"
+            + (" with tools" if inp.needs_tools else "")
+            + " exceeds every model's context window or capabilities"
+        )
+
+    tier, required = _choose_tier(inp, bool(cheap), reasons)
+    arm, propensity = "policy", 1.0
+    if not required and cheap and frontier:
+        if inp.budget is BudgetState.SOFT and tier is Tier.FRONTIER:
+            tier = Tier.CHEAP
+            reasons.append("budget past its soft threshold: downgraded to cheap")
+        elif inp.exploration_rate > 0:
+            if inp.exploration_draw < inp.exploration_rate:
+                tier = Tier.CHEAP if tier is Tier.FRONTIER else Tier.FRONTIER
+                arm, propensity = "explore", inp.exploration_rate
+                reasons.append(f"exploration: routed to {tier.value} (p={inp.exploration_rate:g})")
+            else:
+                propensity = 1.0 - inp.exploration_rate
+    if tier is Tier.FRONTIER and not frontier:
+        tier = Tier.CHEAP
+        reasons.append("no frontier model can serve this request: using cheap")
+    if inp.budget is BudgetState.EXHAUSTED:
+        reasons.append("budget exhausted: the call will be refused")
+
+    ordered = cheap if tier is Tier.CHEAP else frontier
+    chosen = ordered[0]
+    reasons.append(_why_model(chosen, tier, inp))
+    names = [m.name for m in ordered]
+    names += [f for f in chosen.fallbacks if f not in names and _fits(catalog[f], inp)]
+    return _decision(inp, tier, names, reasons, arm=arm, propensity=propensity)
+
+
+def _why_model(chosen: CatalogModel, tier: Tier, inp: PolicyInput) -> str:
+    if chosen.name in inp.warm:
+        return f"{chosen.name}: prompt prefix warm in its provider's cache"
+    if chosen.name in inp.unhealthy:
+        return f"{chosen.name}: every {tier.value} model is unhealthy; trying anyway"
+    return f"{chosen.name}: cheapest healthy {tier.value} model for this request"
+
+
+def _choose_tier(inp: PolicyInput, cheap_fits: bool, reasons: list[str]) -> tuple[Tier, bool]:
+    """The tier before budget and exploration, and whether frontier is required."""
+    hints, task = inp.hints, inp.task
+    if not cheap_fits:
+        reasons.append(
+            f"no cheap model fits ~{inp.prompt_tokens} prompt tokens + "
+            f"{inp.max_output_tokens} output" + (" with tools" if inp.needs_tools else "")
+        )
+        return Tier.FRONTIER, True
+    if hints.money_movement:
+        reasons.append("money movement escalates")
+        return Tier.FRONTIER, True
+    if hints.tier is TierPreference.FRONTIER:
+        reasons.append("frontier required by hint")
+        return Tier.FRONTIER, True
+    if hints.tier is TierPreference.CHEAP:
+        reasons.append("cheap requested by hint")
+        return Tier.CHEAP, False
+    if hints.customer_escalation:
+        reasons.append("customer escalation escalates")
+        return Tier.FRONTIER, False
+    if task.always_frontier:
+        reasons.append(f"task {inp.task_name} escalates")
+        return Tier.FRONTIER, False
+    if task.long_context_tokens is not None and inp.prompt_tokens >= task.long_context_tokens:
+        reasons.append(
+            f"long context: ~{inp.prompt_tokens} prompt tokens >= {task.long_context_tokens}"
+        )
+        return Tier.FRONTIER, False
+    scored = inp.classification
+    if scored is None:
+        reasons.append(f"no classifier score: task default tier {task.default_tier.value}")
+        return task.default_tier, False
+    threshold = _threshold(inp)
+    if scored.score >= threshold:
+        reasons.append(f"difficulty {scored.score:.2f} >= {threshold:.2f}")
+        return Tier.FRONTIER, False
+    reasons.append(f"difficulty {scored.score:.2f} < {threshold:.2f}")
+    return Tier.CHEAP, False
+
+
+def _threshold(inp: PolicyInput) -> float:
+    if inp.task.threshold is not None:
+        return inp.task.threshold
+    if inp.classification is not None:
+        return inp.classification.recommended_threshold
+    return DEFAULT_THRESHOLD
+
+
+def _decision(
+    inp: PolicyInput,
+    tier: Tier,
+    candidates: list[str],
+    reasons: list[str],
+    *,
+    arm: str,
+    propensity: float = 1.0,
+) -> Decision:
+    scored = inp.classification
+    return Decision(
+        task=inp.task_name if inp.task_known else "default",
+        tier=tier,
+        model=candidates[0],
+        candidates=tuple(candidates),
+        difficulty=None if scored is None else scored.score,
+        threshold=None if scored is None else _threshold(inp),
+        classifier_version="" if scored is None else scored.version,
+        reasons=tuple(reasons),
+        max_output_tokens=inp.max_output_tokens,
+        arm=arm,
+        propensity=propensity,
+        budget=inp.budget,
+    )

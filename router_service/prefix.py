@@ -1,0 +1,77 @@
+"""The canonical prompt prefix: tools and system prompt serialized byte-stably.
+
+Provider prompt caches match on the exact leading bytes of a request. Apps that build the same
+logical prefix with different key order, tool order or stray whitespace would miss them every
+time; the router rewrites the prefix into one canonical form before calling any provider, and
+hashes it so cache affinity can send equal prefixes to the same warm deployment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+from router_service.chat import ChatRequest, ToolSpec
+
+__all__ = ["CanonicalRequest", "canonicalize", "normalize_text"]
+
+_TRAILING_SPACE = re.compile(r"[ \t]+$", re.MULTILINE)
+_BLANK_RUNS = re.compile(r"\n{3,}")
+
+
+def normalize_text(text: str) -> str:
+    """Line endings unified, trailing spaces dropped, runs of blank lines reduced to one."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _BLANK_RUNS.sub("\n\n", _TRAILING_SPACE.sub("", text)).strip()
+
+
+def _canonical_value(value: Any) -> Any:
+    """Dictionaries with sorted keys and normalized strings; list order is kept (it can matter)."""
+    if isinstance(value, dict):
+        return {key: _canonical_value(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_canonical_value(item) for item in value]
+    if isinstance(value, str):
+        return normalize_text(value)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class CanonicalRequest:
+    request: ChatRequest
+    # SHA-256 of the canonical prefix, hex; empty when the request has no tools or system.
+    prefix_hash: str
+
+
+def canonicalize(request: ChatRequest) -> CanonicalRequest:
+    tools = tuple(
+        ToolSpec(
+            name=tool.name,
+            description=normalize_text(tool.description),
+            parameters=_canonical_value(dict(tool.parameters)),
+        )
+        for tool in sorted(request.tools, key=lambda t: t.name)
+    )
+    messages = tuple(
+        replace(m, content=normalize_text(m.content)) if m.role == "system" else m
+        for m in request.messages
+    )
+    system = [m.content for m in messages if m.role == "system"]
+    if not tools and not system:
+        return CanonicalRequest(request=request, prefix_hash="")
+    encoded = json.dumps(
+        [{"name": t.name, "description": t.description, "parameters": t.parameters} for t in tools],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    digest = hashlib.sha256()
+    digest.update(encoded.encode())
+    for text in system:
+        digest.update(b"\x00")
+        digest.update(text.encode())
+    return CanonicalRequest(
+        request=replace(request, tools=tools, messages=messages), prefix_hash=digest.hexdigest()
+    )

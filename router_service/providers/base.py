@@ -1,0 +1,77 @@
+"""What every provider adapter implements, and the events a provider stream yields.
+
+An adapter turns a `ProviderRequest` into one upstream call and yields `TextDelta` and
+`ToolCallDelta` events as the answer arrives, then exactly one `StreamEnd` with the normalized
+usage. Failures are raised as `errors.ProviderError` subclasses, translated from transport and
+HTTP errors inside the adapter package, never further out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Protocol
+
+from router_service.chat import ChatMessage, ToolSpec
+from router_service.cost import Usage
+
+__all__ = [
+    "Provider",
+    "ProviderEvent",
+    "ProviderRequest",
+    "StreamEnd",
+    "TextDelta",
+    "ToolCallDelta",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRequest:
+    # The model's name at this provider.
+    model: str
+    messages: tuple[ChatMessage, ...]
+    tools: tuple[ToolSpec, ...]
+    max_output_tokens: int
+    temperature: float | None
+    # Estimated prompt tokens; adapters that must decide whether a prefix is worth a cache
+    # marker use it instead of counting again.
+    prompt_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    index: int
+    id: str
+    name: str
+    arguments_fragment: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    finish_reason: str
+    usage: Usage
+    # The model that answered, as the provider names it.
+    model: str
+
+
+ProviderEvent = TextDelta | ToolCallDelta | StreamEnd
+
+
+class Provider(Protocol):
+    """One upstream API endpoint (a provider deployment) the router can call."""
+
+    @property
+    def name(self) -> str: ...
+
+    def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
+        """Call the provider and yield the answer as it arrives, ending with `StreamEnd`."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and background work."""
+        ...

@@ -1,0 +1,139 @@
+"""The composition root: builds every long-lived object once, runs the gRPC server, drains it.
+
+One `httpx.AsyncClient` (one connection pool for every provider), the providers, the pipeline
+and the servicers are built here and nowhere else, and closed here on shutdown. SIGTERM turns
+health to NOT_SERVING, refuses new calls, and gives in-flight streams the grace period to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping
+
+import httpx
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from router_service.api.admin_servicer import AdminServicer
+from router_service.api.registration import ADMIN_SERVICE, ROUTER_SERVICE, register
+from router_service.api.router_servicer import RouterServicer
+from router_service.auth import Authenticator
+from router_service.catalog import Catalog
+from router_service.config import RouterConfig
+from router_service.pipeline import Pipeline
+from router_service.providers.base import Provider
+from router_service.providers.registry import build_providers
+
+__all__ = ["RouterServer", "serve"]
+
+log = logging.getLogger(__name__)
+
+# Leave room above the request-size limit so an oversized request reaches validation and gets
+# a clear INVALID_ARGUMENT; anything far larger is refused by gRPC with RESOURCE_EXHAUSTED.
+_RECEIVE_SLACK_BYTES = 64 * 1024
+
+
+class RouterServer:
+    """The service with everything it owns. `start`, then `stop` (or `wait`)."""
+
+    def __init__(self, config: RouterConfig, environ: Mapping[str, str] | None = None) -> None:
+        self.config = config
+        env = os.environ if environ is None else environ
+        self.auth = Authenticator(config, env)
+        self.catalog = Catalog(config.models)
+        self._http: httpx.AsyncClient | None = None
+        self.providers: dict[str, Provider] = {}
+        self._server: aio.Server | None = None
+        self.health = HealthServicer()
+        self.port: int | None = None
+
+    async def start(self, listen: str | None = None) -> int:
+        """Bind, start serving, and return the bound port (useful with port 0)."""
+        config = self.config
+        self._http = httpx.AsyncClient(
+            http2=True,
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+            timeout=httpx.Timeout(connect=5.0, read=60.0, write=10.0, pool=5.0),
+        )
+        self.providers = build_providers(config.providers, self._http)
+        pipeline = Pipeline(catalog=self.catalog, providers=self.providers, difficulty=None)
+        server = aio.server(
+            options=[
+                (
+                    "grpc.max_receive_message_length",
+                    config.limits.max_request_bytes + _RECEIVE_SLACK_BYTES,
+                ),
+                ("grpc.so_reuseport", 0),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ]
+        )
+        register(
+            server,
+            RouterServicer(self.auth, pipeline, config.limits),
+            AdminServicer(self.auth, self.catalog),
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (
+                ROUTER_SERVICE,
+                ADMIN_SERVICE,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        address = listen or config.server.listen
+        port = server.add_insecure_port(address)
+        if port == 0:
+            raise OSError(f"cannot listen on {address}")
+        await server.start()
+        self._server = server
+        self.port = port
+        for service in ("", ROUTER_SERVICE, ADMIN_SERVICE):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        return port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: NOT_SERVING, refuse new calls, let in-flight ones finish, then close."""
+        if self._server is None:
+            return
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(self.config.server.grace_period_s if grace is None else grace)
+        self._server = None
+        for provider in self.providers.values():
+            await provider.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def serve(config: RouterConfig, listen: str | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then drain."""
+    started = time.perf_counter()
+    server = RouterServer(config)
+    port = await server.start(listen)
+    address = (listen or config.server.listen).rpartition(":")[0]
+    log.info(
+        "serving on %s:%d (SERVING after %.0f ms)",
+        address,
+        port,
+        (time.perf_counter() - started) * 1000,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("draining: up to %.0f s for in-flight calls", config.server.grace_period_s)
+    await server.stop()
+    log.info("stopped")
