@@ -40,6 +40,7 @@ __all__ = [
     "ProviderConfig",
     "RouterConfig",
     "SimulatedProviderConfig",
+    "StoreConfig",
     "TaskConfig",
     "TaskOverride",
     "Tier",
@@ -218,6 +219,31 @@ class ClassifierConfig(Frozen):
     watch_interval_s: Annotated[float, Field(gt=0)] = 2.0
 
 
+class StoreConfig(Frozen):
+    """Where budgets, rate limits, caches and the call log live.
+
+    `memory` keeps them in the process (one replica; the embedded default). `redis` shares them
+    across replicas; the URL comes from `redis_url` or, when that is unset, from `REDIS_URL`.
+    Setting `REDIS_URL` alone also selects Redis.
+    """
+
+    backend: Literal["memory", "redis"] | None = None
+    redis_url: str | None = None
+    # What to do when Redis cannot be reached: keep serving with local counters, or refuse.
+    on_unavailable: Literal["fail_open", "fail_closed"] = "fail_open"
+
+    def resolved_redis_url(self, environ: Mapping[str, str]) -> str | None:
+        """The Redis URL to use, or None for the in-process store."""
+        if self.backend == "memory":
+            return None
+        url = self.redis_url or environ.get("REDIS_URL") or None
+        if self.backend == "redis" and url is None:
+            raise ConfigError(
+                "store.backend is redis but neither store.redis_url nor REDIS_URL is set"
+            )
+        return url
+
+
 class RouterConfig(Frozen):
     server: ServerConfig = ServerConfig()
     limits: LimitsConfig = LimitsConfig()
@@ -227,6 +253,7 @@ class RouterConfig(Frozen):
     apps: Mapping[str, AppConfig] = Field(default_factory=dict)
     admin: AdminConfig = AdminConfig()
     classifier: ClassifierConfig = ClassifierConfig()
+    store: StoreConfig = StoreConfig()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> RouterConfig:

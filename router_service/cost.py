@@ -81,7 +81,8 @@ class PriceTable:
         return (total + MICRO // 2) // MICRO
 
     def worst_case_micro_usd(self, input_tokens: int, max_output_tokens: int) -> int:
-        """The most a call can cost: every input token at the dearer of the uncached and
-        cache-write prices, and every allowed output token; rounded up."""
-        total = input_tokens * max(self.input, self.cache_write) + max_output_tokens * self.output
+        """The most a call can cost: every input token at the dearest input price (uncached,
+        cached or cache write), and every allowed output token; rounded up."""
+        dearest_input = max(self.input, self.cached_input, self.cache_write)
+        total = input_tokens * dearest_input + max_output_tokens * self.output
         return -(-total // MICRO)

@@ -149,7 +149,8 @@ def decide(catalog: Catalog, inp: PolicyInput) -> Decision:
     chosen = ordered[0]
     reasons.append(_why_model(chosen, tier, inp))
     names = [m.name for m in ordered]
-    names += [f for f in chosen.fallbacks if f not in names and _fits(catalog[f], inp)]
+    for model in ordered:
+        names += [f for f in model.fallbacks if f not in names and _fits(catalog[f], inp)]
     return _decision(inp, tier, names, reasons, arm=arm, propensity=propensity)
 
 

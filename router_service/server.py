@@ -19,6 +19,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from redis.asyncio import Redis
 
 from router_service.api.admin_servicer import AdminServicer
 from router_service.api.registration import ADMIN_SERVICE, ROUTER_SERVICE, register
@@ -48,6 +49,9 @@ class RouterServer:
         self.auth = Authenticator(config, env)
         self.catalog = Catalog(config.models)
         self._http: httpx.AsyncClient | None = None
+        self.redis_url = config.store.resolved_redis_url(env)
+        # The one Redis client (with its connection pool), when a Redis is configured.
+        self.redis: Redis | None = None
         self.providers: dict[str, Provider] = {}
         self._server: aio.Server | None = None
         self.health = HealthServicer()
@@ -62,6 +66,13 @@ class RouterServer:
             timeout=httpx.Timeout(connect=5.0, read=60.0, write=10.0, pool=5.0),
         )
         self.providers = build_providers(config.providers, self._http)
+        if self.redis_url is not None:
+            self.redis = Redis.from_url(
+                self.redis_url,
+                socket_connect_timeout=1.0,
+                socket_timeout=1.0,
+                health_check_interval=10,
+            )
         pipeline = Pipeline(catalog=self.catalog, providers=self.providers, difficulty=None)
         server = aio.server(
             options=[
@@ -111,6 +122,8 @@ class RouterServer:
             await provider.aclose()
         if self._http is not None:
             await self._http.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
 
     async def wait(self) -> None:
         if self._server is not None:

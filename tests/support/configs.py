@@ -1,0 +1,50 @@
+"""Configs for tests: the embedded defaults made fast, with targeted changes."""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from router_service.config import RouterConfig
+
+DEMO_KEY = "demo-key"
+ADMIN_KEY = "demo-admin-key"
+
+
+def embedded_raw() -> dict[str, Any]:
+    text = resources.files("router_service.defaults").joinpath("embedded.yaml").read_text()
+    raw: dict[str, Any] = yaml.safe_load(text)
+    return raw
+
+
+def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` merged in recursively (a None value deletes the key)."""
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def fast_raw(**changes: Any) -> dict[str, Any]:
+    """The embedded defaults with simulated providers that answer at once."""
+    fast = {"ttft_ms": 0, "tokens_per_second": 100_000}
+    raw = merge(
+        embedded_raw(),
+        {
+            "server": {"listen": "127.0.0.1:0", "grace_period_s": 2},
+            "providers": {"sim-openai": fast, "sim-anthropic": fast},
+        },
+    )
+    return merge(raw, changes)
+
+
+def fast_config(**changes: Any) -> RouterConfig:
+    return RouterConfig.model_validate(fast_raw(**changes))

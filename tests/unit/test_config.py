@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from router_service.config import ConfigError, Tier, load_config
+from tests.support.configs import embedded_raw, merge
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "router.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_embedded_defaults_have_the_spec_catalog_and_task_classes() -> None:
+    config = load_config()
+    assert {n for n, m in config.models.items() if m.tier is Tier.CHEAP} == {"glm-5.2", "kimi-2.7"}
+    assert {n for n, m in config.models.items() if m.tier is Tier.FRONTIER} == {
+        "gpt-5.5",
+        "claude-opus-4.8",
+    }
+    for task in ("default", "classification", "extraction", "summarization", "support_draft"):
+        assert task in config.tasks
+    for task in ("code_review", "reasoning"):
+        assert config.tasks[task].default_tier is Tier.FRONTIER
+    assert config.server.listen == "127.0.0.1:50051"
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    import yaml
+
+    raw = merge(embedded_raw(), {"server": {"lisen": "x"}})
+    with pytest.raises(ConfigError, match=r"server\.lisen: Extra inputs are not permitted"):
+        load_config(write(tmp_path, yaml.safe_dump(raw)))
+
+
+def test_wrong_type_is_named(tmp_path: Path) -> None:
+    import yaml
+
+    raw = merge(embedded_raw(), {"models": {"glm-5.2": {"prices": {"input": "cheap"}}}})
+    with pytest.raises(ConfigError, match=r"models\.glm-5\.2\.prices\.input"):
+        load_config(write(tmp_path, yaml.safe_dump(raw)))
+
+
+def test_unknown_provider_reference(tmp_path: Path) -> None:
+    import yaml
+
+    raw = merge(embedded_raw(), {"models": {"glm-5.2": {"provider": "nowhere"}}})
+    with pytest.raises(ConfigError, match="provider 'nowhere' is not in providers"):
+        load_config(write(tmp_path, yaml.safe_dump(raw)))
+
+
+def test_default_task_is_required(tmp_path: Path) -> None:
+    import yaml
+
+    raw = merge(embedded_raw(), {"tasks": {"default": None}})
+    with pytest.raises(ConfigError, match="'default' task class is required"):
+        load_config(write(tmp_path, yaml.safe_dump(raw)))
+
+
+def test_bad_listen_address(tmp_path: Path) -> None:
+    import yaml
+
+    raw = merge(embedded_raw(), {"server": {"listen": "localhost"}})
+    with pytest.raises(ConfigError, match=r"server\.listen: Value error, expected HOST:PORT"):
+        load_config(write(tmp_path, yaml.safe_dump(raw)))
+
+
+def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "models: [unclosed"))
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_config_is_frozen() -> None:
+    config = load_config()
+    with pytest.raises(ValueError, match="frozen"):
+        config.server.listen = "0.0.0.0:1"  # type: ignore[misc]
+
+
+def test_prices_are_exact_decimals() -> None:
+    prices = load_config().models["glm-5.2"].prices
+    assert str(prices.input) == "0.95"

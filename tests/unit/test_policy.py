@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import pytest
+
+from router_service.catalog import Catalog
+from router_service.chat import Hints, TierPreference
+from router_service.config import TaskConfig, Tier, load_config
+from router_service.errors import InvalidRequest
+from router_service.policy import BudgetState, Classification, PolicyInput, decide
+
+CONFIG = load_config()
+CATALOG = Catalog(CONFIG.models)
+
+
+def inp(task: str = "summarization", **changes: object) -> PolicyInput:
+    values: dict[str, object] = {
+        "task_name": task,
+        "task": CONFIG.tasks.get(task, CONFIG.tasks["default"]),
+        "task_known": task in CONFIG.tasks,
+        "hints": Hints(),
+        "prompt_tokens": 500,
+        "max_output_tokens": 1024,
+    }
+    values.update(changes)
+    return PolicyInput(**values)  # type: ignore[arg-type]
+
+
+def scored(score: float, recommended: float = 0.5) -> Classification:
+    return Classification(score=score, version="test-1", recommended_threshold=recommended)
+
+
+def test_cheap_by_default_and_cheapest_model_first() -> None:
+    d = decide(CATALOG, inp())
+    assert d.tier is Tier.CHEAP
+    assert d.model == "glm-5.2"  # cheaper than kimi-2.7 for this request
+    assert d.candidates == ("glm-5.2", "kimi-2.7")
+    assert "no classifier score: task default tier cheap" in d.reasons
+
+
+def test_task_that_leans_frontier() -> None:
+    d = decide(CATALOG, inp("code_review"))
+    assert d.tier is Tier.FRONTIER
+    assert d.model == "gpt-5.5"
+
+
+def test_unknown_task_uses_default_class_and_says_so() -> None:
+    d = decide(CATALOG, inp("poetry"))
+    assert d.task == "default"
+    assert d.reasons[0] == "task 'poetry' unknown: using the default class"
+
+
+def test_difficulty_above_threshold_escalates() -> None:
+    d = decide(CATALOG, inp(classification=scored(0.82)))
+    assert d.tier is Tier.FRONTIER
+    assert "difficulty 0.82 >= 0.70" in d.reasons
+    assert (d.difficulty, d.threshold, d.classifier_version) == (0.82, 0.7, "test-1")
+
+
+def test_difficulty_below_threshold_stays_cheap() -> None:
+    d = decide(CATALOG, inp(classification=scored(0.2)))
+    assert d.tier is Tier.CHEAP
+    assert "difficulty 0.20 < 0.70" in d.reasons
+
+
+def test_recommended_threshold_when_task_sets_none() -> None:
+    d = decide(CATALOG, inp("default", classification=scored(0.45, recommended=0.4)))
+    assert d.tier is Tier.FRONTIER
+    assert d.threshold == 0.4
+
+
+@pytest.mark.parametrize(
+    ("hints", "reason"),
+    [
+        (Hints(money_movement=True), "money movement escalates"),
+        (Hints(tier=TierPreference.FRONTIER), "frontier required by hint"),
+        (Hints(customer_escalation=True), "customer escalation escalates"),
+    ],
+)
+def test_hints_escalate(hints: Hints, reason: str) -> None:
+    d = decide(CATALOG, inp(hints=hints, classification=scored(0.0)))
+    assert d.tier is Tier.FRONTIER
+    assert reason in d.reasons
+
+
+def test_cheap_hint_beats_difficulty_but_not_money_movement() -> None:
+    d = decide(CATALOG, inp(hints=Hints(tier=TierPreference.CHEAP), classification=scored(0.99)))
+    assert d.tier is Tier.CHEAP
+    d = decide(
+        CATALOG,
+        inp(hints=Hints(tier=TierPreference.CHEAP, money_movement=True)),
+    )
+    assert d.tier is Tier.FRONTIER
+
+
+def test_long_context_rule_and_context_window_overflow() -> None:
+    d = decide(CATALOG, inp("code_review", prompt_tokens=40_000, classification=scored(0.0)))
+    assert d.tier is Tier.FRONTIER
+    assert "long context: ~40000 prompt tokens >= 32000" in d.reasons
+    # Beyond every cheap model's window (256k): frontier, and only models that fit.
+    d = decide(CATALOG, inp(prompt_tokens=300_000, classification=scored(0.0)))
+    assert d.tier is Tier.FRONTIER
+    assert d.candidates == ("gpt-5.5",)
+
+
+def test_nothing_fits() -> None:
+    with pytest.raises(InvalidRequest, match="no model can serve"):
+        decide(CATALOG, inp(prompt_tokens=2_000_000))
+
+
+def test_soft_budget_downgrades_unless_frontier_is_required() -> None:
+    d = decide(CATALOG, inp(classification=scored(0.9), budget=BudgetState.SOFT))
+    assert d.tier is Tier.CHEAP
+    assert "budget past its soft threshold: downgraded to cheap" in d.reasons
+    d = decide(CATALOG, inp(hints=Hints(money_movement=True), budget=BudgetState.SOFT))
+    assert d.tier is Tier.FRONTIER
+
+
+def test_forced_model() -> None:
+    d = decide(CATALOG, inp(hints=Hints(force_model="claude-opus-4.8")))
+    assert (d.model, d.tier, d.arm) == ("claude-opus-4.8", Tier.FRONTIER, "forced")
+    with pytest.raises(InvalidRequest, match="unknown model 'gpt-2'"):
+        decide(CATALOG, inp(hints=Hints(force_model="gpt-2")))
+
+
+def test_unhealthy_models_go_last_and_warm_ones_first() -> None:
+    d = decide(CATALOG, inp(unhealthy=frozenset({"glm-5.2"})))
+    assert d.candidates == ("kimi-2.7", "glm-5.2")
+    d = decide(CATALOG, inp(warm=frozenset({"kimi-2.7"})))
+    assert d.model == "kimi-2.7"
+    assert "kimi-2.7: prompt prefix warm in its provider's cache" in d.reasons
+
+
+def test_exploration_flips_the_tier_with_its_propensity() -> None:
+    explore = decide(
+        CATALOG, inp(classification=scored(0.1), exploration_rate=0.1, exploration_draw=0.05)
+    )
+    assert (explore.tier, explore.arm, explore.propensity) == (Tier.FRONTIER, "explore", 0.1)
+    policy = decide(
+        CATALOG, inp(classification=scored(0.1), exploration_rate=0.1, exploration_draw=0.5)
+    )
+    assert (policy.tier, policy.arm, policy.propensity) == (Tier.CHEAP, "policy", 0.9)
+
+
+def test_tools_need_a_capable_model() -> None:
+    task = TaskConfig()
+    d = decide(CATALOG, inp(task=task, needs_tools=True))
+    assert all("tools" in CATALOG[name].capabilities for name in d.candidates)

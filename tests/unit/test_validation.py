@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from router_service._proto import router_pb2 as pb
+from router_service.api.validation import validate_route_request
+from router_service.chat import TierPreference
+from router_service.config import LimitsConfig
+from router_service.errors import InvalidRequest
+
+LIMITS = LimitsConfig()
+
+
+def request(**changes: object) -> pb.RouteRequest:
+    values: dict[str, object] = {
+        "task": "summarization",
+        "messages": [pb.Message(role="user", content="Summarize: the cat sat on the mat.")],
+    }
+    values.update(changes)
+    return pb.RouteRequest(**values)  # type: ignore[arg-type]
+
+
+def test_a_good_request() -> None:
+    chat = validate_route_request(
+        request(
+            tools=[pb.Tool(name="lookup", parameters_json='{"type": "object"}')],
+            hints=pb.RouteHints(tier=pb.TIER_PREFERENCE_CHEAP),
+            temperature=0.0,
+        ),
+        LIMITS,
+    )
+    assert chat.task == "summarization"
+    assert chat.messages[0].role == "user"
+    assert chat.tools[0].parameters == {"type": "object"}
+    assert chat.hints.tier is TierPreference.CHEAP
+    assert chat.temperature == 0.0
+    assert len(chat.request_id) == 32
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"messages": []}, "messages is empty"),
+        ({"task": ""}, "task is empty"),
+        ({"task": "has space"}, "task must be"),
+        ({"messages": [pb.Message(role="robot", content="x")]}, "messages[0].role is 'robot'"),
+        ({"messages": [pb.Message(role="system", content="x")]}, "no user message"),
+        ({"messages": [pb.Message(role="user", content="")]}, "messages[0] has no content"),
+        ({"max_output_tokens": -1}, "max_output_tokens is -1; it must be >= 0"),
+        ({"max_output_tokens": 10**9}, "the limit is 65536"),
+        ({"temperature": float("nan")}, "temperature is nan"),
+        ({"temperature": 7.0}, "temperature is 7.0"),
+        ({"hints": pb.RouteHints(tier=42)}, "hints.tier has unknown value 42"),  # type: ignore[arg-type]
+        ({"tools": [pb.Tool(name="bad name")]}, "tools[0].name"),
+        ({"tools": [pb.Tool(name="t", parameters_json="{")]}, "not valid JSON"),
+        ({"tools": [pb.Tool(name="t", parameters_json="[]")]}, "must be a JSON object"),
+        ({"request_id": "a b"}, "request_id must be"),
+    ],
+)
+def test_bad_requests_say_what_is_wrong(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        validate_route_request(request(**changes), LIMITS)
+    assert message in caught.value.message
+
+
+def test_size_limits() -> None:
+    small = LimitsConfig(max_request_bytes=100, max_messages=2)
+    with pytest.raises(InvalidRequest, match="the limit is 100 bytes"):
+        validate_route_request(
+            request(messages=[pb.Message(role="user", content="x" * 200)]), small
+        )
+    with pytest.raises(InvalidRequest, match="3 messages; the limit is 2"):
+        validate_route_request(request(messages=[pb.Message(role="user", content="x")] * 3), small)
+
+
+@given(
+    task=st.text(max_size=200),
+    role=st.text(max_size=20),
+    content=st.text(max_size=200),
+    max_output=st.integers(-(2**31), 2**31 - 1),
+    temperature=st.floats(allow_nan=True, allow_infinity=True),
+)
+def test_arbitrary_input_is_accepted_or_refused_cleanly(
+    task: str, role: str, content: str, max_output: int, temperature: float
+) -> None:
+    message = request(
+        task=task,
+        messages=[pb.Message(role=role, content=content)],
+        max_output_tokens=max_output,
+        temperature=temperature,
+    )
+    try:
+        chat = validate_route_request(message, LIMITS)
+    except InvalidRequest as exc:
+        assert exc.message
+    else:
+        assert chat.task == task and 0 <= chat.max_output_tokens <= LIMITS.max_output_tokens
