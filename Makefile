@@ -19,18 +19,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[training,dev]'
 	touch $@
 
-# Generated once per change of the .proto, into one git-ignored package. grpc_tools writes
-# absolute imports (`from router.v1 import ...`); they are made relative so the code lives
-# inside router_service.
-$(PROTO_OUT)/.generated: $(PROTO_SRC) $(VENV)/.installed
-	rm -rf $(PROTO_OUT) .proto-build && mkdir -p $(PROTO_OUT) .proto-build
-	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=.proto-build --grpc_python_out=.proto-build \
-		--mypy_out=.proto-build --mypy_grpc_out=.proto-build $(PROTO_SRC)
-	mv .proto-build/router/v1/* $(PROTO_OUT)/ && rm -rf .proto-build
-	sed -i -e 's/^from router\.v1 import router_pb2/from . import router_pb2/' \
-		-e 's/^import router\.v1\.router_pb2$$/from . import router_pb2/' \
-		-e 's/router\.v1\.router_pb2\./router_pb2./g' $(PROTO_OUT)/*.py $(PROTO_OUT)/*.pyi
-	printf '"""Generated from protos/ at build time by `make setup`; do not edit."""\n' > $(PROTO_OUT)/__init__.py
+# Generated once per change of the .proto, into one git-ignored package.
+$(PROTO_OUT)/.generated: $(PROTO_SRC) protos/generate.sh $(VENV)/.installed
+	PYTHON=$(BIN)/python protos/generate.sh
 	touch $@
 
 $(BUF):

@@ -1,0 +1,31 @@
+# Two images from one file:
+#   docker build --target runtime -t llm-router .   the service (no scikit-learn)
+#   docker build --target trainer -t llm-router-trainer .   the retraining job
+FROM python:3.11-slim AS build
+WORKDIR /src
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir grpcio-tools mypy-protobuf
+COPY pyproject.toml README.md ./
+COPY protos/ protos/
+COPY router_service/ router_service/
+COPY classifier/ classifier/
+COPY training/ training/
+# Generate the gRPC code exactly as `make setup` does.
+RUN PYTHON=/opt/venv/bin/python protos/generate.sh
+RUN python -m venv /opt/runtime && /opt/runtime/bin/pip install --no-cache-dir . \
+ && python -m venv /opt/trainer && /opt/trainer/bin/pip install --no-cache-dir '.[training]'
+
+FROM python:3.11-slim AS runtime
+RUN useradd --uid 10001 --user-group --no-create-home router
+COPY --from=build /opt/runtime /opt/runtime
+ENV PATH=/opt/runtime/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+USER 10001
+EXPOSE 50051
+ENTRYPOINT ["llm-router"]
+CMD ["serve", "--listen", "0.0.0.0:50051"]
+
+FROM python:3.11-slim AS trainer
+RUN useradd --uid 10001 --user-group --no-create-home router
+COPY --from=build /opt/trainer /opt/trainer
+ENV PATH=/opt/trainer/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 MPLCONFIGDIR=/tmp
+USER 10001
+ENTRYPOINT ["llm-router"]
