@@ -46,9 +46,12 @@ class _Budget:
 
 @dataclass
 class _Bucket:
-    requests: float
-    tokens: float
+    level: float
     at_ms: int
+
+    def refilled(self, per_minute: int, now_ms: int) -> float:
+        elapsed = max(0, now_ms - self.at_ms)
+        return min(float(per_minute), self.level + elapsed * per_minute / _MINUTE_MS)
 
 
 class MemoryStore:
@@ -58,7 +61,8 @@ class MemoryStore:
         self._clock = clock
         self._budgets: dict[tuple[str, str], _Budget] = {}
         self._limits: dict[str, BudgetLimit] = {}
-        self._buckets: dict[str, _Bucket] = {}
+        # (app, "requests" or "tokens") -> bucket
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
         # (app, key) -> (value, expiry); oldest first, bounded.
         self._cache: OrderedDict[tuple[str, str], tuple[bytes, float]] = OrderedDict()
         # (app, prefix hash) -> model -> expiry
@@ -156,29 +160,34 @@ class MemoryStore:
         force: bool = False,
     ) -> RateDecision:
         now = self._now_ms()
-        bucket = self._buckets.get(app)
-        if bucket is None:
-            bucket = self._buckets[app] = _Bucket(
-                float(requests_per_minute), float(tokens_per_minute), now
-            )
-        elapsed = max(0, now - bucket.at_ms)
-        level_r = _refill(bucket.requests, requests_per_minute, elapsed)
-        level_t = _refill(bucket.tokens, tokens_per_minute, elapsed)
+        # A limit of 0 leaves its bucket untouched.
+        requests_bucket = self._bucket(app, "requests", requests_per_minute, now)
+        tokens_bucket = self._bucket(app, "tokens", tokens_per_minute, now)
+        level_r = requests_bucket.refilled(requests_per_minute, now) if requests_bucket else 0.0
+        level_t = tokens_bucket.refilled(tokens_per_minute, now) if tokens_bucket else 0.0
         if not force:
-            if requests_per_minute and level_r < requests:
+            if requests_bucket and level_r < requests:
                 return RateDecision(
                     False, "requests", _wait_s(requests - level_r, requests_per_minute)
                 )
             # A request larger than the whole bucket passes when the bucket is full.
             wanted = min(tokens, tokens_per_minute)
-            if tokens_per_minute and level_t < wanted:
+            if tokens_bucket and level_t < wanted:
                 return RateDecision(False, "tokens", _wait_s(wanted - level_t, tokens_per_minute))
-        if requests_per_minute:
-            level_r -= requests
-        if tokens_per_minute:
-            level_t = max(level_t - tokens, -float(tokens_per_minute))
-        bucket.requests, bucket.tokens, bucket.at_ms = level_r, level_t, now
+        if requests_bucket:
+            requests_bucket.level, requests_bucket.at_ms = level_r - requests, now
+        if tokens_bucket:
+            tokens_bucket.level = max(level_t - tokens, -float(tokens_per_minute))
+            tokens_bucket.at_ms = now
         return RateDecision(True)
+
+    def _bucket(self, app: str, kind: str, per_minute: int, now_ms: int) -> _Bucket | None:
+        if not per_minute:
+            return None
+        bucket = self._buckets.get((app, kind))
+        if bucket is None:
+            bucket = self._buckets[(app, kind)] = _Bucket(float(per_minute), now_ms)
+        return bucket
 
     async def cache_get(self, app: str, key: str) -> bytes | None:
         entry = self._cache.get((app, key))
@@ -216,10 +225,6 @@ class MemoryStore:
     async def aclose(self) -> None:
         self._cache.clear()
         self._warm.clear()
-
-
-def _refill(level: float, per_minute: int, elapsed_ms: int) -> float:
-    return min(float(per_minute), level + elapsed_ms * per_minute / _MINUTE_MS)
 
 
 def _wait_s(missing: float, per_minute: int) -> float:

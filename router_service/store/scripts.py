@@ -141,7 +141,8 @@ return {spent, reserved, limit, soft, overridden}
 """,
 )
 
-# Two token buckets per app, each refilling evenly to its per-minute capacity.
+# Two token buckets per app, each refilling evenly to its per-minute capacity. A limit of 0
+# leaves its bucket untouched (an app without that limit, or a charge of the other kind).
 # KEYS: rate hash. ARGV: requests/min, tokens/min (0: none), requests, tokens, force (1/0).
 # Returns {allowed, limited_by, retry_after_ms}.
 RATE_TAKE = _script(
@@ -150,13 +151,13 @@ RATE_TAKE = _script(
 local now = now_ms()
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
 local need_r, need_t = tonumber(ARGV[3]), tonumber(ARGV[4])
-local s = redis.call('HMGET', KEYS[1], 'r', 't', 'at')
-local elapsed = math.max(0, now - (tonumber(s[3]) or now))
-local function level(stored, cap)
+local s = redis.call('HMGET', KEYS[1], 'r', 'r_at', 't', 't_at')
+local function level(stored, at, cap)
   if cap <= 0 then return 0 end
+  local elapsed = math.max(0, now - (tonumber(at) or now))
   return math.min(cap, (tonumber(stored) or cap) + elapsed * cap / 60000)
 end
-local r, t = level(s[1], rpm), level(s[2], tpm)
+local r, t = level(s[1], s[2], rpm), level(s[3], s[4], tpm)
 if ARGV[5] ~= '1' then
   if rpm > 0 and r < need_r then
     return {0, 'requests', math.ceil((need_r - r) * 60000 / rpm)}
@@ -166,9 +167,12 @@ if ARGV[5] ~= '1' then
     return {0, 'tokens', math.ceil((wanted - t) * 60000 / tpm)}
   end
 end
-if rpm > 0 then r = r - need_r end
-if tpm > 0 then t = math.max(t - need_t, -tpm) end
-redis.call('HSET', KEYS[1], 'r', string.format('%.4f', r), 't', string.format('%.4f', t), 'at', now)
+if rpm > 0 then
+  redis.call('HSET', KEYS[1], 'r', string.format('%.4f', r - need_r), 'r_at', now)
+end
+if tpm > 0 then
+  redis.call('HSET', KEYS[1], 't', string.format('%.4f', math.max(t - need_t, -tpm)), 't_at', now)
+end
 redis.call('PEXPIRE', KEYS[1], 120000)
 return {1, '', 0}
 """,

@@ -180,3 +180,14 @@ async def test_stats_accumulate(store: Store) -> None:
     await store.add_stats("a", PERIOD, {"requests": 1, "cost": 40})
     assert await store.read_stats("a", PERIOD) == {"requests": 3, "model:glm-5.2": 2, "cost": 40}
     assert await store.read_stats("b", PERIOD) == {}
+
+
+async def test_a_token_charge_leaves_the_request_bucket_alone(store: Store) -> None:
+    both = dict(requests_per_minute=2, tokens_per_minute=1_000)
+    assert (await store.take("a", requests=1, tokens=10, **both)).allowed
+    charged = await store.take(
+        "a", requests_per_minute=0, tokens_per_minute=1_000, requests=0, tokens=50, force=True
+    )
+    assert charged.allowed
+    assert (await store.take("a", requests=1, tokens=10, **both)).allowed
+    assert not (await store.take("a", requests=1, tokens=10, **both)).allowed
