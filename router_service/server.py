@@ -19,7 +19,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -72,8 +72,12 @@ class RouterServer:
         )
         self.providers = build_providers(config.providers, self._http)
         if self.redis_url is not None:
-            self.redis = Redis.from_url(
+            # Under load, wait briefly for a pooled connection rather than fail at once (the
+            # default pool raises "Too many connections" past 100 in use).
+            pool = BlockingConnectionPool.from_url(
                 self.redis_url,
+                max_connections=64,
+                timeout=1.0,
                 socket_connect_timeout=1.0,
                 socket_timeout=1.0,
                 health_check_interval=10,
@@ -81,6 +85,7 @@ class RouterServer:
                 # seconds-long stalls; one quick retry covers a dropped idle connection.
                 retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
             )
+            self.redis = Redis.from_pool(pool)
         self.accounting = Accounting.build(config.store, self.redis)
         pipeline = Pipeline(
             catalog=self.catalog,
