@@ -215,6 +215,8 @@ class BudgetLedger:
         if hold.settled:
             return
         hold.settled = True
+        # No longer renewed from here on: the settle releases it.
+        self._held.pop(hold.lease_id, None)
         if actual_micro_usd > hold.amount_micro_usd:
             alerts.reservation_shortfall(hold.app, hold.amount_micro_usd, actual_micro_usd)
         try:
@@ -228,8 +230,6 @@ class BudgetLedger:
         except StoreUnavailable as exc:
             alerts.settle_failed(hold.app, exc)
             return
-        finally:
-            self._held.pop(hold.lease_id, None)
         if not result.lease_found:
             alerts.lease_lost(hold.app, 1)
         self._remember(hold.app, hold.period, result.usage)
@@ -253,13 +253,13 @@ class BudgetLedger:
                 groups[(hold.app, hold.period)].append(hold.lease_id)
             for (app, period), leases in groups.items():
                 try:
-                    renewed = await self._store.renew(app, period, leases, self._lease_ms)
+                    gone = await self._store.renew(app, period, leases, self._lease_ms)
                 except StoreUnavailable:
                     continue
-                # Holds settled while the renewal ran are not lost.
-                missing = sum(1 for lease in leases if lease in self._held) - renewed
-                if missing > 0:
-                    alerts.lease_lost(app, missing)
+                # A hold whose settle began meanwhile is gone from the store, not lost.
+                lost = sum(1 for lease in gone if lease in self._held)
+                if lost:
+                    alerts.lease_lost(app, lost)
 
     async def aclose(self) -> None:
         if self._keeper is not None:

@@ -118,8 +118,10 @@ class BudgetStore(Protocol):
         """Release the lease's hold and add the actual cost to the spend, in one step."""
         ...
 
-    async def renew(self, app: str, period: Period, lease_ids: Sequence[str], lease_ms: int) -> int:
-        """Extend live leases by `lease_ms` from now; returns how many were still held."""
+    async def renew(
+        self, app: str, period: Period, lease_ids: Sequence[str], lease_ms: int
+    ) -> list[str]:
+        """Extend live leases by `lease_ms` from now; returns those no longer held."""
         ...
 
     async def budget_usage(self, app: str, period: Period, default: BudgetLimit) -> BudgetUsage: ...

@@ -177,15 +177,17 @@ class FailoverStore:
         self._remember(app, period, result.usage)
         return result
 
-    async def renew(self, app: str, period: Period, lease_ids: Sequence[str], lease_ms: int) -> int:
+    async def renew(
+        self, app: str, period: Period, lease_ids: Sequence[str], lease_ms: int
+    ) -> list[str]:
         local = [lease for lease in lease_ids if lease in self._local_leases]
         shared = [lease for lease in lease_ids if lease not in self._local_leases]
-        renewed = await self._local.renew(app, period, local, lease_ms) if local else 0
+        gone = await self._local.renew(app, period, local, lease_ms) if local else []
         if shared:
-            renewed += await self._run(
+            gone += await self._run(
                 "lease renewal", lambda store: store.renew(app, period, shared, lease_ms)
             )
-        return renewed
+        return gone
 
     async def budget_usage(self, app: str, period: Period, default: BudgetLimit) -> BudgetUsage:
         usage = await self._run(

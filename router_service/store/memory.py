@@ -132,16 +132,19 @@ class MemoryStore:
             budget.soft_alerted = crossed = True
         return SettleResult(usage=usage, lease_found=held is not None, crossed_soft=crossed)
 
-    async def renew(self, app: str, period: Period, lease_ids: Sequence[str], lease_ms: int) -> int:
+    async def renew(
+        self, app: str, period: Period, lease_ids: Sequence[str], lease_ms: int
+    ) -> list[str]:
         budget = self._budget(app, period)
         expiry = self._now_ms() + lease_ms
-        renewed = 0
+        gone = []
         for lease in lease_ids:
             held = budget.holds.get(lease)
-            if held is not None:
+            if held is None:
+                gone.append(lease)
+            else:
                 budget.holds[lease] = (held[0], expiry)
-                renewed += 1
-        return renewed
+        return gone
 
     async def budget_usage(self, app: str, period: Period, default: BudgetLimit) -> BudgetUsage:
         return self._usage(app, self._budget(app, period), default)

@@ -113,11 +113,14 @@ class RedisStore:
             crossed_soft=bool(crossed),
         )
 
-    async def renew(self, app: str, period: Period, lease_ids: Sequence[str], lease_ms: int) -> int:
+    async def renew(
+        self, app: str, period: Period, lease_ids: Sequence[str], lease_ms: int
+    ) -> list[str]:
         if not lease_ids:
-            return 0
+            return []
         keys = self._budget_keys(app, period)[:2]
-        return int(await self._renew(keys=keys, args=[lease_ms, *lease_ids]))
+        gone = await self._renew(keys=keys, args=[lease_ms, *lease_ids])
+        return [_text(lease) for lease in gone]
 
     async def budget_usage(self, app: str, period: Period, default: BudgetLimit) -> BudgetUsage:
         return _usage(

@@ -111,21 +111,22 @@ return {held and 1 or 0, spent, reserved, limit, soft, overridden, crossed}
 )
 
 # KEYS: budget hash, lease zset. ARGV: lease ms, lease ids...
-# Returns how many of the leases were still held (and are now extended).
+# Extends the leases still held; returns the ids of those no longer held.
 BUDGET_RENEW = _script(
     "budget_renew_v1",
     """
 local now = now_ms()
 release_expired(KEYS[1], KEYS[2], now)
 local expiry = now + tonumber(ARGV[1])
-local held = 0
+local gone = {}
 for i = 2, #ARGV do
   if redis.call('ZSCORE', KEYS[2], ARGV[i]) then
     redis.call('ZADD', KEYS[2], expiry, ARGV[i])
-    held = held + 1
+  else
+    table.insert(gone, ARGV[i])
   end
 end
-return held
+return gone
 """,
 )
 

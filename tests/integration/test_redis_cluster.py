@@ -75,7 +75,7 @@ async def test_budget_scripts_run_on_the_cluster(cluster: RedisCluster) -> None:
             name, period, lease_id="l2", amount_micro_usd=400, lease_ms=60_000, default=limit
         )
         assert granted.granted and not refused.granted
-        assert await store.renew(name, period, ["l1"], 60_000) == 1
+        assert await store.renew(name, period, ["l1", "l2"], 60_000) == ["l2"]
         settled = await store.settle(
             name, period, lease_id="l1", actual_micro_usd=300, default=limit
         )

@@ -81,10 +81,10 @@ async def test_renewed_leases_outlive_their_first_expiry(store: Store) -> None:
     await reserve(store, "dead", 300, lease_ms=150)
     for _ in range(3):
         await asyncio.sleep(0.06)
-        assert await store.renew("a", PERIOD, ["live"], 150) == 1
+        assert await store.renew("a", PERIOD, ["live"], 150) == []
     usage = await store.budget_usage("a", PERIOD, LIMIT)
     assert usage.reserved_micro_usd == 500
-    assert await store.renew("a", PERIOD, ["dead"], 150) == 0
+    assert await store.renew("a", PERIOD, ["dead", "live"], 150) == ["dead"]
 
 
 async def test_admin_limit_overrides_the_configured_one(store: Store) -> None:
