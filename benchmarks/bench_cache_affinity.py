@@ -234,9 +234,9 @@ async def run(requests: int, seed: int) -> dict[str, object]:
     return {
         "method": f"{requests} requests from {len(APPS)} apps (random interleaving, seed {seed}); "
         f"system prompts of ~{len(prompts[(APPS[0], 0)].system) // 4} tokens and 3 tools each, "
-        "varied in whitespace, JSON key order and tool order; one cheap model on "
-        f"{TEMPLATES} prompt templates per app; "
-        f"{DEPLOYMENTS} simulated OpenAI-style deployments (prefix cache on exact bytes, "
+        f"varied in whitespace, JSON key order and tool order; {TEMPLATES} prompt templates "
+        f"per app; one cheap model on {DEPLOYMENTS} simulated OpenAI-style deployments "
+        "(prefix cache on exact bytes, "
         "1024-token minimum); naive = as sent, round-robin; canonical round-robin = canonical "
         "prefix, round-robin; ours = Pipeline (canonical prefix + rendezvous affinity)",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
