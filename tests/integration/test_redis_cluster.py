@@ -100,13 +100,17 @@ async def test_without_hash_tags_the_same_script_is_refused(cluster: RedisCluste
 async def test_concurrent_calls_from_several_clients_stay_within_the_limit(
     cluster_ports: list[int],
 ) -> None:
-    # The cluster client opens a connection per concurrent command (no blocking pool).
+    # The async cluster client opens a connection per concurrent command (it has no blocking
+    # pool), so each client keeps at most 50 calls in flight, as a pool would; and it must be
+    # initialized before a burst, or concurrent first commands race its own initialization.
     clients = [
         RedisCluster(host="127.0.0.1", port=port, max_connections=1000) for port in cluster_ports
     ]
     ledgers = [BudgetLedger(RedisStore(c, key_prefix="clusterload"), lease_s=30) for c in clients]
+    for client in clients:
+        await client.initialize()
     try:
-        result = await concurrent_calls(ledgers, app("load"), 400)
+        result = await concurrent_calls(ledgers, app("load"), 400, per_client=50)
         usage = (await ledgers[0].read("load", app("load").config)).usage
         assert result.refused > 0
         assert usage.spent_micro_usd == result.settled_micro_usd <= 1_000_000
