@@ -32,12 +32,14 @@ from pydantic import (
 __all__ = [
     "AdminConfig",
     "AppConfig",
+    "BudgetConfig",
     "ConfigError",
     "Deployment",
     "LimitsConfig",
     "ModelConfig",
     "Prices",
     "ProviderConfig",
+    "RateLimitConfig",
     "RouterConfig",
     "SimulatedProviderConfig",
     "StoreConfig",
@@ -172,6 +174,22 @@ class SecretRef(Frozen):
         return self
 
 
+class BudgetConfig(Frozen):
+    """An app's monthly budget (UTC calendar month); `Admin.SetBudget` overrides it at run time."""
+
+    monthly_limit_usd: Annotated[Decimal, Field(ge=0)]
+    # Share of the limit past which requests downgrade to cheap (unless frontier is required)
+    # and an alert is emitted.
+    soft_threshold: Annotated[float, Field(gt=0, le=1)] = 0.8
+
+
+class RateLimitConfig(Frozen):
+    """Per-app rate limits, each a token bucket refilling evenly over a minute; None: no limit."""
+
+    requests_per_minute: Annotated[int | None, Field(gt=0)] = None
+    tokens_per_minute: Annotated[int | None, Field(gt=0)] = None
+
+
 class AppConfig(SecretRef):
     """An internal app allowed to call the router."""
 
@@ -180,6 +198,9 @@ class AppConfig(SecretRef):
     training_data_opt_in: bool = False
     # Serve repeated temperature-0 requests from the response cache.
     response_cache: bool = False
+    # None: no configured budget (spend is still tracked; Admin.SetBudget can set one).
+    budget: BudgetConfig | None = None
+    rate_limits: RateLimitConfig = RateLimitConfig()
 
 
 class AdminConfig(Frozen):
@@ -231,6 +252,20 @@ class StoreConfig(Frozen):
     redis_url: str | None = None
     # What to do when Redis cannot be reached: keep serving with local counters, or refuse.
     on_unavailable: Literal["fail_open", "fail_closed"] = "fail_open"
+    # Every key this service writes starts with this (then the app as a Cluster hash tag).
+    key_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "llmr"
+    # How long a budget reservation outlives its replica: live replicas renew their leases,
+    # a dead one's reservations are released this long after its last renewal.
+    reservation_lease_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    # How long an exact-match answer stays in the response cache.
+    response_cache_ttl_s: Annotated[float, Field(gt=0)] = 3600.0
+    # How long a prompt prefix counts as warm in a provider's cache after a call used it
+    # (providers keep cached prefixes about five minutes).
+    prefix_warm_ttl_s: Annotated[float, Field(gt=0)] = 300.0
+    # Longest a store operation may take before Redis counts as unreachable.
+    operation_timeout_s: Annotated[float, Field(gt=0)] = 1.0
+    # How often per-app statistics are written to the store.
+    stats_flush_interval_s: Annotated[float, Field(gt=0)] = 1.0
 
     def resolved_redis_url(self, environ: Mapping[str, str]) -> str | None:
         """The Redis URL to use, or None for the in-process store."""

@@ -1,9 +1,10 @@
 """One routed call, start to finish: classify, decide, call with fallbacks, cost, record.
 
 The pure policy decides; this module does the I/O around it. `Pipeline.plan` is everything
-`Explain` needs; `Pipeline.start` returns a `RouteCall` whose `stream()` yields the answer's
-deltas and, however it ends (done, cancelled, broken, failed), costs the call and hands one
-`CallRecord` to every observer.
+`Explain` needs; `Pipeline.start` admits the call (rate limits, response cache, budget hold)
+and returns a `RouteCall` whose `stream()` yields the answer's deltas and, however it ends (done,
+cancelled, broken, failed), costs the call, hands one `CallRecord` to every observer, and leaves
+the settling of its budget hold to `Accounting` in the background, where no cancellation reaches.
 """
 
 from __future__ import annotations
@@ -12,25 +13,32 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
+from router_service import response_cache
+from router_service.accounting import Accounting, AfterCall
+from router_service.affinity import rendezvous_order
 from router_service.auth import App
+from router_service.budgets import BudgetSnapshot, Hold
 from router_service.catalog import Catalog
 from router_service.chat import ChatRequest
+from router_service.config import Deployment
 from router_service.cost import Usage
-from router_service.errors import AllProvidersFailed, ProviderStreamBroken
+from router_service.errors import AllProvidersFailed, ProviderStreamBroken, QuotaExceeded
 from router_service.fallback import AttemptRecord, FallbackStream, Target
-from router_service.policy import Classification, Decision, PolicyInput, decide
+from router_service.policy import BudgetState, Classification, Decision, PolicyInput, decide
 from router_service.prefix import canonicalize
 from router_service.providers.base import (
     Provider,
+    ProviderEvent,
     ProviderRequest,
     StreamEnd,
     TextDelta,
     ToolCallDelta,
 )
 from router_service.records import CallObserver, CallRecord, CallStatus
+from router_service.response_cache import AnswerRecorder, CachedAnswer
 from router_service.tokens import PromptSize, measure_prompt, tokens_for_length
 
 __all__ = ["CallSummary", "DifficultySource", "Pipeline", "Plan", "RouteCall"]
@@ -53,6 +61,10 @@ class Plan:
     prefix_hash: str
     # Every deployment of every candidate model, in the order they will be tried.
     targets: tuple[Target, ...]
+    # The budget hold for this call: the dearest candidate's worst case (see `budgets`).
+    hold_micro_usd: int = 0
+    # The app's budget the decision was made with.
+    budget: BudgetSnapshot | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,14 +90,17 @@ class Pipeline:
         providers: Mapping[str, Provider],
         difficulty: DifficultySource | None,
         observers: Sequence[CallObserver] = (),
+        accounting: Accounting | None = None,
     ) -> None:
         self._catalog = catalog
         self._providers = providers
         self._difficulty = difficulty
         self._observers = tuple(observers)
+        # Without one given, budgets, limits and caches live in this process.
+        self._accounting = accounting or Accounting.in_memory()
 
-    def plan(self, app: App, request: ChatRequest) -> Plan:
-        """Decide where `request` goes. Pure apart from the classifier; never charges."""
+    async def plan(self, app: App, request: ChatRequest) -> Plan:
+        """Decide where `request` goes. Reads budget state and prefix warmth; never charges."""
         canonical = canonicalize(request)
         request = canonical.request
         task = app.tasks.get(request.task)
@@ -96,6 +111,8 @@ class Pipeline:
         classification = None
         if self._difficulty is not None and not request.hints.force_model:
             classification = self._difficulty.classify(request.role_contents())
+        budget = await self._accounting.budgets.snapshot(app)
+        warm = await self._accounting.warmth.warm_models(app.name, canonical.prefix_hash)
         decision = decide(
             self._catalog,
             PolicyInput(
@@ -107,42 +124,144 @@ class Pipeline:
                 max_output_tokens=request.max_output_tokens or task.default_max_output_tokens,
                 needs_tools=bool(request.tools),
                 classification=classification,
+                budget=budget.state,
+                warm=warm,
             ),
         )
+        hold = self._worst_case(decision, prompt)
+        if decision.budget is not BudgetState.EXHAUSTED and not budget.fits(hold):
+            decision = replace(
+                decision,
+                budget=BudgetState.EXHAUSTED,
+                reasons=(
+                    *decision.reasons,
+                    "budget: too little left this month for this request's worst case "
+                    f"(${hold / 1e6:.6f}): the call will be refused",
+                ),
+            )
         return Plan(
             request=request,
             decision=decision,
             prompt=prompt,
             prefix_hash=canonical.prefix_hash,
-            targets=self._targets(decision),
+            targets=self._targets(decision, canonical.prefix_hash),
+            hold_micro_usd=hold,
+            budget=budget,
         )
 
-    def _targets(self, decision: Decision) -> tuple[Target, ...]:
+    def _worst_case(self, decision: Decision, prompt: PromptSize) -> int:
+        """The most the call can cost whichever candidate serves it: the provable prompt-token
+        bound, and every allowed output token, at the dearest candidate's prices."""
+        return max(
+            self._catalog[name].prices.worst_case_micro_usd(
+                prompt.bound, decision.max_output_tokens
+            )
+            for name in decision.candidates
+        )
+
+    def _targets(self, decision: Decision, prefix_hash: str = "") -> tuple[Target, ...]:
+        # Each model's deployments in rendezvous order for the prefix: the same prefix goes to
+        # the same (warm) deployment from every replica.
         return tuple(
             Target(
                 model=model, deployment=deployment, provider=self._providers[deployment.provider]
             )
             for model in (self._catalog[name] for name in decision.candidates)
-            for deployment in model.deployments
+            for deployment in rendezvous_order(prefix_hash, model.deployments, _deployment_name)
         )
 
-    def start(self, app: App, plan: Plan) -> RouteCall:
-        return RouteCall(self, app, plan)
+    async def start(self, app: App, plan: Plan) -> RouteCall:
+        """Admit the call: rate limits, then the response cache, then the budget hold.
+
+        Raises `QuotaExceeded` (nothing is held and a refusal is recorded) or, when the store
+        is unreachable and the policy is fail-closed, `StoreUnavailable`. The caller must
+        `release()` the call if it never iterates `stream()`.
+        """
+        accounting = self._accounting
+        cache_key = None
+        try:
+            await accounting.rate_limits.admit(app, plan.prompt.estimate)
+            if response_cache.eligible(app, plan.request):
+                cache_key = response_cache.cache_key(plan.request, plan.decision.max_output_tokens)
+                cached = await accounting.responses.get(app.name, cache_key)
+                if cached is not None:
+                    return RouteCall(self, app, plan, cached=cached)
+            hold = await accounting.budgets.reserve(app, plan.hold_micro_usd)
+        except QuotaExceeded as exc:
+            self._finish(_refusal(app, plan, exc))
+            raise
+        return RouteCall(self, app, plan, hold=hold, cache_key=cache_key)
 
     def _finish(self, record: CallRecord) -> None:
         for observer in self._observers:
             observer.observe(record)
 
 
+def _deployment_name(deployment: Deployment) -> str:
+    return f"{deployment.provider}/{deployment.upstream_model or ''}"
+
+
+def _refusal(app: App, plan: Plan, error: QuotaExceeded) -> CallRecord:
+    request = plan.request
+    return CallRecord(
+        request_id=request.request_id,
+        started_at=time.time(),
+        app=app.name,
+        decision=plan.decision,
+        usage=Usage(),
+        cost_micro_usd=0,
+        ttft_ms=None,
+        latency_ms=0.0,
+        served_from_cache=False,
+        attempts=(),
+        status=CallStatus.REFUSED,
+        error=error.message,
+        model="",
+        provider="",
+        finish_reason=CallStatus.REFUSED,
+        prompt=request.role_contents() if app.config.training_data_opt_in else None,
+        metadata=request.metadata,
+    )
+
+
+async def _replay(answer: CachedAnswer) -> AsyncGenerator[ProviderEvent, None]:
+    """A cached answer as a provider stream: its deltas, then an end with no usage."""
+    for event in answer.events:
+        yield event
+    yield StreamEnd(finish_reason=answer.finish_reason, usage=Usage(), model=answer.model)
+
+
 class RouteCall:
     """One call in flight. Iterate `stream()` once; `summary` is set when it completes."""
 
-    def __init__(self, pipeline: Pipeline, app: App, plan: Plan) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        app: App,
+        plan: Plan,
+        *,
+        hold: Hold | None = None,
+        cache_key: str | None = None,
+        cached: CachedAnswer | None = None,
+    ) -> None:
         self._pipeline = pipeline
         self._app = app
         self._request = plan.request
         self.plan = plan
         self.summary: CallSummary | None = None
+        self._hold = hold
+        # Where to store the answer when it completes (eligible requests that missed).
+        self._cache_key = cache_key
+        # The answer to replay instead of calling a provider (a response-cache hit).
+        self._cached = cached
+        self._finished = False
+
+    def release(self) -> None:
+        """Give back the budget hold of a call whose `stream()` never ran (the caller left
+        before it began); does nothing once the stream has run."""
+        if not self._finished:
+            self._finished = True
+            self._pipeline._accounting.after_call(AfterCall(self._app, self._hold, 0, 0))
 
     def _provider_request(self, target: Target) -> ProviderRequest:
         request = self._request
@@ -167,8 +286,10 @@ class RouteCall:
         end: StreamEnd | None = None
         status, error = CallStatus.OK, ""
         fallback = FallbackStream(self.plan.targets, self._provider_request)
+        source = fallback.events() if self._cached is None else _replay(self._cached)
+        recorder = AnswerRecorder() if self._cache_key is not None else None
         try:
-            async with aclosing(fallback.events()) as events:
+            async with aclosing(source) as events:
                 async for event in events:
                     if type(event) is StreamEnd:
                         end = event
@@ -177,6 +298,8 @@ class RouteCall:
                         first_at = time.perf_counter()
                     if type(event) is TextDelta:
                         output_chars += len(event.text)
+                    if recorder is not None:
+                        recorder.add(event)  # type: ignore[arg-type]
                     yield event  # type: ignore[misc]
         except AllProvidersFailed as exc:
             status, error = CallStatus.FAILED, exc.message
@@ -200,6 +323,7 @@ class RouteCall:
                 t0=t0,
                 first_at=first_at,
                 output_chars=output_chars,
+                recorder=recorder,
             )
 
     def _settle(
@@ -213,19 +337,25 @@ class RouteCall:
         t0: float,
         first_at: float | None,
         output_chars: int,
+        recorder: AnswerRecorder | None = None,
     ) -> None:
+        self._finished = True
         serving = fallback.serving
         if end is not None:
             usage = end.usage
         elif serving is not None:
-            # The stream broke or was cancelled: bill what was produced, as the provider will.
+            # The stream broke or was cancelled: bill what was produced, as the provider will
+            # (never more output than the request allowed, which the provider enforces).
             usage = Usage(
                 input_tokens=self.plan.prompt.estimate,
-                output_tokens=tokens_for_length(output_chars),
+                output_tokens=min(
+                    tokens_for_length(output_chars), self.plan.decision.max_output_tokens
+                ),
             )
         else:
             usage = Usage()
         cost = serving.model.prices.cost_micro_usd(usage) if serving is not None else 0
+        cached = self._cached
         now = time.perf_counter()
         summary = CallSummary(
             finish_reason=end.finish_reason if end is not None else status,
@@ -233,13 +363,30 @@ class RouteCall:
             cost_micro_usd=cost,
             ttft_ms=None if first_at is None else (first_at - t0) * 1000,
             latency_ms=(now - t0) * 1000,
-            served_from_cache=False,
+            served_from_cache=cached is not None,
             attempts=tuple(fallback.attempts),
             model=serving.model.name if serving is not None else "",
             provider=serving.provider.name if serving is not None else "",
         )
+        if cached is not None:
+            summary = replace(summary, model=cached.model, provider=cached.provider)
         self.summary = summary
         app = self._app
+        answer = None
+        if recorder is not None and end is not None and status == CallStatus.OK:
+            answer = recorder.answer(end.finish_reason, summary.model, summary.provider)
+        self._pipeline._accounting.after_call(
+            AfterCall(
+                app=app,
+                hold=self._hold,
+                cost_micro_usd=cost,
+                output_tokens=usage.output_tokens,
+                cache=None
+                if answer is None or self._cache_key is None
+                else (self._cache_key, answer),
+                warm=(self.plan.prefix_hash, serving.model.name) if serving is not None else None,
+            )
+        )
         self._pipeline._finish(
             CallRecord(
                 request_id=self._request.request_id,
@@ -250,7 +397,7 @@ class RouteCall:
                 cost_micro_usd=cost,
                 ttft_ms=summary.ttft_ms,
                 latency_ms=summary.latency_ms,
-                served_from_cache=False,
+                served_from_cache=summary.served_from_cache,
                 attempts=summary.attempts,
                 status=status,
                 error=error,

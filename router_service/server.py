@@ -19,8 +19,11 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
+from router_service.accounting import Accounting
 from router_service.api.admin_servicer import AdminServicer
 from router_service.api.registration import ADMIN_SERVICE, ROUTER_SERVICE, register
 from router_service.api.router_servicer import RouterServicer
@@ -53,6 +56,8 @@ class RouterServer:
         # The one Redis client (with its connection pool), when a Redis is configured.
         self.redis: Redis | None = None
         self.providers: dict[str, Provider] = {}
+        # Budgets, rate limits, caches and statistics, over Redis or in-process.
+        self.accounting: Accounting | None = None
         self._server: aio.Server | None = None
         self.health = HealthServicer()
         self.port: int | None = None
@@ -67,13 +72,28 @@ class RouterServer:
         )
         self.providers = build_providers(config.providers, self._http)
         if self.redis_url is not None:
-            self.redis = Redis.from_url(
+            # Under load, wait briefly for a pooled connection rather than fail at once (the
+            # default pool raises "Too many connections" past 100 in use).
+            pool = BlockingConnectionPool.from_url(
                 self.redis_url,
+                max_connections=64,
+                timeout=1.0,
                 socket_connect_timeout=1.0,
                 socket_timeout=1.0,
                 health_check_interval=10,
+                # redis-py's default retries ten times with backoff, which turns an outage into
+                # seconds-long stalls; one quick retry covers a dropped idle connection.
+                retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
             )
-        pipeline = Pipeline(catalog=self.catalog, providers=self.providers, difficulty=None)
+            self.redis = Redis.from_pool(pool)
+        self.accounting = Accounting.build(config.store, self.redis)
+        pipeline = Pipeline(
+            catalog=self.catalog,
+            providers=self.providers,
+            difficulty=None,
+            observers=(self.accounting.stats,),
+            accounting=self.accounting,
+        )
         server = aio.server(
             options=[
                 (
@@ -88,7 +108,7 @@ class RouterServer:
         register(
             server,
             RouterServicer(self.auth, pipeline, config.limits),
-            AdminServicer(self.auth, self.catalog),
+            AdminServicer(self.auth, self.catalog, accounting=self.accounting),
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -118,6 +138,9 @@ class RouterServer:
         await self.health.enter_graceful_shutdown()
         await self._server.stop(self.config.server.grace_period_s if grace is None else grace)
         self._server = None
+        if self.accounting is not None:
+            # Settles every finished call's cost and writes the last statistics.
+            await self.accounting.aclose()
         for provider in self.providers.values():
             await provider.aclose()
         if self._http is not None:

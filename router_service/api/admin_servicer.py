@@ -2,25 +2,79 @@
 
 from __future__ import annotations
 
+import math
+from decimal import Decimal
+
 from grpc import aio
 
 from router_service._proto import router_pb2 as pb
+from router_service.accounting import Accounting
 from router_service.api.convert import tier_message
 from router_service.api.status import abort
-from router_service.auth import Authenticator
+from router_service.auth import App, Authenticator
+from router_service.budgets import BudgetSnapshot
 from router_service.catalog import Catalog
 from router_service.cost import micro_to_usd
-from router_service.errors import InvalidRequest, RouterError
+from router_service.errors import InvalidRequest, NotFound, RouterError
+from router_service.stats import AppStats
+from router_service.store.base import DEFAULT_SOFT_THRESHOLD
 
 __all__ = ["AdminServicer"]
 
 Context = aio.ServicerContext[object, object]
 
+# Limits up to this stay exact in micro-dollars inside Redis scripts (doubles: 2**53).
+_MAX_MONTHLY_LIMIT_USD = 1_000_000_000
+
+
+def budget_message(snapshot: BudgetSnapshot) -> pb.GetBudgetResponse:
+    usage = snapshot.usage
+    limit = usage.limit.limit_micro_usd
+    return pb.GetBudgetResponse(
+        app_id=snapshot.app,
+        monthly_limit_usd=micro_to_usd(limit or 0),
+        spent_usd=micro_to_usd(usage.spent_micro_usd),
+        reserved_usd=micro_to_usd(usage.reserved_micro_usd),
+        period=snapshot.period,
+        soft_threshold=usage.limit.soft_threshold,
+        state=snapshot.state.value,
+        has_limit=limit is not None,
+    )
+
+
+def stats_message(stats: AppStats, budget: BudgetSnapshot) -> pb.AppStats:
+    return pb.AppStats(
+        app_id=stats.app,
+        requests=stats.requests,
+        spent_usd=micro_to_usd(stats.spent_micro_usd),
+        requests_by_tier=stats.requests_by_tier,
+        requests_by_model=stats.requests_by_model,
+        prompt_cache_hit_rate=stats.prompt_cache_hit_rate,
+        cached_input_token_share=stats.cached_input_token_share,
+        response_cache_hit_rate=stats.response_cache_hit_rate,
+        spent_usd_by_task={
+            task: micro_to_usd(micro) for task, micro in stats.spent_micro_usd_by_task.items()
+        },
+        budget=budget_message(budget),
+    )
+
 
 class AdminServicer:
-    def __init__(self, auth: Authenticator, catalog: Catalog) -> None:
+    def __init__(
+        self, auth: Authenticator, catalog: Catalog, *, accounting: Accounting | None = None
+    ) -> None:
         self._auth = auth
         self._catalog = catalog
+        self._accounting = accounting or Accounting.in_memory()
+        self._apps = {app.name: app for app in auth.apps}
+
+    def _app(self, app_id: str) -> App:
+        if not app_id:
+            raise InvalidRequest("app_id is empty: name an app from the configuration")
+        app = self._apps.get(app_id)
+        if app is None:
+            raise NotFound(f"unknown app {app_id!r}")
+        return app
 
     async def ListModels(
         self, request: pb.ListModelsRequest | None, context: Context
@@ -44,6 +98,65 @@ class AdminServicer:
                         healthy=True,
                     )
                     for m in self._catalog
+                ]
+            )
+        except RouterError as exc:
+            await abort(context, exc)
+
+    async def SetBudget(
+        self, request: pb.SetBudgetRequest | None, context: Context
+    ) -> pb.SetBudgetResponse:
+        try:
+            self._auth.admin(context.invocation_metadata())
+            if request is None:
+                raise InvalidRequest("malformed request")
+            app = self._app(request.app_id)
+            limit = request.monthly_limit_usd
+            if not (math.isfinite(limit) and 0 <= limit <= _MAX_MONTHLY_LIMIT_USD):
+                raise InvalidRequest(
+                    f"monthly_limit_usd is {limit}; it must be between 0 and "
+                    f"{_MAX_MONTHLY_LIMIT_USD:,}"
+                )
+            soft = request.soft_threshold or DEFAULT_SOFT_THRESHOLD
+            if not (math.isfinite(soft) and 0 < soft <= 1):
+                raise InvalidRequest(
+                    f"soft_threshold is {soft}; it must be in (0, 1] (0 means the default 0.8)"
+                )
+            snapshot = await self._accounting.budgets.set_limit(
+                app.name, app.config, Decimal(repr(limit)), soft
+            )
+            return pb.SetBudgetResponse(budget=budget_message(snapshot))
+        except RouterError as exc:
+            await abort(context, exc)
+
+    async def GetBudget(
+        self, request: pb.GetBudgetRequest | None, context: Context
+    ) -> pb.GetBudgetResponse:
+        try:
+            self._auth.admin(context.invocation_metadata())
+            if request is None:
+                raise InvalidRequest("malformed request")
+            app = self._app(request.app_id)
+            return budget_message(await self._accounting.budgets.read(app.name, app.config))
+        except RouterError as exc:
+            await abort(context, exc)
+
+    async def GetStats(
+        self, request: pb.GetStatsRequest | None, context: Context
+    ) -> pb.GetStatsResponse:
+        try:
+            self._auth.admin(context.invocation_metadata())
+            if request is None:
+                raise InvalidRequest("malformed request")
+            apps = [self._app(request.app_id)] if request.app_id else list(self._apps.values())
+            accounting = self._accounting
+            return pb.GetStatsResponse(
+                apps=[
+                    stats_message(
+                        await accounting.stats.read(app.name),
+                        await accounting.budgets.read(app.name, app.config),
+                    )
+                    for app in sorted(apps, key=lambda a: a.name)
                 ]
             )
         except RouterError as exc:

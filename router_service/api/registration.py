@@ -59,6 +59,9 @@ def register(server: aio.Server, router: RouterServicer, admin: AdminServicer) -
         },
         ADMIN_SERVICE: {
             "ListModels": _unary(admin.ListModels, pb.ListModelsRequest),
+            "SetBudget": _unary(admin.SetBudget, pb.SetBudgetRequest),
+            "GetBudget": _unary(admin.GetBudget, pb.GetBudgetRequest),
+            "GetStats": _unary(admin.GetStats, pb.GetStatsRequest),
         },
     }
     for name, handlers in services.items():

@@ -38,14 +38,20 @@ class RouterServicer:
             if request is None:
                 raise InvalidRequest(MALFORMED)
             chat = validate_route_request(request, self._limits)
-            plan = self._pipeline.plan(app, chat)
-            call = self._pipeline.start(app, plan)
-            yield pb.RouteEvent(decision=decision_message(plan, chat.request_id))
-            remaining = context.time_remaining()
-            deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
-            async with aclosing(call.stream(deadline=deadline)) as deltas:
-                async for delta in deltas:
-                    yield delta_event(delta)
+            plan = await self._pipeline.plan(app, chat)
+            call = await self._pipeline.start(app, plan)
+            try:
+                yield pb.RouteEvent(decision=decision_message(plan, chat.request_id))
+                remaining = context.time_remaining()
+                deadline = (
+                    None if remaining is None else asyncio.get_running_loop().time() + remaining
+                )
+                async with aclosing(call.stream(deadline=deadline)) as deltas:
+                    async for delta in deltas:
+                        yield delta_event(delta)
+            finally:
+                # Gives back the budget hold if the caller left before the stream began.
+                call.release()
             assert call.summary is not None
             yield done_event(call.summary, chat.request_id)
         except RouterError as exc:
@@ -57,6 +63,6 @@ class RouterServicer:
             if request is None:
                 raise InvalidRequest(MALFORMED)
             chat = validate_route_request(request, self._limits)
-            return decision_message(self._pipeline.plan(app, chat), chat.request_id)
+            return decision_message(await self._pipeline.plan(app, chat), chat.request_id)
         except RouterError as exc:
             await abort(context, exc)

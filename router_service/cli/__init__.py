@@ -22,7 +22,7 @@ then try `llm-router route "Summarize this ..." --task summarization`.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from router_service.cli import client, serve
+    from router_service.cli import budget, client, serve
 
     parser = argparse.ArgumentParser(
         prog="llm-router",
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     serve.register(commands)
     client.register(commands)
+    budget.register(commands)
     return parser
 
 

@@ -32,12 +32,14 @@ def _reachable(host: str, port: int) -> bool:
 
 
 @contextmanager
-def redis_server_process(*extra: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """A fresh `redis-server` on a free port with nothing persisted."""
+def redis_server_process(
+    *extra: str, port: int | None = None
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """A fresh `redis-server` on `port` (default: a free one) with nothing persisted."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed; `make setup` installs it")
-    port = free_port()
+    port = port or free_port()
     workdir = tempfile.mkdtemp(prefix="llm-router-redis-")
     proc = subprocess.Popen(
         [

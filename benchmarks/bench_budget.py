@@ -1,0 +1,157 @@
+"""Budget reserve + settle latency: what exact budgets add to each call.
+
+Runs sequential reserve-then-settle pairs through `BudgetLedger` (the code the pipeline calls)
+against a local Redis (REDIS_URL, else 127.0.0.1:6379) and against the in-process store, in one
+run, and prints p50/p99 per pair and the ratio. Target: p99 <= 0.5 ms against local Redis.
+Keys live under a fresh prefix and are deleted afterwards.
+
+    .venv/bin/python -m benchmarks.bench_budget [--pairs 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from pathlib import Path
+
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from router_service.auth import App
+from router_service.budgets import BudgetLedger, period_of
+from router_service.config import AppConfig, BudgetConfig
+from router_service.store import BudgetLimit, MemoryStore, RedisStore, Store
+
+RESULTS = Path(__file__).parent / "results" / "bench_budget.json"
+APP = App(
+    name="bench",
+    config=AppConfig(
+        key_sha256="0" * 64, budget=BudgetConfig(monthly_limit_usd=Decimal("1000000"))
+    ),
+    tasks={},
+)
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(percentile(samples, 0.50), 4),
+        "p99_ms": round(percentile(samples, 0.99), 4),
+        "mean_ms": round(statistics.fmean(samples), 4),
+    }
+
+
+Pair = Callable[[int], Awaitable[None]]
+
+
+def ledger_pair(store: Store) -> Pair:
+    ledger = BudgetLedger(store, lease_s=60)
+
+    async def pair(_: int) -> None:
+        hold = await ledger.reserve(APP, 20_000)
+        await ledger.settle(hold, 7_000)
+
+    return pair
+
+
+def store_pair(store: Store) -> Pair:
+    period, limit = period_of(time.time()), BudgetLimit(10**12)
+
+    async def pair(i: int) -> None:
+        lease = str(i)
+        await store.reserve(
+            "bench", period, lease_id=lease, amount_micro_usd=20_000, lease_ms=60_000, default=limit
+        )
+        await store.settle("bench", period, lease_id=lease, actual_micro_usd=7_000, default=limit)
+
+    return pair
+
+
+def ping_pair(client: Redis) -> Pair:
+    async def pair(_: int) -> None:
+        await client.ping()
+        await client.ping()
+
+    return pair
+
+
+async def measure(
+    variants: dict[str, Pair], pairs: int, rounds: int = 10
+) -> dict[str, list[float]]:
+    """Interleaved rounds, so every variant sees the same machine noise."""
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    per_round = pairs // rounds
+    for pair in variants.values():  # warm-up: connections, script cache
+        for i in range(200):
+            await pair(-i - 1)
+    for r in range(rounds):
+        for name, pair in variants.items():
+            for i in range(per_round):
+                started = time.perf_counter()
+                await pair(r * per_round + i)
+                samples[name].append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+async def main(pairs: int) -> dict[str, object]:
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    client = Redis.from_pool(BlockingConnectionPool.from_url(url, max_connections=64, timeout=1))
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    redis_store = RedisStore(client, key_prefix=prefix)
+    try:
+        samples = await measure(
+            {
+                "two PINGs (floor)": ping_pair(client),
+                "RedisStore reserve+settle": store_pair(redis_store),
+                "BudgetLedger on Redis": ledger_pair(redis_store),
+                "BudgetLedger in-process": ledger_pair(MemoryStore()),
+            },
+            pairs,
+        )
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+    results = {name: summary(values) for name, values in samples.items()}
+    floor, ledger = results["two PINGs (floor)"], results["BudgetLedger on Redis"]
+    return {
+        "method": f"{pairs} sequential pairs per variant in 10 interleaved rounds after 200 "
+        "warm-up pairs; one asyncio loop; redis-py with hiredis; Redis 7 on loopback",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the start",
+        "results": results,
+        "ledger_over_floor_p50": round(ledger["p50_ms"] / floor["p50_ms"], 2),
+        "ledger_over_floor_p99": round(ledger["p99_ms"] / floor["p99_ms"], 2),
+        "target_p99_ms": 0.5,
+        "meets_target": ledger["p99_ms"] <= 0.5,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=5000)
+    result = asyncio.run(main(parser.parse_args().pairs))
+    print(result["machine"])
+    print(f"{'variant':<28} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
+    results = result["results"]
+    assert isinstance(results, dict)
+    for name, r in results.items():
+        print(f"{name:<28} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['mean_ms']:>8}")
+    print(
+        f"ledger / two-PING floor: p50 {result['ledger_over_floor_p50']}x, "
+        f"p99 {result['ledger_over_floor_p99']}x; target p99 <= 0.5 ms: "
+        f"{'met' if result['meets_target'] else 'NOT met'}"
+    )
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")

@@ -1,0 +1,268 @@
+"""Per-app monthly budgets: reserve the worst case before a call, settle the actual cost after.
+
+Why settled spend never exceeds the limit, under any concurrency and across replicas:
+
+1. The reserve script grants a hold only when `spent + reserved + hold <= limit`, atomically in
+   the store, so `spent + reserved <= limit` holds after every grant.
+2. A settle replaces a hold by the call's actual cost in one atomic step. The actual cost is
+   never more than the hold, because the hold is the worst case the call can cost:
+   - input: `tokens.measure_prompt(...).bound`, the UTF-8 byte count of everything sent plus
+     chat-format overhead. Byte-level BPE tokenizers never produce more tokens than bytes, so no
+     provider can bill more prompt tokens than this (the realistic ~chars/4 estimate could be
+     exceeded, so it is not used here);
+   - every input token at the dearest input price (uncached, cached or cache write), and every
+     allowed output token (`max_output_tokens`, which providers enforce) at the output price;
+   - the dearest model among the decision's candidates, so a fallback to a dearer model mid-call
+     is already paid for.
+   So `spent + reserved` can only shrink at settle time, and invariant 1 keeps holding.
+3. Holds carry a lease. A live replica renews its leases (every third of the lease time, one
+   script per app); a dead replica's holds are released when their lease runs out, so they
+   neither leak nor overlap with a settle (a settle whose lease is gone still records the cost,
+   which only happens if a live replica stalled for a whole lease; it is counted as an alert).
+
+If a provider ever bills more than the hold (it would have to bill more tokens than bytes), the
+settle records the true cost, which is the bill, and `alerts.reservation_shortfall` reports it.
+A limit lowered through Admin.SetBudget below what is already spent and held refuses new calls;
+calls already holding their worst case finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from router_service import alerts
+from router_service.auth import App
+from router_service.config import AppConfig
+from router_service.cost import usd_to_micro
+from router_service.errors import BudgetExhausted, StoreUnavailable
+from router_service.policy import BudgetState
+from router_service.store import BudgetLimit, BudgetUsage, Period, Store
+
+__all__ = [
+    "BudgetLedger",
+    "BudgetSnapshot",
+    "Hold",
+    "budget_state",
+    "configured_limit",
+    "period_of",
+]
+
+log = logging.getLogger(__name__)
+
+# A month's spend is kept this long after the month ends (for reports), then expires.
+_KEEP_AFTER_PERIOD_S = 35 * 24 * 3600
+# Explain and routing read the budget state at most this stale; refusals never use it.
+_SNAPSHOT_TTL_S = 1.0
+
+
+def period_of(unix_time: float) -> Period:
+    """The UTC calendar month containing `unix_time`."""
+    moment = datetime.fromtimestamp(unix_time, UTC)
+    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    next_month = datetime(year, month, 1, tzinfo=UTC)
+    return Period(
+        name=f"{moment.year:04d}-{moment.month:02d}",
+        expire_at=int(next_month.timestamp()) + _KEEP_AFTER_PERIOD_S,
+    )
+
+
+def configured_limit(config: AppConfig) -> BudgetLimit:
+    if config.budget is None:
+        return BudgetLimit(None)
+    return BudgetLimit(usd_to_micro(config.budget.monthly_limit_usd), config.budget.soft_threshold)
+
+
+def budget_state(usage: BudgetUsage) -> BudgetState:
+    """OK, SOFT (spend past the soft threshold) or EXHAUSTED (spend at the limit)."""
+    limit = usage.limit.limit_micro_usd
+    if limit is None:
+        return BudgetState.OK
+    if usage.spent_micro_usd >= limit:
+        return BudgetState.EXHAUSTED
+    if usage.spent_micro_usd >= limit * usage.limit.soft_threshold:
+        return BudgetState.SOFT
+    return BudgetState.OK
+
+
+def _usd(micro: int) -> str:
+    return f"${micro / 1_000_000:,.6f}"
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSnapshot:
+    """An app's budget for one period, as Admin.GetBudget and Explain show it."""
+
+    app: str
+    period: str
+    usage: BudgetUsage
+
+    @property
+    def state(self) -> BudgetState:
+        return budget_state(self.usage)
+
+    def fits(self, amount_micro_usd: int) -> bool:
+        """Whether a hold of this size would be granted now (advisory: the store decides)."""
+        limit = self.usage.limit.limit_micro_usd
+        used = self.usage.spent_micro_usd + self.usage.reserved_micro_usd
+        return limit is None or used + amount_micro_usd <= limit
+
+
+@dataclass(slots=True)
+class Hold:
+    """A granted reservation; settle it exactly once."""
+
+    app: str
+    default: BudgetLimit
+    period: Period
+    lease_id: str
+    amount_micro_usd: int
+    settled: bool = False
+
+
+class BudgetLedger:
+    """Reserves, settles and renews budget holds; one per process, shared by every request."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        lease_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._lease_ms = int(lease_s * 1000)
+        self._clock = clock
+        # app -> (read at, snapshot), refreshed by every reserve, settle and read.
+        self._snapshots: dict[str, tuple[float, BudgetSnapshot]] = {}
+        # lease id -> hold, for every hold this replica has not settled yet.
+        self._held: dict[str, Hold] = {}
+        self._keeper: asyncio.Task[None] | None = None
+
+    @property
+    def open_holds(self) -> int:
+        return len(self._held)
+
+    def _remember(self, app: str, period: Period, usage: BudgetUsage) -> BudgetSnapshot:
+        snapshot = BudgetSnapshot(app, period.name, usage)
+        self._snapshots[app] = (time.monotonic(), snapshot)
+        return snapshot
+
+    async def snapshot(self, app: App) -> BudgetSnapshot:
+        """The app's budget now, at most a second stale (for routing and Explain)."""
+        cached = self._snapshots.get(app.name)
+        period = period_of(self._clock())
+        if cached is not None:
+            read_at, snapshot = cached
+            if snapshot.period == period.name and time.monotonic() - read_at < _SNAPSHOT_TTL_S:
+                return snapshot
+        return await self.read(app.name, app.config)
+
+    async def read(self, app: str, config: AppConfig) -> BudgetSnapshot:
+        """The app's budget now, read from the store."""
+        period = period_of(self._clock())
+        usage = await self._store.budget_usage(app, period, configured_limit(config))
+        return self._remember(app, period, usage)
+
+    async def set_limit(
+        self, app: str, config: AppConfig, monthly_limit_usd: Decimal, soft_threshold: float
+    ) -> BudgetSnapshot:
+        limit = BudgetLimit(usd_to_micro(monthly_limit_usd), soft_threshold)
+        await self._store.set_budget_limit(app, limit)
+        return await self.read(app, config)
+
+    async def reserve(self, app: App, amount_micro_usd: int) -> Hold:
+        """Hold `amount` of the app's budget, or raise `BudgetExhausted` (nothing is held)."""
+        period = period_of(self._clock())
+        default = configured_limit(app.config)
+        lease_id = uuid.uuid4().hex
+        result = await self._store.reserve(
+            app.name,
+            period,
+            lease_id=lease_id,
+            amount_micro_usd=amount_micro_usd,
+            lease_ms=self._lease_ms,
+            default=default,
+        )
+        self._remember(app.name, period, result.usage)
+        if not result.granted:
+            usage = result.usage
+            limit = usage.limit.limit_micro_usd or 0
+            raise BudgetExhausted(
+                f"app {app.name} has reached its {period.name} budget: "
+                f"{_usd(usage.spent_micro_usd)} spent and {_usd(usage.reserved_micro_usd)} held "
+                f"by calls in flight, of {_usd(limit)}; this request may cost up to "
+                f"{_usd(amount_micro_usd)}",
+                subject=f"app:{app.name}",
+                description=f"monthly budget {period.name} of {_usd(limit)}",
+            )
+        hold = Hold(app.name, default, period, lease_id, amount_micro_usd)
+        self._held[lease_id] = hold
+        if self._keeper is None or self._keeper.done():
+            self._keeper = asyncio.create_task(self._renew_leases(), name="budget-lease-keeper")
+        return hold
+
+    async def settle(self, hold: Hold, actual_micro_usd: int) -> None:
+        """Replace the hold by the actual cost. Never raises: a failure is reported and the
+        hold is then released by its lease."""
+        if hold.settled:
+            return
+        hold.settled = True
+        # No longer renewed from here on: the settle releases it.
+        self._held.pop(hold.lease_id, None)
+        if actual_micro_usd > hold.amount_micro_usd:
+            alerts.reservation_shortfall(hold.app, hold.amount_micro_usd, actual_micro_usd)
+        try:
+            result = await self._store.settle(
+                hold.app,
+                hold.period,
+                lease_id=hold.lease_id,
+                actual_micro_usd=actual_micro_usd,
+                default=hold.default,
+            )
+        except StoreUnavailable as exc:
+            alerts.settle_failed(hold.app, exc)
+            return
+        if not result.lease_found:
+            alerts.lease_lost(hold.app, 1)
+        self._remember(hold.app, hold.period, result.usage)
+        if result.crossed_soft:
+            limit = result.usage.limit
+            assert limit.limit_micro_usd
+            alerts.budget_soft_threshold_crossed(
+                hold.app,
+                hold.period.name,
+                result.usage.spent_micro_usd / limit.limit_micro_usd,
+                limit.soft_threshold,
+            )
+
+    async def _renew_leases(self) -> None:
+        """Extends this replica's leases while it lives; stops when nothing is held."""
+        interval = self._lease_ms / 3000
+        while self._held:
+            await asyncio.sleep(interval)
+            groups: defaultdict[tuple[str, Period], list[str]] = defaultdict(list)
+            for hold in self._held.values():
+                groups[(hold.app, hold.period)].append(hold.lease_id)
+            for (app, period), leases in groups.items():
+                try:
+                    gone = await self._store.renew(app, period, leases, self._lease_ms)
+                except StoreUnavailable:
+                    continue
+                # A hold whose settle began meanwhile is gone from the store, not lost.
+                lost = sum(1 for lease in gone if lease in self._held)
+                if lost:
+                    alerts.lease_lost(app, lost)
+
+    async def aclose(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.wait([self._keeper])
+            self._keeper = None

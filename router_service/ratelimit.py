@@ -1,0 +1,64 @@
+"""Per-app rate limits: requests per minute and tokens per minute, shared by every replica.
+
+Each limit is a token bucket holding at most one minute's allowance and refilling evenly
+(`limit / 60` per second). Chosen over the alternatives because a fixed window lets through
+twice the limit across a window boundary, and a sliding log needs memory per request; a bucket
+is three numbers per app, one script call per request, and smooth.
+
+Tokens: at admission the prompt's estimated tokens are taken, and a request is refused when the
+bucket lacks them. Output tokens are known only after the call, so they are taken afterwards
+whatever the bucket holds: a burst of long answers pushes it into debt (at most one minute's
+allowance) and the following requests wait until it has refilled.
+"""
+
+from __future__ import annotations
+
+import math
+
+from router_service.auth import App
+from router_service.errors import RateLimited
+from router_service.store import Store
+
+__all__ = ["RateLimiter"]
+
+
+class RateLimiter:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def admit(self, app: App, prompt_tokens: int) -> None:
+        """Take one request and the prompt's tokens, or raise `RateLimited` (nothing taken)."""
+        limits = app.config.rate_limits
+        rpm, tpm = limits.requests_per_minute or 0, limits.tokens_per_minute or 0
+        if not rpm and not tpm:
+            return
+        decision = await self._store.take(
+            app.name,
+            requests_per_minute=rpm,
+            tokens_per_minute=tpm,
+            requests=1,
+            tokens=prompt_tokens,
+        )
+        if decision.allowed:
+            return
+        per_minute = rpm if decision.limited_by == "requests" else tpm
+        raise RateLimited(
+            f"app {app.name} is over its limit of {per_minute} {decision.limited_by} per minute; "
+            f"retry in {math.ceil(decision.retry_after_s)} s",
+            subject=f"app:{app.name}",
+            description=f"{decision.limited_by} per minute: {per_minute}",
+        )
+
+    async def charge_output(self, app: App, output_tokens: int) -> None:
+        """Take the answer's tokens from the token bucket, into debt if need be."""
+        tpm = app.config.rate_limits.tokens_per_minute
+        if not tpm or output_tokens <= 0:
+            return
+        await self._store.take(
+            app.name,
+            requests_per_minute=0,
+            tokens_per_minute=tpm,
+            requests=0,
+            tokens=output_tokens,
+            force=True,
+        )

@@ -1,0 +1,250 @@
+"""Redis with a policy for when it cannot be reached.
+
+Every operation goes to Redis with a time limit. When Redis fails (refused connection, timeout,
+an error reply such as READONLY or CLUSTERDOWN) the store is marked down and the policy decides:
+
+- `fail_open`: the operation runs on an in-process `MemoryStore` instead, so the service keeps
+  serving; budgets and limits are then counted per replica (each replica may spend up to the
+  limit on its own until Redis returns). Local spend starts from the last spend Redis reported.
+- `fail_closed`: `StoreUnavailable` (gRPC UNAVAILABLE) at once, without waiting on Redis again.
+
+While down, one call at a time probes Redis after a growing pause (up to 5 s); the first probe
+that succeeds brings every call back to Redis. Nothing here ever blocks longer than the
+operation timeout, and nothing raises anything but `StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Literal, TypeVar
+
+from redis.exceptions import RedisError
+
+from router_service import alerts
+from router_service.errors import StoreUnavailable
+from router_service.store.base import (
+    BudgetLimit,
+    BudgetUsage,
+    Period,
+    RateDecision,
+    ReserveResult,
+    SettleResult,
+    Store,
+)
+from router_service.store.memory import MemoryStore
+
+__all__ = ["FailoverStore"]
+
+T = TypeVar("T")
+
+_FIRST_RETRY_S = 0.25
+_MAX_RETRY_S = 5.0
+_UNREACHABLE = (RedisError, OSError, TimeoutError)
+
+
+class FailoverStore:
+    def __init__(
+        self,
+        primary: Store,
+        local: MemoryStore,
+        *,
+        policy: Literal["fail_open", "fail_closed"],
+        timeout_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._primary = primary
+        self._local = local
+        self._policy = policy
+        self._timeout_s = timeout_s
+        self._clock = clock
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+        self._retry_s = _FIRST_RETRY_S
+        self._probing = False
+        # Leases granted by the local store while Redis was down: they settle there too.
+        self._local_leases: set[str] = set()
+        # (app, period) -> the last spend Redis reported, to seed local counting.
+        self._last_spent: dict[tuple[str, str], int] = {}
+        self._seeded: set[tuple[str, str]] = set()
+
+    @property
+    def available(self) -> bool:
+        """False while Redis is marked down."""
+        return self._down_since is None
+
+    async def _run(self, operation: str, call: Callable[[Store], Awaitable[T]]) -> T:
+        probe = False
+        if self._down_since is not None:
+            if self._probing or self._clock() < self._retry_at:
+                return await self._fallback(operation, call, None)
+            probe = self._probing = True
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                result = await call(self._primary)
+        except _UNREACHABLE as exc:
+            self._mark_down()
+            return await self._fallback(operation, call, exc)
+        finally:
+            if probe:
+                self._probing = False
+        if self._down_since is not None:
+            alerts.store_recovered(self._clock() - self._down_since)
+            self._down_since, self._retry_s = None, _FIRST_RETRY_S
+            self._seeded.clear()
+        return result
+
+    def _mark_down(self) -> None:
+        now = self._clock()
+        if self._down_since is None:
+            self._down_since = now
+        else:
+            self._retry_s = min(self._retry_s * 2, _MAX_RETRY_S)
+        self._retry_at = now + self._retry_s
+
+    async def _fallback(
+        self, operation: str, call: Callable[[Store], Awaitable[T]], error: BaseException | None
+    ) -> T:
+        alerts.store_unavailable(operation, self._policy, error or ConnectionError("marked down"))
+        if self._policy == "fail_closed":
+            raise StoreUnavailable(
+                "the shared store (Redis) is unreachable and the policy is fail_closed"
+            )
+        return await call(self._local)
+
+    def _remember(self, app: str, period: Period, usage: BudgetUsage) -> None:
+        if self._down_since is None:
+            self._last_spent[(app, period.name)] = usage.spent_micro_usd
+
+    async def reserve(
+        self,
+        app: str,
+        period: Period,
+        *,
+        lease_id: str,
+        amount_micro_usd: int,
+        lease_ms: int,
+        default: BudgetLimit,
+    ) -> ReserveResult:
+        async def reserve(store: Store) -> tuple[ReserveResult, bool]:
+            if store is self._local:
+                self._seed(app, period)
+            result = await store.reserve(
+                app,
+                period,
+                lease_id=lease_id,
+                amount_micro_usd=amount_micro_usd,
+                lease_ms=lease_ms,
+                default=default,
+            )
+            return result, store is self._local
+
+        result, local = await self._run("budget reserve", reserve)
+        if local:
+            if result.granted:
+                self._local_leases.add(lease_id)
+        else:
+            self._remember(app, period, result.usage)
+        return result
+
+    def _seed(self, app: str, period: Period) -> None:
+        key = (app, period.name)
+        if key not in self._seeded:
+            self._seeded.add(key)
+            self._local.seed_spent(app, period, self._last_spent.get(key, 0))
+
+    async def settle(
+        self,
+        app: str,
+        period: Period,
+        *,
+        lease_id: str,
+        actual_micro_usd: int,
+        default: BudgetLimit,
+    ) -> SettleResult:
+        if lease_id in self._local_leases:
+            self._local_leases.discard(lease_id)
+            return await self._local.settle(
+                app, period, lease_id=lease_id, actual_micro_usd=actual_micro_usd, default=default
+            )
+        result = await self._run(
+            "budget settle",
+            lambda store: store.settle(
+                app, period, lease_id=lease_id, actual_micro_usd=actual_micro_usd, default=default
+            ),
+        )
+        self._remember(app, period, result.usage)
+        return result
+
+    async def renew(
+        self, app: str, period: Period, lease_ids: Sequence[str], lease_ms: int
+    ) -> list[str]:
+        local = [lease for lease in lease_ids if lease in self._local_leases]
+        shared = [lease for lease in lease_ids if lease not in self._local_leases]
+        gone = await self._local.renew(app, period, local, lease_ms) if local else []
+        if shared:
+            gone += await self._run(
+                "lease renewal", lambda store: store.renew(app, period, shared, lease_ms)
+            )
+        return gone
+
+    async def budget_usage(self, app: str, period: Period, default: BudgetLimit) -> BudgetUsage:
+        usage = await self._run(
+            "budget read", lambda store: store.budget_usage(app, period, default)
+        )
+        self._remember(app, period, usage)
+        return usage
+
+    async def set_budget_limit(self, app: str, limit: BudgetLimit) -> None:
+        # Both, so the limit holds locally too if Redis goes away later.
+        await self._local.set_budget_limit(app, limit)
+        await self._run("budget update", lambda store: store.set_budget_limit(app, limit))
+
+    async def take(
+        self,
+        app: str,
+        *,
+        requests_per_minute: int,
+        tokens_per_minute: int,
+        requests: int,
+        tokens: int,
+        force: bool = False,
+    ) -> RateDecision:
+        return await self._run(
+            "rate limit",
+            lambda store: store.take(
+                app,
+                requests_per_minute=requests_per_minute,
+                tokens_per_minute=tokens_per_minute,
+                requests=requests,
+                tokens=tokens,
+                force=force,
+            ),
+        )
+
+    async def cache_get(self, app: str, key: str) -> bytes | None:
+        return await self._run("response cache read", lambda store: store.cache_get(app, key))
+
+    async def cache_put(self, app: str, key: str, value: bytes, ttl_s: float) -> None:
+        await self._run(
+            "response cache write", lambda store: store.cache_put(app, key, value, ttl_s)
+        )
+
+    async def mark_warm(self, app: str, prefix_hash: str, model: str, ttl_s: float) -> None:
+        await self._run(
+            "prefix record", lambda store: store.mark_warm(app, prefix_hash, model, ttl_s)
+        )
+
+    async def warm_models(self, app: str, prefix_hash: str) -> frozenset[str]:
+        return await self._run("prefix lookup", lambda store: store.warm_models(app, prefix_hash))
+
+    async def add_stats(self, app: str, period: Period, counts: Mapping[str, int]) -> None:
+        await self._run("statistics write", lambda store: store.add_stats(app, period, counts))
+
+    async def read_stats(self, app: str, period: Period) -> dict[str, int]:
+        return await self._run("statistics read", lambda store: store.read_stats(app, period))
+
+    async def aclose(self) -> None:
+        await self._local.aclose()
+        await self._primary.aclose()

@@ -1,0 +1,234 @@
+"""The in-process store: the embedded default for a single replica, and the local fallback
+when Redis is unreachable and the policy is fail-open.
+
+Every method finishes without awaiting anything, so on one event loop each runs atomically, the
+same guarantee a Lua script gives in Redis. The semantics match `RedisStore` operation for
+operation (the store tests run against both). Caches are bounded so a long-running process
+cannot grow without limit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from router_service.store.base import (
+    BudgetLimit,
+    BudgetUsage,
+    Period,
+    RateDecision,
+    ReserveResult,
+    SettleResult,
+)
+
+__all__ = ["MemoryStore"]
+
+_MAX_CACHE_ENTRIES = 10_000
+_MAX_WARM_PREFIXES = 10_000
+_MINUTE_MS = 60_000
+
+
+@dataclass
+class _Budget:
+    spent: int = 0
+    reserved: int = 0
+    # lease id -> (amount, expiry in ms on the store's clock)
+    holds: dict[str, tuple[int, int]] = field(default_factory=dict)
+    soft_alerted: bool = False
+
+    def release_expired(self, now_ms: int) -> None:
+        expired = [lease for lease, (_, expiry) in self.holds.items() if expiry <= now_ms]
+        for lease in expired:
+            self.reserved -= self.holds.pop(lease)[0]
+
+
+@dataclass
+class _Bucket:
+    level: float
+    at_ms: int
+
+    def refilled(self, per_minute: int, now_ms: int) -> float:
+        elapsed = max(0, now_ms - self.at_ms)
+        return min(float(per_minute), self.level + elapsed * per_minute / _MINUTE_MS)
+
+
+class MemoryStore:
+    """Budgets, rate limits, caches and statistics in this process's memory."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._budgets: dict[tuple[str, str], _Budget] = {}
+        self._limits: dict[str, BudgetLimit] = {}
+        # (app, "requests" or "tokens") -> bucket
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+        # (app, key) -> (value, expiry); oldest first, bounded.
+        self._cache: OrderedDict[tuple[str, str], tuple[bytes, float]] = OrderedDict()
+        # (app, prefix hash) -> model -> expiry
+        self._warm: OrderedDict[tuple[str, str], dict[str, float]] = OrderedDict()
+        self._stats: dict[tuple[str, str], Counter[str]] = {}
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _budget(self, app: str, period: Period) -> _Budget:
+        budget = self._budgets.get((app, period.name))
+        if budget is None:
+            budget = self._budgets[(app, period.name)] = _Budget()
+        budget.release_expired(self._now_ms())
+        return budget
+
+    def _usage(self, app: str, budget: _Budget, default: BudgetLimit) -> BudgetUsage:
+        override = self._limits.get(app)
+        return BudgetUsage(
+            spent_micro_usd=budget.spent,
+            reserved_micro_usd=budget.reserved,
+            limit=override or default,
+            overridden=override is not None,
+        )
+
+    def seed_spent(self, app: str, period: Period, spent_micro_usd: int) -> None:
+        """Start counting from a spend known elsewhere (the last one Redis reported)."""
+        budget = self._budget(app, period)
+        budget.spent = max(budget.spent, spent_micro_usd)
+
+    async def reserve(
+        self,
+        app: str,
+        period: Period,
+        *,
+        lease_id: str,
+        amount_micro_usd: int,
+        lease_ms: int,
+        default: BudgetLimit,
+    ) -> ReserveResult:
+        budget = self._budget(app, period)
+        limit = (self._limits.get(app) or default).limit_micro_usd
+        if limit is not None and budget.spent + budget.reserved + amount_micro_usd > limit:
+            return ReserveResult(granted=False, usage=self._usage(app, budget, default))
+        budget.holds[lease_id] = (amount_micro_usd, self._now_ms() + lease_ms)
+        budget.reserved += amount_micro_usd
+        return ReserveResult(granted=True, usage=self._usage(app, budget, default))
+
+    async def settle(
+        self,
+        app: str,
+        period: Period,
+        *,
+        lease_id: str,
+        actual_micro_usd: int,
+        default: BudgetLimit,
+    ) -> SettleResult:
+        budget = self._budget(app, period)
+        held = budget.holds.pop(lease_id, None)
+        if held is not None:
+            budget.reserved -= held[0]
+        budget.spent += actual_micro_usd
+        usage = self._usage(app, budget, default)
+        crossed = False
+        limit = usage.limit.limit_micro_usd
+        if limit and not budget.soft_alerted and budget.spent >= limit * usage.limit.soft_threshold:
+            budget.soft_alerted = crossed = True
+        return SettleResult(usage=usage, lease_found=held is not None, crossed_soft=crossed)
+
+    async def renew(
+        self, app: str, period: Period, lease_ids: Sequence[str], lease_ms: int
+    ) -> list[str]:
+        budget = self._budget(app, period)
+        expiry = self._now_ms() + lease_ms
+        gone = []
+        for lease in lease_ids:
+            held = budget.holds.get(lease)
+            if held is None:
+                gone.append(lease)
+            else:
+                budget.holds[lease] = (held[0], expiry)
+        return gone
+
+    async def budget_usage(self, app: str, period: Period, default: BudgetLimit) -> BudgetUsage:
+        return self._usage(app, self._budget(app, period), default)
+
+    async def set_budget_limit(self, app: str, limit: BudgetLimit) -> None:
+        self._limits[app] = limit
+
+    async def take(
+        self,
+        app: str,
+        *,
+        requests_per_minute: int,
+        tokens_per_minute: int,
+        requests: int,
+        tokens: int,
+        force: bool = False,
+    ) -> RateDecision:
+        now = self._now_ms()
+        # A limit of 0 leaves its bucket untouched.
+        requests_bucket = self._bucket(app, "requests", requests_per_minute, now)
+        tokens_bucket = self._bucket(app, "tokens", tokens_per_minute, now)
+        level_r = requests_bucket.refilled(requests_per_minute, now) if requests_bucket else 0.0
+        level_t = tokens_bucket.refilled(tokens_per_minute, now) if tokens_bucket else 0.0
+        if not force:
+            if requests_bucket and level_r < requests:
+                return RateDecision(
+                    False, "requests", _wait_s(requests - level_r, requests_per_minute)
+                )
+            # A request larger than the whole bucket passes when the bucket is full.
+            wanted = min(tokens, tokens_per_minute)
+            if tokens_bucket and level_t < wanted:
+                return RateDecision(False, "tokens", _wait_s(wanted - level_t, tokens_per_minute))
+        if requests_bucket:
+            requests_bucket.level, requests_bucket.at_ms = level_r - requests, now
+        if tokens_bucket:
+            tokens_bucket.level = max(level_t - tokens, -float(tokens_per_minute))
+            tokens_bucket.at_ms = now
+        return RateDecision(True)
+
+    def _bucket(self, app: str, kind: str, per_minute: int, now_ms: int) -> _Bucket | None:
+        if not per_minute:
+            return None
+        bucket = self._buckets.get((app, kind))
+        if bucket is None:
+            bucket = self._buckets[(app, kind)] = _Bucket(float(per_minute), now_ms)
+        return bucket
+
+    async def cache_get(self, app: str, key: str) -> bytes | None:
+        entry = self._cache.get((app, key))
+        if entry is None:
+            return None
+        if entry[1] <= self._clock():
+            del self._cache[(app, key)]
+            return None
+        return entry[0]
+
+    async def cache_put(self, app: str, key: str, value: bytes, ttl_s: float) -> None:
+        self._cache.pop((app, key), None)
+        self._cache[(app, key)] = (value, self._clock() + ttl_s)
+        while len(self._cache) > _MAX_CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+
+    async def mark_warm(self, app: str, prefix_hash: str, model: str, ttl_s: float) -> None:
+        models = self._warm.pop((app, prefix_hash), None) or {}
+        models[model] = self._clock() + ttl_s
+        self._warm[(app, prefix_hash)] = models
+        while len(self._warm) > _MAX_WARM_PREFIXES:
+            self._warm.popitem(last=False)
+
+    async def warm_models(self, app: str, prefix_hash: str) -> frozenset[str]:
+        now = self._clock()
+        models = self._warm.get((app, prefix_hash), {})
+        return frozenset(model for model, expiry in models.items() if expiry > now)
+
+    async def add_stats(self, app: str, period: Period, counts: Mapping[str, int]) -> None:
+        self._stats.setdefault((app, period.name), Counter()).update(counts)
+
+    async def read_stats(self, app: str, period: Period) -> dict[str, int]:
+        return dict(self._stats.get((app, period.name), {}))
+
+    async def aclose(self) -> None:
+        self._cache.clear()
+        self._warm.clear()
+
+
+def _wait_s(missing: float, per_minute: int) -> float:
+    return missing * 60 / per_minute

@@ -1,0 +1,122 @@
+"""The store's scripts on a local three-node Redis Cluster: the per-app hash tags put every key
+one script touches in one slot, so budgets stay exact on a cluster."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+
+import pytest
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, ResponseError
+
+from router_service.auth import App
+from router_service.budgets import BudgetLedger, period_of
+from router_service.config import AppConfig, BudgetConfig
+from router_service.store import BudgetLimit, RedisStore, scripts
+from router_service.store.keys import Keys
+from tests.support.budget_load import concurrent_calls
+from tests.support.redis_cluster import redis_cluster
+
+pytestmark = pytest.mark.integration
+
+
+def app(name: str) -> App:
+    budget = BudgetConfig(monthly_limit_usd=Decimal("1.00"))
+    return App(name=name, config=AppConfig(key_sha256="0" * 64, budget=budget), tasks={})
+
+
+@pytest.fixture(scope="module")
+def cluster_ports() -> Iterator[list[int]]:
+    with redis_cluster() as ports:
+        yield ports
+
+
+@pytest.fixture
+async def cluster(cluster_ports: list[int]) -> AsyncIterator[RedisCluster]:
+    client = RedisCluster(host="127.0.0.1", port=cluster_ports[0])
+    await client.initialize()
+    yield client
+    await client.aclose()
+
+
+async def test_each_apps_keys_share_one_slot_and_apps_spread_over_nodes(
+    cluster: RedisCluster,
+) -> None:
+    keys = Keys("llmr")
+    nodes = set()
+    for i in range(30):
+        name = f"app-{i}"
+        slots = {
+            cluster.keyslot(key)
+            for key in (
+                keys.budget(name, "2026-11"),
+                keys.leases(name, "2026-11"),
+                keys.budget_limit(name),
+                keys.rate(name),
+                keys.stats(name, "2026-11"),
+            )
+        }
+        assert len(slots) == 1
+        nodes.add(cluster.nodes_manager.get_node_from_slot(slots.pop()).name)
+    assert len(nodes) == 3
+
+
+async def test_budget_scripts_run_on_the_cluster(cluster: RedisCluster) -> None:
+    store = RedisStore(cluster, key_prefix="clustertest")
+    period = period_of(1_795_000_000)
+    limit = BudgetLimit(1_000)
+    for i in range(12):
+        name = f"app-{i}"
+        granted = await store.reserve(
+            name, period, lease_id="l1", amount_micro_usd=700, lease_ms=60_000, default=limit
+        )
+        refused = await store.reserve(
+            name, period, lease_id="l2", amount_micro_usd=400, lease_ms=60_000, default=limit
+        )
+        assert granted.granted and not refused.granted
+        assert await store.renew(name, period, ["l1", "l2"], 60_000) == ["l2"]
+        settled = await store.settle(
+            name, period, lease_id="l1", actual_micro_usd=300, default=limit
+        )
+        assert settled.usage.spent_micro_usd == 300 and settled.usage.reserved_micro_usd == 0
+        await store.set_budget_limit(name, BudgetLimit(5_000))
+        assert (await store.budget_usage(name, period, limit)).limit.limit_micro_usd == 5_000
+        assert (
+            await store.take(name, requests_per_minute=1, tokens_per_minute=0, requests=1, tokens=0)
+        ).allowed
+
+
+async def test_without_hash_tags_the_same_script_is_refused(cluster: RedisCluster) -> None:
+    # The control: keys of one app without the braces land in different slots.
+    untagged = ["llmr:x:budget:2026-11", "llmr:x:leases:2026-11", "llmr:x:budget_limit"]
+    assert len({cluster.keyslot(k) for k in untagged}) > 1
+    with pytest.raises((RedisClusterException, ResponseError)):
+        await cluster.eval(
+            scripts.BUDGET_RESERVE.source, 3, *untagged, "l", 1, 1000, 100, "0.8", 2_000_000_000
+        )
+
+
+async def test_concurrent_calls_from_several_clients_stay_within_the_limit(
+    cluster_ports: list[int],
+) -> None:
+    # The async cluster client opens a connection per concurrent command (it has no blocking
+    # pool), so each client keeps at most 50 calls in flight, as a pool would; and it must be
+    # initialized before a burst, or concurrent first commands race its own initialization.
+    clients = [
+        RedisCluster(host="127.0.0.1", port=port, max_connections=1000) for port in cluster_ports
+    ]
+    ledgers = [BudgetLedger(RedisStore(c, key_prefix="clusterload"), lease_s=30) for c in clients]
+    for client in clients:
+        await client.initialize()
+    try:
+        result = await concurrent_calls(ledgers, app("load"), 400, per_client=50)
+        usage = (await ledgers[0].read("load", app("load").config)).usage
+        assert result.refused > 0
+        assert usage.spent_micro_usd == result.settled_micro_usd <= 1_000_000
+        assert usage.reserved_micro_usd == 0
+    finally:
+        for ledger in ledgers:
+            await ledger.aclose()
+        for client in clients:
+            await client.aclose()

@@ -1,0 +1,193 @@
+"""The store contract, run against the in-process store and a real Redis alike."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from router_service.store import BudgetLimit, Period, ReserveResult, SettleResult, Store
+from tests.support.stores import any_store
+
+pytestmark = pytest.mark.integration
+
+PERIOD = Period("2026-11", expire_at=2_000_000_000)
+LIMIT = BudgetLimit(1_000, 0.8)
+LEASE_MS = 60_000
+
+
+async def reserve(
+    store: Store,
+    lease: str,
+    amount: int,
+    *,
+    app: str = "a",
+    period: Period = PERIOD,
+    lease_ms: int = LEASE_MS,
+    limit: BudgetLimit = LIMIT,
+) -> ReserveResult:
+    return await store.reserve(
+        app, period, lease_id=lease, amount_micro_usd=amount, lease_ms=lease_ms, default=limit
+    )
+
+
+async def settle(
+    store: Store, lease: str, actual: int, *, period: Period = PERIOD, limit: BudgetLimit = LIMIT
+) -> SettleResult:
+    return await store.settle("a", period, lease_id=lease, actual_micro_usd=actual, default=limit)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, redis_url_fixture: str) -> AsyncIterator[Store]:
+    async with any_store(request.param, redis_url_fixture) as store:
+        yield store
+
+
+async def test_reserve_refuses_what_would_pass_the_limit(store: Store) -> None:
+    first = await reserve(store, "l1", 600)
+    assert first.granted and first.usage.reserved_micro_usd == 600
+    second = await reserve(store, "l2", 401)
+    assert not second.granted
+    assert second.usage.reserved_micro_usd == 600 and second.usage.spent_micro_usd == 0
+    third = await reserve(store, "l3", 400)
+    assert third.granted and third.usage.reserved_micro_usd == 1_000
+
+
+async def test_settle_moves_the_actual_cost_from_reserved_to_spent(store: Store) -> None:
+    await reserve(store, "l1", 600)
+    settled = await settle(store, "l1", 250)
+    assert settled.lease_found
+    assert settled.usage.spent_micro_usd == 250 and settled.usage.reserved_micro_usd == 0
+    # Released headroom is usable again: 250 spent + 750 reserved == the limit.
+    assert (await reserve(store, "l2", 750)).granted
+    assert not (await reserve(store, "l3", 1)).granted
+
+
+async def test_expired_leases_release_their_holds(store: Store) -> None:
+    await reserve(store, "dead", 900, lease_ms=50)
+    assert not (await reserve(store, "l2", 200)).granted
+    await asyncio.sleep(0.12)
+    usage = await store.budget_usage("a", PERIOD, LIMIT)
+    assert usage.reserved_micro_usd == 0
+    assert (await reserve(store, "l2", 200)).granted
+    # A settle that arrives after its lease ran out still records the cost.
+    late = await settle(store, "dead", 100)
+    assert not late.lease_found and late.usage.spent_micro_usd == 100
+
+
+async def test_renewed_leases_outlive_their_first_expiry(store: Store) -> None:
+    await reserve(store, "live", 500, lease_ms=150)
+    await reserve(store, "dead", 300, lease_ms=150)
+    for _ in range(3):
+        await asyncio.sleep(0.06)
+        assert await store.renew("a", PERIOD, ["live"], 150) == []
+    usage = await store.budget_usage("a", PERIOD, LIMIT)
+    assert usage.reserved_micro_usd == 500
+    assert await store.renew("a", PERIOD, ["dead", "live"], 150) == ["dead"]
+
+
+async def test_admin_limit_overrides_the_configured_one(store: Store) -> None:
+    assert not (await store.budget_usage("a", PERIOD, LIMIT)).overridden
+    await store.set_budget_limit("a", BudgetLimit(5_000, 0.5))
+    usage = await store.budget_usage("a", PERIOD, LIMIT)
+    assert usage.overridden and usage.limit == BudgetLimit(5_000, 0.5)
+    assert (await reserve(store, "l1", 4_000)).granted
+    # Other apps keep their own limits.
+    assert not (await reserve(store, "l1", 4_000, app="b")).granted
+
+
+async def test_no_limit_tracks_spend_without_refusing(store: Store) -> None:
+    unlimited = BudgetLimit(None)
+    assert (await reserve(store, "l1", 10**12, limit=unlimited)).granted
+    settled = await settle(store, "l1", 7, limit=unlimited)
+    assert settled.usage.spent_micro_usd == 7 and settled.usage.limit.limit_micro_usd is None
+    assert not settled.crossed_soft
+
+
+async def test_soft_threshold_is_crossed_once(store: Store) -> None:
+    crossings = []
+    for i in range(5):
+        await reserve(store, f"l{i}", 200)
+        crossings.append((await settle(store, f"l{i}", 200)).crossed_soft)
+    # 800 of 1000 is the 0.8 threshold: the fourth settle crosses it, no other does.
+    assert crossings == [False, False, False, True, False]
+
+
+async def test_periods_are_separate(store: Store) -> None:
+    await reserve(store, "l1", 1_000)
+    await settle(store, "l1", 1_000)
+    december = Period("2026-12", expire_at=2_000_000_000)
+    assert (await reserve(store, "l2", 1_000, period=december)).granted
+
+
+async def test_request_bucket_refuses_past_its_capacity(store: Store) -> None:
+    decisions = [
+        await store.take("a", requests_per_minute=3, tokens_per_minute=0, requests=1, tokens=10)
+        for _ in range(4)
+    ]
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    refused = decisions[-1]
+    assert refused.limited_by == "requests" and 0 < refused.retry_after_s <= 20
+
+
+async def test_request_bucket_refills_evenly(store: Store) -> None:
+    # 600 per minute: one request back every 100 ms.
+    take = dict(requests_per_minute=600, tokens_per_minute=0, requests=1, tokens=0)
+    for _ in range(700):
+        if not (await store.take("a", **take)).allowed:
+            break
+    else:
+        pytest.fail("a bucket of 600 never ran dry in 700 takes")
+    await asyncio.sleep(0.25)
+    assert (await store.take("a", **take)).allowed
+
+
+async def test_token_bucket_counts_tokens_and_debt(store: Store) -> None:
+    take = dict(requests_per_minute=0, tokens_per_minute=1_000)
+    assert (await store.take("a", requests=1, tokens=700, **take)).allowed
+    refused = await store.take("a", requests=1, tokens=400, **take)
+    assert not refused.allowed and refused.limited_by == "tokens"
+    # Output tokens known only afterwards are taken by force, into debt.
+    assert (await store.take("a", requests=0, tokens=900, force=True, **take)).allowed
+    assert not (await store.take("a", requests=1, tokens=1, **take)).allowed
+
+
+async def test_a_request_larger_than_the_bucket_passes_when_it_is_full(store: Store) -> None:
+    take = dict(requests_per_minute=0, tokens_per_minute=100)
+    assert (await store.take("a", requests=1, tokens=5_000, **take)).allowed
+
+
+async def test_response_cache_round_trip_and_isolation(store: Store) -> None:
+    await store.cache_put("a", "k", b"answer", 60)
+    assert await store.cache_get("a", "k") == b"answer"
+    assert await store.cache_get("b", "k") is None
+    await store.cache_put("a", "short", b"x", 0.05)
+    await asyncio.sleep(0.1)
+    assert await store.cache_get("a", "short") is None
+
+
+async def test_warm_prefixes_expire(store: Store) -> None:
+    await store.mark_warm("a", "p1", "glm-5.2", 60)
+    await store.mark_warm("a", "p1", "kimi-2.7", 0.05)
+    await asyncio.sleep(0.1)
+    assert await store.warm_models("a", "p1") == {"glm-5.2"}
+    assert await store.warm_models("b", "p1") == frozenset()
+
+
+async def test_stats_accumulate(store: Store) -> None:
+    await store.add_stats("a", PERIOD, {"requests": 2, "model:glm-5.2": 2})
+    await store.add_stats("a", PERIOD, {"requests": 1, "cost": 40})
+    assert await store.read_stats("a", PERIOD) == {"requests": 3, "model:glm-5.2": 2, "cost": 40}
+    assert await store.read_stats("b", PERIOD) == {}
+
+
+async def test_a_token_charge_leaves_the_request_bucket_alone(store: Store) -> None:
+    both = dict(requests_per_minute=2, tokens_per_minute=1_000)
+    assert (await store.take("a", requests=1, tokens=10, **both)).allowed
+    charged = await store.take(
+        "a", requests_per_minute=0, tokens_per_minute=1_000, requests=0, tokens=50, force=True
+    )
+    assert charged.allowed
+    assert (await store.take("a", requests=1, tokens=10, **both)).allowed
+    assert not (await store.take("a", requests=1, tokens=10, **both)).allowed

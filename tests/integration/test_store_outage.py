@@ -1,0 +1,185 @@
+"""Redis going away and coming back: the configured policy decides, nothing hangs or crashes,
+and shared counting resumes when Redis returns. Uses a `redis-server` of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
+
+import grpc
+import pytest
+from grpc import aio
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from router_service import alerts
+from router_service._proto import router_pb2 as pb
+from router_service.errors import StoreUnavailable
+from router_service.store import BudgetLimit, FailoverStore, MemoryStore, Period, RedisStore
+from tests.support.configs import DEMO_KEY, fast_config
+from tests.support.redis_server import free_port, redis_server_process
+from tests.support.servers import auth, running_router
+
+pytestmark = pytest.mark.integration
+
+PERIOD = Period("2026-11", expire_at=2_000_000_000)
+LIMIT = BudgetLimit(1_000_000)
+
+
+class RedisProcess:
+    """A redis-server on a fixed port that a test can stop and start again."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._stack: ExitStack | None = None
+
+    def start(self) -> None:
+        stack = ExitStack()
+        stack.enter_context(redis_server_process(port=self.port))
+        self._stack = stack
+
+    def stop(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@pytest.fixture
+def redis_process() -> Iterator[RedisProcess]:
+    process = RedisProcess()
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+async def client(redis_process: RedisProcess) -> AsyncIterator[Redis]:
+    client = Redis.from_url(
+        redis_process.url,
+        socket_connect_timeout=0.5,
+        socket_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
+    )
+    yield client
+    await client.aclose()
+
+
+def failover(client: Redis, policy: str) -> FailoverStore:
+    return FailoverStore(
+        RedisStore(client, key_prefix="outage"),
+        MemoryStore(),
+        policy=policy,  # type: ignore[arg-type]
+        timeout_s=0.5,
+    )
+
+
+async def reserve(store: FailoverStore, lease: str, amount: int) -> bool:
+    result = await store.reserve(
+        "a", PERIOD, lease_id=lease, amount_micro_usd=amount, lease_ms=60_000, default=LIMIT
+    )
+    return result.granted
+
+
+async def wait_until_available(store: FailoverStore, deadline_s: float = 10) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not store.available:
+        assert time.monotonic() < deadline, "Redis never came back"
+        with contextlib.suppress(StoreUnavailable):
+            await store.budget_usage("a", PERIOD, LIMIT)
+        await asyncio.sleep(0.05)
+
+
+async def test_fail_open_counts_locally_then_resumes_on_redis(
+    redis_process: RedisProcess, client: Redis
+) -> None:
+    store = failover(client, "fail_open")
+    assert await reserve(store, "r1", 600_000)
+    settled = await store.settle(
+        "a", PERIOD, lease_id="r1", actual_micro_usd=500_000, default=LIMIT
+    )
+    assert settled.usage.spent_micro_usd == 500_000
+    unavailable = alerts.COUNTS["store_unavailable.fail_open"]
+
+    redis_process.stop()
+    started = time.monotonic()
+    # Local counting starts from the last spend Redis reported: 500k of 1M spent.
+    assert await reserve(store, "l1", 400_000)
+    assert not await reserve(store, "l2", 200_000)
+    assert time.monotonic() - started < 1.5
+    assert not store.available
+    assert alerts.COUNTS["store_unavailable.fail_open"] > unavailable
+    local = await store.settle("a", PERIOD, lease_id="l1", actual_micro_usd=100, default=LIMIT)
+    assert local.lease_found and local.usage.spent_micro_usd == 500_100
+
+    redis_process.start()  # a fresh, empty Redis on the same port
+    await wait_until_available(store)
+    assert await reserve(store, "r2", 900_000)
+    raw = await client.hgetall("outage:{a}:budget:2026-11")
+    assert int(raw[b"reserved"]) == 900_000
+
+
+async def test_fail_closed_refuses_at_once_and_recovers(
+    redis_process: RedisProcess, client: Redis
+) -> None:
+    store = failover(client, "fail_closed")
+    assert await reserve(store, "r1", 1)
+    redis_process.stop()
+    for _ in range(3):
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await reserve(store, "x", 1)
+        assert time.monotonic() - started < 1.5
+    redis_process.start()
+    await wait_until_available(store)
+    assert await reserve(store, "r2", 1)
+
+
+@pytest.mark.parametrize("policy", ["fail_open", "fail_closed"])
+async def test_route_follows_the_policy_while_redis_is_down(
+    redis_process: RedisProcess, policy: str
+) -> None:
+    config = fast_config(store={"redis_url": redis_process.url, "on_unavailable": policy})
+    request = pb.RouteRequest(
+        task="summarization",
+        messages=[pb.Message(role="user", content="Summarize the incident report.")],
+        max_output_tokens=20,
+    )
+    async with running_router(config) as running:
+        events = [e async for e in running.router.Route(request, metadata=auth(DEMO_KEY))]
+        assert events[-1].HasField("done")
+        redis_process.stop()
+        started = time.monotonic()
+        if policy == "fail_open":
+            events = [e async for e in running.router.Route(request, metadata=auth(DEMO_KEY))]
+            assert events[-1].done.cost_micro_usd > 0
+        else:
+            with pytest.raises(aio.AioRpcError) as caught:
+                async for _ in running.router.Route(request, metadata=auth(DEMO_KEY)):
+                    pass
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "fail_closed" in (caught.value.details() or "")
+        assert time.monotonic() - started < 5
+        redis_process.start()
+        assert running.server.accounting is not None
+        store = running.server.accounting.store
+        assert isinstance(store, FailoverStore)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                events = [e async for e in running.router.Route(request, metadata=auth(DEMO_KEY))]
+            except aio.AioRpcError:
+                pass
+            else:
+                if store.available:
+                    break
+            assert time.monotonic() < deadline, "the router never went back to Redis"
+            await asyncio.sleep(0.05)
+        assert events[-1].HasField("done")
