@@ -12,14 +12,15 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from router_service.auth import App
+from router_service.breaker import CircuitBreaker
 from router_service.catalog import Catalog
 from router_service.chat import ChatRequest
 from router_service.cost import Usage
-from router_service.errors import AllProvidersFailed, ProviderStreamBroken
+from router_service.errors import AllProvidersFailed, InvalidRequest, ProviderStreamBroken
 from router_service.fallback import AttemptRecord, FallbackStream, Target
 from router_service.policy import Classification, Decision, PolicyInput, decide
 from router_service.prefix import canonicalize
@@ -29,6 +30,7 @@ from router_service.providers.base import (
     StreamEnd,
     TextDelta,
     ToolCallDelta,
+    UsageReport,
 )
 from router_service.records import CallObserver, CallRecord, CallStatus
 from router_service.tokens import PromptSize, measure_prompt, tokens_for_length
@@ -78,11 +80,14 @@ class Pipeline:
         providers: Mapping[str, Provider],
         difficulty: DifficultySource | None,
         observers: Sequence[CallObserver] = (),
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._catalog = catalog
         self._providers = providers
         self._difficulty = difficulty
         self._observers = tuple(observers)
+        # Per-deployment health: read by the policy, written by the fallback logic.
+        self.breaker = breaker if breaker is not None else CircuitBreaker()
 
     def plan(self, app: App, request: ChatRequest) -> Plan:
         """Decide where `request` goes. Pure apart from the classifier; never charges."""
@@ -107,6 +112,7 @@ class Pipeline:
                 max_output_tokens=request.max_output_tokens or task.default_max_output_tokens,
                 needs_tools=bool(request.tools),
                 classification=classification,
+                unhealthy=self.breaker.unhealthy(self._catalog),
             ),
         )
         return Plan(
@@ -165,13 +171,20 @@ class RouteCall:
         first_at: float | None = None
         output_chars = 0
         end: StreamEnd | None = None
+        # The provider's own usage counts so far, for billing a stream that ends early.
+        reported: Usage | None = None
         status, error = CallStatus.OK, ""
-        fallback = FallbackStream(self.plan.targets, self._provider_request)
+        fallback = FallbackStream(
+            self.plan.targets, self._provider_request, breaker=self._pipeline.breaker
+        )
         try:
             async with aclosing(fallback.events()) as events:
                 async for event in events:
                     if type(event) is StreamEnd:
                         end = event
+                        continue
+                    if type(event) is UsageReport:
+                        reported = event.usage
                         continue
                     if first_at is None:
                         first_at = time.perf_counter()
@@ -180,6 +193,9 @@ class RouteCall:
                     yield event  # type: ignore[misc]
         except AllProvidersFailed as exc:
             status, error = CallStatus.FAILED, exc.message
+            raise
+        except InvalidRequest as exc:
+            status, error = CallStatus.REJECTED, exc.message
             raise
         except ProviderStreamBroken as exc:
             status, error = CallStatus.BROKEN, exc.message
@@ -194,6 +210,7 @@ class RouteCall:
             self._settle(
                 fallback=fallback,
                 end=end,
+                reported=reported,
                 status=status,
                 error=error,
                 started_at=started_at,
@@ -207,6 +224,7 @@ class RouteCall:
         *,
         fallback: FallbackStream,
         end: StreamEnd | None,
+        reported: Usage | None,
         status: str,
         error: str,
         started_at: float,
@@ -218,10 +236,11 @@ class RouteCall:
         if end is not None:
             usage = end.usage
         elif serving is not None:
-            # The stream broke or was cancelled: bill what was produced, as the provider will.
-            usage = Usage(
-                input_tokens=self.plan.prompt.estimate,
-                output_tokens=tokens_for_length(output_chars),
+            # The stream broke or was cancelled: bill what was produced, as the provider will,
+            # from its own counts where it reported them.
+            usage = reported or Usage(input_tokens=self.plan.prompt.estimate)
+            usage = replace(
+                usage, output_tokens=max(usage.output_tokens, tokens_for_length(output_chars))
             )
         else:
             usage = Usage()
