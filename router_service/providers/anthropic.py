@@ -299,6 +299,6 @@ class AnthropicProvider:
             cache_min_tokens=config.cache_min_tokens_for(request.model),
         )
         async for event in self._endpoint.answer(
-            "/v1/messages", encode_json(body), EventParser(request), streamed=config.stream
+            "/v1/messages", encode_json(body), EventParser(request)
         ):
             yield event

@@ -7,8 +7,11 @@ client. Its `answer` sends one request, turns error statuses and transport failu
 errors, and feeds the body (server-sent events, or one JSON document) to the wire format's
 `AnswerParser` under the call's `CallDeadline`, yielding the parser's events.
 
-Deadlines are enforced per read with `asyncio.timeout_at`, never across a `yield`: a slow
-caller (gRPC back-pressure) must not count against the provider.
+Timing, per call: until the first token, every wait (connect, headers, body) is bounded by an
+`asyncio.timeout_at` on the first-token deadline. Once tokens flow, the idle limit is httpx's
+own read timeout (it already times every socket read, so a second timer per chunk would only
+cost CPU) and the total limit is checked as each chunk arrives. No timer ever spans a `yield`:
+a slow caller (gRPC back-pressure) must not count against the provider.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ _MAX_ERROR_BODY = 64 * 1024
 # goes back to the pool instead of being closed half-read.
 _DRAIN_S = 1.0
 T = TypeVar("T")
+_JSON = "application/json"
 # What a parser raises on JSON that is valid but not shaped as the wire format says.
 _SHAPE_ERRORS = (LookupError, TypeError, AttributeError, ValueError)
 
@@ -92,9 +96,8 @@ def build_http_client(
 
 
 class CallDeadline:
-    """When the next read of one call must complete: the first token must come within
-    `first_token` of the start, then no gap may exceed `idle`, and the whole call `total`.
-    Times are event-loop times."""
+    """The limits of one call, in event-loop time: the first token within `first_token` of the
+    start, then no silence longer than `idle` (httpx's read timeout), the whole call `total`."""
 
     __slots__ = ("_timeouts", "complete", "first_token_at", "streaming", "total_at")
 
@@ -108,27 +111,34 @@ class CallDeadline:
         self.complete = False
 
     def first_token(self) -> None:
-        """Tokens are flowing: from now on the idle limit applies between reads."""
+        """Tokens are flowing: from now on only the idle and total limits apply."""
         self.streaming = True
 
     def answer_complete(self) -> None:
         """The answer is whole; what is left of the body is only read to keep the connection."""
         self.complete = True
 
+    @property
+    def timed_reads(self) -> bool:
+        """Whether the next read needs a timer of its own (before the first token, or while
+        draining a complete answer)."""
+        return self.complete or not self.streaming
+
     def read_by(self, now: float) -> float:
+        """When a timed read must have completed."""
         if self.complete:
             return min(now + _DRAIN_S, self.total_at)
-        if self.streaming:
-            return min(now + self._timeouts.idle, self.total_at)
         return self.first_token_at
 
-    def describe_expiry(self, now: float) -> str:
-        """Which limit has just passed, in words."""
+    def describe(self, now: float, *, silent: bool = False) -> str:
+        """Which limit has just passed, in words; `silent`: the connection sent nothing for
+        `idle` seconds."""
         t = self._timeouts
         if now >= self.total_at:
             return f"the call exceeded its total limit of {t.total:g} s"
-        if self.streaming:
-            return f"no data for {t.idle:g} s after the answer began"
+        if silent:
+            after = " after the answer began" if self.streaming else ""
+            return f"no data for {t.idle:g} s{after}"
         return f"no token within {t.first_token:g} s"
 
 
@@ -152,34 +162,41 @@ class HttpEndpoint:
         key = config.resolved_api_key(environ)
         self._client = client
         self._base_url = config.resolved_base_url(environ)
+        self.streamed = config.stream
+        stream_headers = {
+            "accept": "text/event-stream",
+            # Compressing an event stream only delays its chunks.
+            "accept-encoding": "identity",
+        }
         self._headers = httpx.Headers(
             {
                 **config.headers,
                 "content-type": "application/json",
-                "accept": "text/event-stream" if config.stream else "application/json",
+                **(stream_headers if config.stream else {"accept": "application/json"}),
                 **(headers or {}),
                 **(credentials(key) if key is not None else {}),
             }
         )
-        self.timeouts = config.timeouts
+        timeouts = self.timeouts = config.timeouts
         self._timeout = httpx.Timeout(
-            connect=config.timeouts.connect,
-            read=None,  # reads are timed by CallDeadline
-            write=config.timeouts.idle,
-            pool=config.timeouts.connect,
+            connect=timeouts.connect,
+            # Between two socket reads: the idle limit (a whole answer at once: the total).
+            read=timeouts.idle if config.stream else timeouts.total,
+            write=timeouts.idle,
+            pool=timeouts.connect,
         )
         self.errors = ErrorMapper(name, key)
 
-    def deadline(self, *, streamed: bool) -> CallDeadline:
-        return CallDeadline(self.timeouts, asyncio.get_running_loop().time(), streamed=streamed)
-
     async def answer(
-        self, path: str, body: bytes, parser: AnswerParser, *, streamed: bool
+        self, path: str, body: bytes, parser: AnswerParser
     ) -> AsyncGenerator[ProviderEvent, None]:
         """POST `body` to `path` and yield the answer's events as `parser` reads them."""
-        deadline = self.deadline(streamed=streamed)
+        streamed = self.streamed
+        deadline = CallDeadline(self.timeouts, asyncio.get_running_loop().time(), streamed=streamed)
         async with self._post(path, body, deadline) as response:
-            if not streamed:
+            # Some servers answer a streamed request with one JSON document: an error object,
+            # or the whole answer when they do not stream.
+            if not streamed or response.headers.get("content-type", "").startswith(_JSON):
                 for event in self._parsed(parser.whole, await self._read(response, deadline)):
                     yield event
                 return
@@ -223,7 +240,9 @@ class HttpEndpoint:
             async with asyncio.timeout_at(deadline.read_by(loop.time())):
                 response = await self._client.send(request, stream=True)
         except TimeoutError as exc:
-            raise self.errors.timeout(deadline.describe_expiry(loop.time())) from exc
+            raise self.errors.timeout(deadline.describe(loop.time())) from exc
+        except httpx.ReadTimeout as exc:
+            raise self.errors.timeout(deadline.describe(loop.time(), silent=True)) from exc
         except httpx.HTTPError as exc:
             raise self.errors.transport(exc, mid_stream=False) from exc
         try:
@@ -248,24 +267,24 @@ class HttpEndpoint:
     async def _events(
         self, response: httpx.Response, deadline: CallDeadline
     ) -> AsyncGenerator[ServerSentEvent, None]:
-        """The response body as server-sent events, each read within the deadline."""
+        """The response body as server-sent events, read within the call's limits."""
         decoder = SSEDecoder()
-        # Declared an AsyncIterator, it is an async generator: closed below, not left to GC.
-        chunks = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+        chunks = _body_chunks(response)
         loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
-                    async with asyncio.timeout_at(deadline.read_by(loop.time())):
+                    if deadline.timed_reads:
+                        async with asyncio.timeout_at(deadline.read_by(loop.time())):
+                            chunk = await anext(chunks, None)
+                    else:
                         chunk = await anext(chunks, None)
-                except TimeoutError as exc:
+                        if loop.time() > deadline.total_at:
+                            raise self.errors.timeout(deadline.describe(loop.time()))
+                except (TimeoutError, httpx.HTTPError) as exc:
                     if deadline.complete:
                         return  # the answer is whole; the connection is just not reused
-                    raise self.errors.timeout(deadline.describe_expiry(loop.time())) from exc
-                except httpx.HTTPError as exc:
-                    if deadline.complete:
-                        return
-                    raise self.errors.transport(exc, mid_stream=True) from exc
+                    raise self._read_error(exc, deadline, loop.time()) from exc
                 if chunk is None:
                     return
                 try:
@@ -283,10 +302,26 @@ class HttpEndpoint:
         try:
             async with asyncio.timeout_at(deadline.read_by(loop.time())):
                 return await response.aread()
-        except TimeoutError as exc:
-            raise self.errors.timeout(deadline.describe_expiry(loop.time())) from exc
-        except httpx.HTTPError as exc:
-            raise self.errors.transport(exc, mid_stream=True) from exc
+        except (TimeoutError, httpx.HTTPError) as exc:
+            raise self._read_error(exc, deadline, loop.time()) from exc
+
+    def _read_error(
+        self, exc: TimeoutError | httpx.HTTPError, deadline: CallDeadline, now: float
+    ) -> Exception:
+        if isinstance(exc, TimeoutError):
+            return self.errors.timeout(deadline.describe(now))
+        if isinstance(exc, httpx.ReadTimeout):
+            return self.errors.timeout(deadline.describe(now, silent=True))
+        return self.errors.transport(exc, mid_stream=True)
+
+
+def _body_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """The body as it arrives. An event stream is normally not compressed: then the raw
+    chunks skip httpx's decoder and re-chunker."""
+    encoding = response.headers.get("content-encoding", "identity")
+    chunks = response.aiter_raw() if encoding == "identity" else response.aiter_bytes()
+    # Declared an AsyncIterator, it is an async generator: closed by the reader, not by GC.
+    return cast(AsyncGenerator[bytes, None], chunks)
 
 
 def encode_json(body: Any) -> bytes:

@@ -281,9 +281,7 @@ class OpenAICompatProvider:
         config = self._config
         body = request_body(request, stream=config.stream, max_tokens_field=config.max_tokens_field)
         parser = ChunkParser(request, on_missing_usage=self._missing_usage)
-        async for event in self._endpoint.answer(
-            "/chat/completions", encode_json(body), parser, streamed=config.stream
-        ):
+        async for event in self._endpoint.answer("/chat/completions", encode_json(body), parser):
             yield event
 
     def _missing_usage(self) -> None:

@@ -19,6 +19,7 @@ import pytest
 from router_service.chat import ChatMessage
 from router_service.config import AnthropicProviderConfig, OpenAIProviderConfig, Prices
 from router_service.cost import PriceTable, Usage
+from router_service.errors import ProviderServerError
 from router_service.providers.anthropic import AnthropicProvider
 from router_service.providers.base import (
     Provider,
@@ -170,3 +171,29 @@ async def test_anthropic_golden(stream: bool, fixture: str) -> None:
         assert first.usage == Usage(
             input_tokens=3678, cached_input_tokens=3145, cache_write_tokens=512, output_tokens=1
         )
+
+
+async def test_a_streamed_request_answered_with_one_json_document() -> None:
+    # Servers that ignore `stream: true` answer with the whole completion ...
+    seen: list[httpx.Request] = []
+    body = (FIXTURES / "openai_completion_cached.json").read_bytes()
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=body, headers={"content-type": "application/json"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
+        events = [e async for e in openai(stream=True)(client).stream(REQUEST)]
+    assert answer(events)[2].usage == OPENAI_USAGE
+    assert json.loads(seen[0].content)["stream"] is True
+
+    # ... and some report errors as a JSON object with status 200.
+    error = b'{"error": {"message": "model overloaded", "type": "server_error"}}'
+
+    async def fail(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=error, headers={"content-type": "application/json"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(fail)) as client:
+        with pytest.raises(ProviderServerError, match="model overloaded"):
+            async for _ in openai(stream=True)(client).stream(REQUEST):
+                pass
