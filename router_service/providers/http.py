@@ -37,13 +37,14 @@ __all__ = [
     "encode_json",
 ]
 
+T = TypeVar("T")
+
 _LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
 # Error bodies are read whole to show their message; anything past this is not a message.
 _MAX_ERROR_BODY = 64 * 1024
 # Once the answer is complete, how long to wait for the end of the body, so the connection
 # goes back to the pool instead of being closed half-read.
 _DRAIN_S = 1.0
-T = TypeVar("T")
 _JSON = "application/json"
 # What a parser raises on JSON that is valid but not shaped as the wire format says.
 _SHAPE_ERRORS = (LookupError, TypeError, AttributeError, ValueError)
@@ -239,12 +240,8 @@ class HttpEndpoint:
         try:
             async with asyncio.timeout_at(deadline.read_by(loop.time())):
                 response = await self._client.send(request, stream=True)
-        except TimeoutError as exc:
-            raise self.errors.timeout(deadline.describe(loop.time())) from exc
-        except httpx.ReadTimeout as exc:
-            raise self.errors.timeout(deadline.describe(loop.time(), silent=True)) from exc
-        except httpx.HTTPError as exc:
-            raise self.errors.transport(exc, mid_stream=False) from exc
+        except (TimeoutError, httpx.HTTPError) as exc:
+            raise self._failure(exc, deadline, loop.time(), mid_stream=False) from exc
         try:
             if not response.is_success:
                 raise await self._status_error(response, deadline)
@@ -284,7 +281,7 @@ class HttpEndpoint:
                 except (TimeoutError, httpx.HTTPError) as exc:
                     if deadline.complete:
                         return  # the answer is whole; the connection is just not reused
-                    raise self._read_error(exc, deadline, loop.time()) from exc
+                    raise self._failure(exc, deadline, loop.time()) from exc
                 if chunk is None:
                     return
                 try:
@@ -303,16 +300,23 @@ class HttpEndpoint:
             async with asyncio.timeout_at(deadline.read_by(loop.time())):
                 return await response.aread()
         except (TimeoutError, httpx.HTTPError) as exc:
-            raise self._read_error(exc, deadline, loop.time()) from exc
+            raise self._failure(exc, deadline, loop.time()) from exc
 
-    def _read_error(
-        self, exc: TimeoutError | httpx.HTTPError, deadline: CallDeadline, now: float
+    def _failure(
+        self,
+        exc: TimeoutError | httpx.HTTPError,
+        deadline: CallDeadline,
+        now: float,
+        *,
+        mid_stream: bool = True,
     ) -> Exception:
+        """The router error for a failed wait: one of our timers (TimeoutError), httpx's idle
+        read timeout, or a transport error."""
         if isinstance(exc, TimeoutError):
             return self.errors.timeout(deadline.describe(now))
         if isinstance(exc, httpx.ReadTimeout):
             return self.errors.timeout(deadline.describe(now, silent=True))
-        return self.errors.transport(exc, mid_stream=True)
+        return self.errors.transport(exc, mid_stream=mid_stream)
 
 
 def _body_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:

@@ -26,115 +26,27 @@ import json
 import signal
 import time
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from tests.support.fake_wire import (
+    FakeToolCall,
+    Plan,
+    Received,
+    Reply,
+    anthropic_error_type,
+    anthropic_message,
+    anthropic_usage,
+    openai_completion,
+    openai_usage,
+    split,
+    sse,
+    text_delta,
+    words,
+)
+
 __all__ = ["FakeProvider", "FakeToolCall", "Received", "Reply"]
-
-_WORDS = [
-    "The",
-    "quarterly",
-    "report",
-    "shows",
-    "steady",
-    "growth",
-    "in",
-    "new",
-    "accounts",
-    "while",
-    "churn",
-    "stayed",
-    "flat",
-    "and",
-    "support",
-    "volume",
-    "fell",
-    "after",
-    "the",
-    "billing",
-    "fixes",
-    "shipped",
-    "in",
-    "the",
-    "second",
-    "month",
-]
-
-
-@dataclass(frozen=True)
-class FakeToolCall:
-    id: str
-    name: str
-    arguments: str
-    # How many pieces the arguments are streamed in.
-    fragments: int = 3
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What the fake answers to one request."""
-
-    # The answer is this text, split at spaces into tokens; None: `tokens` words.
-    text: str | None = None
-    tokens: int = 12
-    tool_calls: tuple[FakeToolCall, ...] = ()
-    # A status other than 200 answers with the API's error body; "{key}" in the message
-    # becomes the key the client presented (providers do echo keys back).
-    status: int = 200
-    error_type: str = ""
-    error_message: str = "simulated upstream error"
-    retry_after: str | None = None
-    first_token_delay_s: float = 0.0
-    token_interval_s: float = 0.0
-    # After this many tokens: hang until the client goes away.
-    stall_after_tokens: int | None = None
-    # After this many tokens: drop the connection without finishing the body.
-    cut_after_tokens: int | None = None
-    # After this many tokens: an error event in the stream (Anthropic `error`, OpenAI-style
-    # `{"error": ...}` chunk), then the end of the body.
-    error_event_after_tokens: int | None = None
-    # Normalized input tokens (including cached and cache-write); None: from the body size.
-    input_tokens: int | None = None
-    cached_tokens: int = 0
-    cache_write_tokens: int = 0
-    # Report output tokens as this instead of the number of tokens sent.
-    output_tokens: int | None = None
-    # Anthropic: repeat the input and cache fields in message_delta (newer API versions do).
-    repeat_usage_in_delta: bool = True
-    # OpenAI: send usage only when asked with stream_options.include_usage (as OpenAI does).
-    honour_include_usage: bool = True
-    # OpenAI-style servers that never send `data: [DONE]`.
-    send_done: bool = True
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-    started_at: float
-    # The client's port: the same one on two requests means the connection was reused.
-    client_port: int
-    # When the client went away mid-answer (perf_counter), if it did.
-    disconnected_at: float | None = None
-
-    @property
-    def model(self) -> str:
-        return str(self.body.get("model", ""))
-
-
-@dataclass
-class _Plan:
-    """A reply made concrete for one request."""
-
-    reply: Reply
-    pieces: list[str]
-    usage_in: int
-    output_tokens: int
-    message_id: str = field(default="")
 
 
 class FakeProvider:
@@ -202,10 +114,10 @@ class FakeProvider:
         auth = received.headers.get("authorization", "")
         return auth.removeprefix("Bearer ").strip() or received.headers.get("x-api-key", "")
 
-    def _plan(self, received: Received, reply: Reply) -> _Plan:
-        text = reply.text if reply.text is not None else " ".join(_words(reply.tokens))
-        words = text.split(" ") if text else []
-        pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+    def _plan(self, received: Received, reply: Reply) -> Plan:
+        text = reply.text if reply.text is not None else " ".join(words(reply.tokens))
+        parts = text.split(" ") if text else []
+        pieces = [w if i == 0 else " " + w for i, w in enumerate(parts)]
         if reply.input_tokens is not None:
             usage_in = reply.input_tokens
         else:
@@ -216,14 +128,14 @@ class FakeProvider:
         output = reply.output_tokens
         if output is None:
             output = len(pieces) + sum(1 + call.fragments for call in reply.tool_calls)
-        return _Plan(reply, pieces, usage_in, output, message_id=f"{next(self._ids):08d}")
+        return Plan(reply, pieces, usage_in, output, message_id=f"{next(self._ids):08d}")
 
     async def _refusal(self, received: Received, reply: Reply, anthropic: bool) -> web.Response:
         """An error response in the API's format."""
         message = reply.error_message.replace("{key}", self._presented_key(received))
         headers = {"retry-after": reply.retry_after} if reply.retry_after is not None else {}
         if anthropic:
-            kind = reply.error_type or _anthropic_error_type(reply.status)
+            kind = reply.error_type or anthropic_error_type(reply.status)
             body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
         else:
             kind = reply.error_type or ("rate_limit_exceeded" if reply.status == 429 else "error")
@@ -252,7 +164,7 @@ class FakeProvider:
         request: web.Request,
         response: web.StreamResponse,
         received: Received,
-        plan: _Plan,
+        plan: Plan,
         frames: list[bytes],
         error_frame: bytes,
     ) -> bool:
@@ -296,7 +208,7 @@ class FakeProvider:
         if reply.first_token_delay_s:
             await asyncio.sleep(reply.first_token_delay_s)
         if not received.body.get("stream"):
-            whole = _anthropic_message if anthropic else _openai_completion
+            whole = anthropic_message if anthropic else openai_completion
             return web.json_response(whole(received, plan))
         response = await self._open_stream(request)
         stream = self._anthropic_stream if anthropic else self._openai_stream
@@ -307,7 +219,7 @@ class FakeProvider:
     # --- OpenAI chat completions ----------------------------------------------------------
 
     async def _openai_stream(
-        self, request: web.Request, response: web.StreamResponse, received: Received, plan: _Plan
+        self, request: web.Request, response: web.StreamResponse, received: Received, plan: Plan
     ) -> None:
         reply = plan.reply
         base = {
@@ -329,7 +241,7 @@ class FakeProvider:
             }
             if send_usage:
                 data["usage"] = None
-            return _sse(data)
+            return sse(data)
 
         await response.write(chunk({"role": "assistant", "content": "", "refusal": None}))
         frames = [chunk({"content": piece}) for piece in plan.pieces]
@@ -350,16 +262,16 @@ class FakeProvider:
             )
             frames += [
                 chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
-                for piece in _split(call.arguments, call.fragments)
+                for piece in split(call.arguments, call.fragments)
             ]
         error = {"error": {"message": reply.error_message, "type": "server_error", "code": None}}
-        if not await self._tokens(request, response, received, plan, frames, _sse(error)):
+        if not await self._tokens(request, response, received, plan, frames, sse(error)):
             return
         finish = "tool_calls" if reply.tool_calls else "stop"
         await response.write(chunk({}, finish))
         if send_usage:
             await response.write(
-                _sse({**base, "choices": [], "usage": _openai_usage(plan)}),
+                sse({**base, "choices": [], "usage": openai_usage(plan)}),
             )
         if reply.send_done:
             await response.write(b"data: [DONE]\n\n")
@@ -368,16 +280,16 @@ class FakeProvider:
     # --- Anthropic Messages ---------------------------------------------------------------
 
     async def _anthropic_stream(
-        self, request: web.Request, response: web.StreamResponse, received: Received, plan: _Plan
+        self, request: web.Request, response: web.StreamResponse, received: Received, plan: Plan
     ) -> None:
         reply = plan.reply
-        start = _anthropic_message(received, plan, streaming=True)
-        await response.write(_sse({"type": "message_start", "message": start}, "message_start"))
+        start = anthropic_message(received, plan, streaming=True)
+        await response.write(sse({"type": "message_start", "message": start}, "message_start"))
         frames: list[bytes] = []
         block = 0
         if plan.pieces:
             frames.append(
-                _sse(
+                sse(
                     {
                         "type": "content_block_start",
                         "index": 0,
@@ -385,22 +297,22 @@ class FakeProvider:
                     },
                     "content_block_start",
                 )
-                + _sse({"type": "ping"}, "ping")
-                + _text_delta(0, plan.pieces[0])
+                + sse({"type": "ping"}, "ping")
+                + text_delta(0, plan.pieces[0])
             )
-            frames += [_text_delta(0, piece) for piece in plan.pieces[1:]]
-            frames[-1] += _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+            frames += [text_delta(0, piece) for piece in plan.pieces[1:]]
+            frames[-1] += sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
             block = 1
         for call in reply.tool_calls:
             tool_block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
             frames.append(
-                _sse(
+                sse(
                     {"type": "content_block_start", "index": block, "content_block": tool_block},
                     "content_block_start",
                 )
             )
             frames += [
-                _sse(
+                sse(
                     {
                         "type": "content_block_delta",
                         "index": block,
@@ -408,53 +320,27 @@ class FakeProvider:
                     },
                     "content_block_delta",
                 )
-                for piece in _split(call.arguments, call.fragments)
+                for piece in split(call.arguments, call.fragments)
             ]
-            frames[-1] += _sse({"type": "content_block_stop", "index": block}, "content_block_stop")
+            frames[-1] += sse({"type": "content_block_stop", "index": block}, "content_block_stop")
             block += 1
         error = {
             "type": "error",
             "error": {"type": reply.error_type or "overloaded_error", "message": "Overloaded"},
         }
-        if not await self._tokens(request, response, received, plan, frames, _sse(error, "error")):
+        if not await self._tokens(request, response, received, plan, frames, sse(error, "error")):
             return
         usage: dict[str, Any] = {"output_tokens": plan.output_tokens}
         if reply.repeat_usage_in_delta:
-            usage = {**_anthropic_usage(plan), **usage}
+            usage = {**anthropic_usage(plan), **usage}
         delta = {
             "type": "message_delta",
             "delta": {"stop_reason": "tool_use" if reply.tool_calls else "end_turn"},
             "usage": usage,
         }
-        await response.write(_sse(delta, "message_delta"))
-        await response.write(_sse({"type": "message_stop"}, "message_stop"))
+        await response.write(sse(delta, "message_delta"))
+        await response.write(sse({"type": "message_stop"}, "message_stop"))
         await response.write_eof()
-
-
-def _words(count: int) -> Iterator[str]:
-    return itertools.islice(itertools.cycle(_WORDS), count)
-
-
-def _split(text: str, parts: int) -> list[str]:
-    size = max(1, -(-len(text) // max(1, parts)))
-    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
-
-
-def _sse(data: dict[str, Any], event: str | None = None) -> bytes:
-    payload = json.dumps(data, separators=(",", ":")).encode()
-    head = f"event: {event}\n".encode() if event else b""
-    return head + b"data: " + payload + b"\n\n"
-
-
-def _text_delta(index: int, text: str) -> bytes:
-    return _sse(
-        {
-            "type": "content_block_delta",
-            "index": index,
-            "delta": {"type": "text_delta", "text": text},
-        },
-        "content_block_delta",
-    )
 
 
 async def _until_disconnected(request: web.Request) -> None:
@@ -462,95 +348,6 @@ async def _until_disconnected(request: web.Request) -> None:
     # would lose the moment), so a stall watches the transport.
     while request.transport is not None and not request.transport.is_closing():  # noqa: ASYNC110
         await asyncio.sleep(0.005)
-
-
-def _anthropic_error_type(status: int) -> str:
-    return {
-        400: "invalid_request_error",
-        401: "authentication_error",
-        403: "permission_error",
-        404: "not_found_error",
-        413: "request_too_large",
-        429: "rate_limit_error",
-        529: "overloaded_error",
-    }.get(status, "api_error")
-
-
-def _openai_usage(plan: _Plan) -> dict[str, Any]:
-    return {
-        "prompt_tokens": plan.usage_in,
-        "completion_tokens": plan.output_tokens,
-        "total_tokens": plan.usage_in + plan.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": plan.reply.cached_tokens, "audio_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
-    }
-
-
-def _openai_completion(received: Received, plan: _Plan) -> dict[str, Any]:
-    calls = [
-        {
-            "id": call.id,
-            "type": "function",
-            "function": {"name": call.name, "arguments": call.arguments},
-        }
-        for call in plan.reply.tool_calls
-    ]
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(plan.pieces) or None}
-    if calls:
-        message["tool_calls"] = calls
-    return {
-        "id": f"chatcmpl-{plan.message_id}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": received.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": "tool_calls" if calls else "stop",
-            }
-        ],
-        "usage": _openai_usage(plan),
-        "system_fingerprint": "fp_fake",
-    }
-
-
-def _anthropic_usage(plan: _Plan) -> dict[str, Any]:
-    reply = plan.reply
-    return {
-        "input_tokens": plan.usage_in - reply.cached_tokens - reply.cache_write_tokens,
-        "cache_creation_input_tokens": reply.cache_write_tokens,
-        "cache_read_input_tokens": reply.cached_tokens,
-    }
-
-
-def _anthropic_message(
-    received: Received, plan: _Plan, *, streaming: bool = False
-) -> dict[str, Any]:
-    content: list[dict[str, Any]] = []
-    if not streaming:
-        if plan.pieces:
-            content.append({"type": "text", "text": "".join(plan.pieces)})
-        content += [
-            {"type": "tool_use", "id": c.id, "name": c.name, "input": json.loads(c.arguments)}
-            for c in plan.reply.tool_calls
-        ]
-    stop = None if streaming else ("tool_use" if plan.reply.tool_calls else "end_turn")
-    return {
-        "id": f"msg_{plan.message_id}",
-        "type": "message",
-        "role": "assistant",
-        "model": received.model,
-        "content": content,
-        "stop_reason": stop,
-        "stop_sequence": None,
-        "usage": {
-            **_anthropic_usage(plan),
-            # message_start reports a placeholder output count; the real one comes at the end.
-            "output_tokens": 1 if streaming else plan.output_tokens,
-        },
-    }
 
 
 async def _serve(args: argparse.Namespace) -> None:
