@@ -69,6 +69,13 @@ class FakeProvider:
     def requests_for(self, model: str) -> list[Received]:
         return [r for r in self.received if r.model == model]
 
+    async def disconnected(self, received: Received, within: float = 3.0) -> float | None:
+        """When `received`'s client went away mid-answer (perf_counter), waiting up to
+        `within` seconds for it to happen; None if it did not."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(received.gone.wait(), within)
+        return received.disconnected_at
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._openai)
@@ -173,7 +180,7 @@ class FakeProvider:
         for i, frame in enumerate(frames):
             if i == reply.stall_after_tokens:
                 await _until_disconnected(request)
-                received.disconnected_at = time.perf_counter()
+                received.client_went_away()
                 return False
             if i == reply.cut_after_tokens:
                 transport = request.transport
@@ -189,7 +196,7 @@ class FakeProvider:
             try:
                 await response.write(frame)
             except ConnectionError:
-                received.disconnected_at = time.perf_counter()
+                received.client_went_away()
                 return False
         return True
 

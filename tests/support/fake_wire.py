@@ -6,6 +6,7 @@ formats (OpenAI chat completions, Anthropic Messages) built the way the real API
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -91,10 +92,15 @@ class Received:
     client_port: int
     # When the client went away mid-answer (perf_counter), if it did.
     disconnected_at: float | None = None
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def model(self) -> str:
         return str(self.body.get("model", ""))
+
+    def client_went_away(self) -> None:
+        self.disconnected_at = time.perf_counter()
+        self.gone.set()
 
 
 @dataclass
