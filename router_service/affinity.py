@@ -8,6 +8,10 @@ deployment goes away only the prefixes it served move (to their second choice).
 
 Which models already hold a prefix warm is remembered in the store for the provider cache's
 lifetime, so the policy can prefer a warm model over an equally suitable cold one.
+
+Only prefixes long enough to be cached get affinity. Pinning a short one (a one-line system
+prompt shared by all of an app's requests) would gain nothing and pile the app's whole traffic
+onto one deployment; such requests are spread by their request id instead.
 """
 
 from __future__ import annotations
@@ -16,11 +20,23 @@ import hashlib
 from collections.abc import Callable, Sequence, Set
 from typing import TypeVar
 
+from router_service.prefix import CanonicalRequest
 from router_service.store import Store
 
-__all__ = ["PrefixWarmth", "rendezvous_order"]
+__all__ = ["MIN_CACHEABLE_PREFIX_TOKENS", "PrefixWarmth", "affinity_key", "rendezvous_order"]
 
 T = TypeVar("T")
+
+# The shortest prefix providers cache (OpenAI's automatic cache; Anthropic's larger models).
+MIN_CACHEABLE_PREFIX_TOKENS = 1024
+
+
+def affinity_key(canonical: CanonicalRequest) -> str:
+    """What a request's deployments are ranked by: its prefix when the prefix can be cached,
+    else its request id, which spreads load evenly."""
+    if canonical.prefix_hash and canonical.prefix_tokens >= MIN_CACHEABLE_PREFIX_TOKENS:
+        return canonical.prefix_hash
+    return canonical.request.request_id
 
 
 def _weight(prefix_hash: str, name: str) -> int:

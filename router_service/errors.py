@@ -20,6 +20,8 @@ contain secrets or prompt text.
     │   ├── ProviderRateLimited  429; carries Retry-After
     │   ├── ProviderServerError  5xx
     │   ├── ProviderRejected     4xx other than 429: auth, validation; never retried
+    │   │   ├── ProviderRequestInvalid   the request itself is invalid: no other candidate is tried
+    │   │   └── ProviderContextExceeded  the prompt does not fit this model: a larger one may fit
     │   └── ProviderStreamBroken the stream ended before the answer was complete
     ├── AllProvidersFailed       every candidate failed before its first token
     └── DeadlineExceeded         the caller's deadline passed
@@ -35,9 +37,11 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "ProviderConnectError",
+    "ProviderContextExceeded",
     "ProviderError",
     "ProviderRateLimited",
     "ProviderRejected",
+    "ProviderRequestInvalid",
     "ProviderServerError",
     "ProviderStreamBroken",
     "ProviderTimeout",
@@ -134,6 +138,14 @@ class ProviderServerError(ProviderError):
 
 class ProviderRejected(ProviderError):
     retryable = False
+
+
+class ProviderRequestInvalid(ProviderRejected):
+    """The provider found the request itself invalid (400, 413, 422): every candidate would."""
+
+
+class ProviderContextExceeded(ProviderRejected):
+    """The prompt is longer than this model's context window, by the provider's own count."""
 
 
 class ProviderStreamBroken(ProviderError):

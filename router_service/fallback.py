@@ -1,9 +1,27 @@
 """Retries and fallbacks, all in this one module.
 
-The candidates of a decision are tried in order. A candidate that fails before its first event
-is recorded and the next one is tried; once an event has been handed on towards the caller the
-stream is committed to that candidate, and a later failure ends the call with
-`ProviderStreamBroken`: nothing is ever retried after the first chunk reached the caller.
+The plan's targets are tried in order: every deployment of the chosen model, then the other
+models of its tier, then the configured fallbacks (the order comes from the policy, which puts
+unhealthy models last). A target whose circuit breaker is open is skipped. Once a target's first
+token has been handed on towards the caller the call is committed to it: a later failure ends
+the call with `ProviderStreamBroken`, and nothing is ever retried after the first chunk.
+
+What a failure before the first token does:
+
+    ProviderRequestInvalid   400/413/422: the call ends with INVALID_ARGUMENT. The request
+                             itself is at fault; every candidate would refuse it, and trying
+                             them all would only spend time and rate limit.
+    ProviderContextExceeded  the next target (a larger window may fit); not held against the
+                             deployment.
+    ProviderRateLimited      the next target; the deployment is out until its Retry-After.
+    ProviderRejected         401/403/404: the next target; counts against the deployment (a
+                             wrong key or model name stays wrong until someone fixes it).
+    connect error, timeout,  the next target; counts against the deployment.
+    5xx, broken stream
+
+A deployment is never retried within the call that saw it fail: the next candidate answers
+sooner than a back-off would, and the breaker gives the deployment its next chance on a later
+call. Each attempt, skipped ones included, is recorded as an `AttemptRecord`.
 """
 
 from __future__ import annotations
@@ -13,10 +31,19 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from router_service.breaker import CircuitBreaker, deployment_key
 from router_service.catalog import CatalogModel
 from router_service.config import Deployment
-from router_service.errors import AllProvidersFailed, ProviderError, ProviderStreamBroken
-from router_service.providers.base import Provider, ProviderEvent, ProviderRequest
+from router_service.errors import (
+    AllProvidersFailed,
+    InvalidRequest,
+    ProviderContextExceeded,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderRequestInvalid,
+    ProviderStreamBroken,
+)
+from router_service.providers.base import Provider, ProviderEvent, ProviderRequest, UsageReport
 
 __all__ = ["AttemptOutcome", "AttemptRecord", "FallbackStream", "Target"]
 
@@ -45,19 +72,26 @@ class Target:
     deployment: Deployment
     provider: Provider
 
+    @property
+    def key(self) -> str:
+        """The deployment's circuit breaker key."""
+        return deployment_key(self.model, self.deployment)
+
 
 class FallbackStream:
-    """Streams from the first target that produces an event; records every attempt."""
+    """Streams from the first target that produces a token; records every attempt."""
 
     def __init__(
         self,
         targets: Sequence[Target],
         request_for: Callable[[Target], ProviderRequest],
         *,
+        breaker: CircuitBreaker | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._targets = targets
         self._request_for = request_for
+        self._breaker = breaker if breaker is not None else CircuitBreaker()
         self._clock = clock
         self.attempts: list[AttemptRecord] = []
         # The target that is serving the answer, once one produced its first event.
@@ -74,33 +108,78 @@ class FallbackStream:
             )
         )
 
+    def _failed_before_first_token(self, target: Target, exc: ProviderError) -> None:
+        if isinstance(exc, ProviderContextExceeded):
+            self._breaker.released(target.key)
+        elif isinstance(exc, ProviderRateLimited):
+            self._breaker.failed(target.key, retry_after_s=exc.retry_after_s)
+        else:
+            self._breaker.failed(target.key)
+
     async def events(self) -> AsyncGenerator[ProviderEvent, None]:
+        breaker = self._breaker
         for target in self._targets:
             started = self._clock()
+            key = target.key
+            if not breaker.acquire(key):
+                self._record(target, AttemptOutcome.SKIPPED, started, "circuit breaker open")
+                continue
+            # Whether the breaker heard how this attempt went; if not, its probe slot is freed.
+            judged = False
             stream = target.provider.stream(self._request_for(target))
             try:
-                first = await anext(stream)
-            except ProviderError as exc:
-                await stream.aclose()
-                self._record(target, AttemptOutcome.FAILED, started, exc.message)
-                continue
-            except StopAsyncIteration:
-                self._record(target, AttemptOutcome.FAILED, started, "empty response")
-                continue
-            self.serving = target
-            try:
-                yield first
-                async for event in stream:
-                    yield event
-            except ProviderError as exc:
-                self._record(target, AttemptOutcome.BROKEN, started, exc.message)
-                raise ProviderStreamBroken(
-                    f"{target.model.name} stream broke after the answer began: {exc.message}",
-                    provider=target.provider.name,
-                ) from exc
+                try:
+                    first, usage = await _first_token(stream)
+                except ProviderRequestInvalid as exc:
+                    self._record(target, AttemptOutcome.FAILED, started, exc.message)
+                    raise InvalidRequest(
+                        f"{target.model.name} refused the request: {exc.message}"
+                    ) from exc
+                except ProviderError as exc:
+                    self._failed_before_first_token(target, exc)
+                    judged = True
+                    self._record(target, AttemptOutcome.FAILED, started, exc.message)
+                    continue
+                except StopAsyncIteration:
+                    breaker.failed(key)
+                    judged = True
+                    self._record(target, AttemptOutcome.FAILED, started, "empty response")
+                    continue
+                self.serving = target
+                try:
+                    if usage is not None:
+                        yield usage
+                    yield first
+                    async for event in stream:
+                        yield event
+                except ProviderError as exc:
+                    breaker.failed(key)
+                    judged = True
+                    self._record(target, AttemptOutcome.BROKEN, started, exc.message)
+                    raise ProviderStreamBroken(
+                        f"{target.model.name} stream broke after the answer began: {exc.message}",
+                        provider=target.provider.name,
+                    ) from exc
+                breaker.succeeded(key)
+                judged = True
+                self._record(target, AttemptOutcome.SUCCEEDED, started, "")
+                return
             finally:
                 await stream.aclose()
-            self._record(target, AttemptOutcome.SUCCEEDED, started, "")
-            return
+                if not judged:
+                    breaker.released(key)
         tried = "; ".join(f"{a.model}: {a.error}" for a in self.attempts) or "no candidates"
         raise AllProvidersFailed(f"every candidate failed before its first token ({tried})")
+
+
+async def _first_token(
+    stream: AsyncGenerator[ProviderEvent, None],
+) -> tuple[ProviderEvent, UsageReport | None]:
+    """The stream's first event that is part of the answer, and the latest usage reported
+    before it (usage alone does not commit the call to this target)."""
+    usage = None
+    event = await anext(stream)
+    while type(event) is UsageReport:
+        usage = event
+        event = await anext(stream)
+    return event, usage

@@ -18,14 +18,19 @@ from typing import Protocol
 
 from router_service import response_cache
 from router_service.accounting import Accounting, AfterCall
-from router_service.affinity import rendezvous_order
+from router_service.affinity import affinity_key, rendezvous_order
 from router_service.auth import App
+from router_service.breaker import CircuitBreaker, deployment_key
 from router_service.budgets import BudgetSnapshot, Hold
 from router_service.catalog import Catalog
 from router_service.chat import ChatRequest
-from router_service.config import Deployment
 from router_service.cost import Usage
-from router_service.errors import AllProvidersFailed, ProviderStreamBroken, QuotaExceeded
+from router_service.errors import (
+    AllProvidersFailed,
+    InvalidRequest,
+    ProviderStreamBroken,
+    QuotaExceeded,
+)
 from router_service.fallback import AttemptRecord, FallbackStream, Target
 from router_service.policy import BudgetState, Classification, Decision, PolicyInput, decide
 from router_service.prefix import canonicalize
@@ -36,6 +41,7 @@ from router_service.providers.base import (
     StreamEnd,
     TextDelta,
     ToolCallDelta,
+    UsageReport,
 )
 from router_service.records import CallObserver, CallRecord, CallStatus
 from router_service.response_cache import AnswerRecorder, CachedAnswer
@@ -65,6 +71,8 @@ class Plan:
     hold_micro_usd: int = 0
     # The app's budget the decision was made with.
     budget: BudgetSnapshot | None = None
+    # Whether the prefix is long enough for provider caches (and so for cache affinity).
+    cacheable_prefix: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +99,7 @@ class Pipeline:
         difficulty: DifficultySource | None,
         observers: Sequence[CallObserver] = (),
         accounting: Accounting | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._catalog = catalog
         self._providers = providers
@@ -98,6 +107,8 @@ class Pipeline:
         self._observers = tuple(observers)
         # Without one given, budgets, limits and caches live in this process.
         self._accounting = accounting or Accounting.in_memory()
+        # Per-deployment health: read by the policy, written by the fallback logic.
+        self.breaker = breaker if breaker is not None else CircuitBreaker()
 
     async def plan(self, app: App, request: ChatRequest) -> Plan:
         """Decide where `request` goes. Reads budget state and prefix warmth; never charges."""
@@ -112,7 +123,11 @@ class Pipeline:
         if self._difficulty is not None and not request.hints.force_model:
             classification = self._difficulty.classify(request.role_contents())
         budget = await self._accounting.budgets.snapshot(app)
-        warm = await self._accounting.warmth.warm_models(app.name, canonical.prefix_hash)
+        key = affinity_key(canonical)
+        cacheable = key == canonical.prefix_hash
+        warm = (
+            await self._accounting.warmth.warm_models(app.name, key) if cacheable else frozenset()
+        )
         decision = decide(
             self._catalog,
             PolicyInput(
@@ -126,6 +141,7 @@ class Pipeline:
                 classification=classification,
                 budget=budget.state,
                 warm=warm,
+                unhealthy=self.breaker.unhealthy(self._catalog),
             ),
         )
         hold = self._worst_case(decision, prompt)
@@ -144,7 +160,8 @@ class Pipeline:
             decision=decision,
             prompt=prompt,
             prefix_hash=canonical.prefix_hash,
-            targets=self._targets(decision, canonical.prefix_hash),
+            targets=self._targets(decision, key),
+            cacheable_prefix=cacheable,
             hold_micro_usd=hold,
             budget=budget,
         )
@@ -159,16 +176,21 @@ class Pipeline:
             for name in decision.candidates
         )
 
-    def _targets(self, decision: Decision, prefix_hash: str = "") -> tuple[Target, ...]:
-        # Each model's deployments in rendezvous order for the prefix: the same prefix goes to
-        # the same (warm) deployment from every replica.
-        return tuple(
-            Target(
-                model=model, deployment=deployment, provider=self._providers[deployment.provider]
-            )
-            for model in (self._catalog[name] for name in decision.candidates)
-            for deployment in rendezvous_order(prefix_hash, model.deployments, _deployment_name)
-        )
+    def _targets(self, decision: Decision, affinity: str) -> tuple[Target, ...]:
+        # Each model's deployments in rendezvous order for the affinity key (the prefix, when it
+        # can be cached): the same prefix goes to the same warm deployment from every replica;
+        # deployments whose circuit is open go last.
+        breaker = self.breaker
+        targets = []
+        for name in decision.candidates:
+            model = self._catalog[name]
+            keys = {d: deployment_key(model, d) for d in model.deployments}
+            unhealthy = {key for key in keys.values() if not breaker.available(key)}
+            targets += [
+                Target(model=model, deployment=d, provider=self._providers[d.provider])
+                for d in rendezvous_order(affinity, model.deployments, keys.__getitem__, unhealthy)
+            ]
+        return tuple(targets)
 
     async def start(self, app: App, plan: Plan) -> RouteCall:
         """Admit the call: rate limits, then the response cache, then the budget hold.
@@ -197,10 +219,6 @@ class Pipeline:
             observer.observe(record)
 
 
-def _deployment_name(deployment: Deployment) -> str:
-    return f"{deployment.provider}/{deployment.upstream_model or ''}"
-
-
 def _refusal(app: App, plan: Plan, error: QuotaExceeded) -> CallRecord:
     request = plan.request
     return CallRecord(
@@ -222,6 +240,21 @@ def _refusal(app: App, plan: Plan, error: QuotaExceeded) -> CallRecord:
         prompt=request.role_contents() if app.config.training_data_opt_in else None,
         metadata=request.metadata,
     )
+
+
+def _ending(exc: BaseException, deadline: float | None) -> tuple[str, str]:
+    """The call status and error message for a stream that ended with `exc`."""
+    if isinstance(exc, AllProvidersFailed):
+        return CallStatus.FAILED, exc.message
+    if isinstance(exc, InvalidRequest):
+        return CallStatus.REJECTED, exc.message
+    if isinstance(exc, ProviderStreamBroken):
+        return CallStatus.BROKEN, exc.message
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+            return CallStatus.DEADLINE_EXCEEDED, "the caller's deadline passed"
+        return CallStatus.CANCELLED, "the caller cancelled"
+    return CallStatus.FAILED, f"internal error: {type(exc).__name__}"
 
 
 async def _replay(answer: CachedAnswer) -> AsyncGenerator[ProviderEvent, None]:
@@ -284,8 +317,12 @@ class RouteCall:
         first_at: float | None = None
         output_chars = 0
         end: StreamEnd | None = None
+        # The provider's own usage counts so far, for billing a stream that ends early.
+        reported: Usage | None = None
         status, error = CallStatus.OK, ""
-        fallback = FallbackStream(self.plan.targets, self._provider_request)
+        fallback = FallbackStream(
+            self.plan.targets, self._provider_request, breaker=self._pipeline.breaker
+        )
         source = fallback.events() if self._cached is None else _replay(self._cached)
         recorder = AnswerRecorder() if self._cache_key is not None else None
         try:
@@ -294,6 +331,9 @@ class RouteCall:
                     if type(event) is StreamEnd:
                         end = event
                         continue
+                    if type(event) is UsageReport:
+                        reported = event.usage
+                        continue
                     if first_at is None:
                         first_at = time.perf_counter()
                     if type(event) is TextDelta:
@@ -301,22 +341,14 @@ class RouteCall:
                     if recorder is not None:
                         recorder.add(event)  # type: ignore[arg-type]
                     yield event  # type: ignore[misc]
-        except AllProvidersFailed as exc:
-            status, error = CallStatus.FAILED, exc.message
-            raise
-        except ProviderStreamBroken as exc:
-            status, error = CallStatus.BROKEN, exc.message
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
-                status, error = CallStatus.DEADLINE_EXCEEDED, "the caller's deadline passed"
-            else:
-                status, error = CallStatus.CANCELLED, "the caller cancelled"
+        except BaseException as exc:
+            status, error = _ending(exc, deadline)
             raise
         finally:
             self._settle(
                 fallback=fallback,
                 end=end,
+                reported=reported,
                 status=status,
                 error=error,
                 started_at=started_at,
@@ -331,6 +363,7 @@ class RouteCall:
         *,
         fallback: FallbackStream,
         end: StreamEnd | None,
+        reported: Usage | None,
         status: str,
         error: str,
         started_at: float,
@@ -344,14 +377,12 @@ class RouteCall:
         if end is not None:
             usage = end.usage
         elif serving is not None:
-            # The stream broke or was cancelled: bill what was produced, as the provider will
-            # (never more output than the request allowed, which the provider enforces).
-            usage = Usage(
-                input_tokens=self.plan.prompt.estimate,
-                output_tokens=min(
-                    tokens_for_length(output_chars), self.plan.decision.max_output_tokens
-                ),
-            )
+            # The stream broke or was cancelled: bill what was produced, as the provider will,
+            # from its own counts where it reported them (never more output than the request
+            # allowed, which the provider enforces).
+            usage = reported or Usage(input_tokens=self.plan.prompt.estimate)
+            output = max(usage.output_tokens, tokens_for_length(output_chars))
+            usage = replace(usage, output_tokens=min(output, self.plan.decision.max_output_tokens))
         else:
             usage = Usage()
         cost = serving.model.prices.cost_micro_usd(usage) if serving is not None else 0
@@ -384,7 +415,9 @@ class RouteCall:
                 cache=None
                 if answer is None or self._cache_key is None
                 else (self._cache_key, answer),
-                warm=(self.plan.prefix_hash, serving.model.name) if serving is not None else None,
+                warm=(self.plan.prefix_hash, serving.model.name)
+                if serving is not None and self.plan.cacheable_prefix
+                else None,
             )
         )
         self._pipeline._finish(

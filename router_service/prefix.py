@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from router_service.chat import ChatRequest, ToolSpec
+from router_service.tokens import tokens_for_length
 
 __all__ = ["CanonicalRequest", "canonicalize", "normalize_text"]
 
@@ -44,6 +45,8 @@ class CanonicalRequest:
     request: ChatRequest
     # SHA-256 of the canonical prefix, hex; empty when the request has no tools or system.
     prefix_hash: str
+    # The prefix's estimated size in tokens.
+    prefix_tokens: int = 0
 
 
 def canonicalize(request: ChatRequest) -> CanonicalRequest:
@@ -73,5 +76,7 @@ def canonicalize(request: ChatRequest) -> CanonicalRequest:
         digest.update(b"\x00")
         digest.update(text.encode())
     return CanonicalRequest(
-        request=replace(request, tools=tools, messages=messages), prefix_hash=digest.hexdigest()
+        request=replace(request, tools=tools, messages=messages),
+        prefix_hash=digest.hexdigest(),
+        prefix_tokens=tokens_for_length(len(encoded) + sum(len(text) for text in system)),
     )

@@ -26,6 +26,8 @@ class CallStatus:
     REFUSED = "refused"
     # Every candidate failed before its first token.
     FAILED = "failed"
+    # A provider refused the request itself as invalid (INVALID_ARGUMENT).
+    REJECTED = "rejected"
     # The answer began streaming and then broke.
     BROKEN = "broken"
     DEADLINE_EXCEEDED = "deadline_exceeded"

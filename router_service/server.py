@@ -28,10 +28,12 @@ from router_service.api.admin_servicer import AdminServicer
 from router_service.api.registration import ADMIN_SERVICE, ROUTER_SERVICE, register
 from router_service.api.router_servicer import RouterServicer
 from router_service.auth import Authenticator
+from router_service.breaker import CircuitBreaker
 from router_service.catalog import Catalog
 from router_service.config import RouterConfig
 from router_service.pipeline import Pipeline
 from router_service.providers.base import Provider
+from router_service.providers.http import build_http_client
 from router_service.providers.registry import build_providers
 
 __all__ = ["RouterServer", "serve"]
@@ -49,8 +51,11 @@ class RouterServer:
     def __init__(self, config: RouterConfig, environ: Mapping[str, str] | None = None) -> None:
         self.config = config
         env = os.environ if environ is None else environ
+        self._environ = env
         self.auth = Authenticator(config, env)
         self.catalog = Catalog(config.models)
+        # Provider deployments' circuit breakers, shared by routing, fallbacks and Admin.
+        self.breaker = CircuitBreaker(config.circuit_breaker)
         self._http: httpx.AsyncClient | None = None
         self.redis_url = config.store.resolved_redis_url(env)
         # The one Redis client (with its connection pool), when a Redis is configured.
@@ -65,12 +70,8 @@ class RouterServer:
     async def start(self, listen: str | None = None) -> int:
         """Bind, start serving, and return the bound port (useful with port 0)."""
         config = self.config
-        self._http = httpx.AsyncClient(
-            http2=True,
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
-            timeout=httpx.Timeout(connect=5.0, read=60.0, write=10.0, pool=5.0),
-        )
-        self.providers = build_providers(config.providers, self._http)
+        self._http = build_http_client(config.providers, self._environ)
+        self.providers = build_providers(config.providers, self._http, self._environ)
         if self.redis_url is not None:
             # Under load, wait briefly for a pooled connection rather than fail at once (the
             # default pool raises "Too many connections" past 100 in use).
@@ -93,6 +94,7 @@ class RouterServer:
             difficulty=None,
             observers=(self.accounting.stats,),
             accounting=self.accounting,
+            breaker=self.breaker,
         )
         server = aio.server(
             options=[
@@ -108,7 +110,9 @@ class RouterServer:
         register(
             server,
             RouterServicer(self.auth, pipeline, config.limits),
-            AdminServicer(self.auth, self.catalog, accounting=self.accounting),
+            AdminServicer(
+                self.auth, self.catalog, accounting=self.accounting, breaker=self.breaker
+            ),
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

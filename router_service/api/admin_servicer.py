@@ -12,6 +12,7 @@ from router_service.accounting import Accounting
 from router_service.api.convert import tier_message
 from router_service.api.status import abort
 from router_service.auth import App, Authenticator
+from router_service.breaker import CircuitBreaker
 from router_service.budgets import BudgetSnapshot
 from router_service.catalog import Catalog
 from router_service.cost import micro_to_usd
@@ -61,12 +62,18 @@ def stats_message(stats: AppStats, budget: BudgetSnapshot) -> pb.AppStats:
 
 class AdminServicer:
     def __init__(
-        self, auth: Authenticator, catalog: Catalog, *, accounting: Accounting | None = None
+        self,
+        auth: Authenticator,
+        catalog: Catalog,
+        *,
+        accounting: Accounting | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._auth = auth
         self._catalog = catalog
         self._accounting = accounting or Accounting.in_memory()
         self._apps = {app.name: app for app in auth.apps}
+        self._breaker = breaker
 
     def _app(self, app_id: str) -> App:
         if not app_id:
@@ -83,6 +90,7 @@ class AdminServicer:
             self._auth.admin(context.invocation_metadata())
             if request is None:
                 raise InvalidRequest("malformed request")
+            unhealthy = self._breaker.unhealthy(self._catalog) if self._breaker else frozenset()
             return pb.ListModelsResponse(
                 models=[
                     pb.ModelInfo(
@@ -95,7 +103,8 @@ class AdminServicer:
                         output_usd_per_mtok=micro_to_usd(m.prices.output),
                         context_window=m.context_window,
                         capabilities=sorted(m.capabilities),
-                        healthy=True,
+                        # Healthy while any deployment's circuit breaker lets calls through.
+                        healthy=m.name not in unhealthy,
                     )
                     for m in self._catalog
                 ]

@@ -36,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.log_level != "DEBUG":
+        # httpx logs every provider request at INFO: noise at this volume (the call log
+        # records each call). Its warnings still show, and all of it with --log-level DEBUG.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         config = load_config(args.config)
         asyncio.run(serve(config, args.listen))

@@ -2,8 +2,12 @@
 
 An adapter turns a `ProviderRequest` into one upstream call and yields `TextDelta` and
 `ToolCallDelta` events as the answer arrives, then exactly one `StreamEnd` with the normalized
-usage. Failures are raised as `errors.ProviderError` subclasses, translated from transport and
-HTTP errors inside the adapter package, never further out.
+usage. An adapter that learns part of the usage before the end (Anthropic reports the input
+side when the message starts) yields it as a `UsageReport`, so a stream that breaks or is
+cancelled half-way is still billed from the provider's own counts.
+
+Failures are raised as `errors.ProviderError` subclasses, translated from transport and HTTP
+errors inside the adapter package (`providers.errors`), never further out.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ __all__ = [
     "StreamEnd",
     "TextDelta",
     "ToolCallDelta",
+    "UsageReport",
 ]
 
 
@@ -59,7 +64,15 @@ class StreamEnd:
     model: str
 
 
-ProviderEvent = TextDelta | ToolCallDelta | StreamEnd
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    """The usage the provider has reported so far; not part of the answer. The latest one is
+    billed when the stream ends without a `StreamEnd`."""
+
+    usage: Usage
+
+
+ProviderEvent = TextDelta | ToolCallDelta | StreamEnd | UsageReport
 
 
 class Provider(Protocol):

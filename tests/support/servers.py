@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -23,8 +23,10 @@ class Running:
 
 
 @asynccontextmanager
-async def running_router(config: RouterConfig) -> AsyncIterator[Running]:
-    server = RouterServer(config, environ={})
+async def running_router(
+    config: RouterConfig, environ: Mapping[str, str] | None = None
+) -> AsyncIterator[Running]:
+    server = RouterServer(config, environ=environ or {})
     port = await server.start("127.0.0.1:0")
     target = f"127.0.0.1:{port}"
     channel = aio.insecure_channel(target)

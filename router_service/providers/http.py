@@ -1,0 +1,333 @@
+"""What the HTTP adapters share: the one client, one upstream endpoint, and timed reads.
+
+`build_http_client` makes the process's single `httpx.AsyncClient` (one connection pool for
+every provider; HTTP/2 negotiated where a provider offers it, HTTP/1.1 for providers configured
+with `http2: false`). An `HttpEndpoint` is one provider's base URL, headers and timeouts on that
+client. Its `answer` sends one request, turns error statuses and transport failures into router
+errors, and feeds the body (server-sent events, or one JSON document) to the wire format's
+`AnswerParser` under the call's `CallDeadline`, yielding the parser's events.
+
+Timing, per call: until the first token, every wait (connect, headers, body) is bounded by an
+`asyncio.timeout_at` on the first-token deadline. Once tokens flow, the idle limit is httpx's
+own read timeout (it already times every socket read, so a second timer per chunk would only
+cost CPU) and the total limit is checked as each chunk arrives. No timer ever spans a `yield`:
+a slow caller (gRPC back-pressure) must not count against the provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Protocol, TypeVar, cast
+
+import httpx
+
+from router_service.config import HttpProviderConfig, ProviderConfig, ProviderTimeouts
+from router_service.providers.base import ProviderEvent, StreamEnd
+from router_service.providers.errors import ErrorMapper, UpstreamErrorEvent
+from router_service.providers.sse import ServerSentEvent, SSEDecodeError, SSEDecoder
+
+__all__ = [
+    "AnswerParser",
+    "CallDeadline",
+    "HttpEndpoint",
+    "build_http_client",
+    "encode_json",
+]
+
+T = TypeVar("T")
+
+_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
+# Error bodies are read whole to show their message; anything past this is not a message.
+_MAX_ERROR_BODY = 64 * 1024
+# Once the answer is complete, how long to wait for the end of the body, so the connection
+# goes back to the pool instead of being closed half-read.
+_DRAIN_S = 1.0
+_JSON = "application/json"
+# What a parser raises on JSON that is valid but not shaped as the wire format says.
+_SHAPE_ERRORS = (LookupError, TypeError, AttributeError, ValueError)
+
+
+class AnswerParser(Protocol):
+    """Reads one answer in one wire format, streamed (`feed` each event's data, then `end`) or
+    whole (`whole`). Pure: raises `UpstreamErrorEvent` for an error object in the body, and
+    ValueError, LookupError or TypeError for anything malformed."""
+
+    @property
+    def started(self) -> bool:
+        """The model has produced its first token (text, tool call or reasoning)."""
+        ...
+
+    @property
+    def done(self) -> bool:
+        """The stream said it is over; what follows is only read to pool the connection."""
+        ...
+
+    @property
+    def complete(self) -> bool:
+        """The answer is whole (checked when the body ends)."""
+        ...
+
+    def feed(self, data: bytes) -> tuple[ProviderEvent, ...]: ...
+
+    def end(self) -> StreamEnd: ...
+
+    def whole(self, document: bytes) -> list[ProviderEvent]: ...
+
+
+def build_http_client(
+    providers: Mapping[str, ProviderConfig], environ: Mapping[str, str]
+) -> httpx.AsyncClient:
+    """The one client for every provider. Providers with `http2: false` get an HTTP/1.1 pool
+    of their own inside it (an httpx mount on their origin)."""
+    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
+    for config in providers.values():
+        if isinstance(config, HttpProviderConfig) and not config.http2:
+            url = httpx.URL(config.resolved_base_url(environ))
+            origin = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+            mounts[origin] = httpx.AsyncHTTPTransport(http2=False, limits=_LIMITS)
+    return httpx.AsyncClient(
+        http2=True,
+        limits=_LIMITS,
+        mounts=mounts,
+        timeout=httpx.Timeout(connect=5.0, read=60.0, write=10.0, pool=5.0),
+    )
+
+
+class CallDeadline:
+    """The limits of one call, in event-loop time: the first token within `first_token` of the
+    start, then no silence longer than `idle` (httpx's read timeout), the whole call `total`."""
+
+    __slots__ = ("_timeouts", "complete", "first_token_at", "streaming", "total_at")
+
+    def __init__(self, timeouts: ProviderTimeouts, now: float, *, streamed: bool = True) -> None:
+        self._timeouts = timeouts
+        self.total_at = now + timeouts.total
+        # A call that is not streamed has no first token before its whole answer.
+        first = timeouts.first_token if streamed else timeouts.total
+        self.first_token_at = min(now + first, self.total_at)
+        self.streaming = False
+        self.complete = False
+
+    def first_token(self) -> None:
+        """Tokens are flowing: from now on only the idle and total limits apply."""
+        self.streaming = True
+
+    def answer_complete(self) -> None:
+        """The answer is whole; what is left of the body is only read to keep the connection."""
+        self.complete = True
+
+    @property
+    def timed_reads(self) -> bool:
+        """Whether the next read needs a timer of its own (before the first token, or while
+        draining a complete answer)."""
+        return self.complete or not self.streaming
+
+    def read_by(self, now: float) -> float:
+        """When a timed read must have completed."""
+        if self.complete:
+            return min(now + _DRAIN_S, self.total_at)
+        return self.first_token_at
+
+    def describe(self, now: float, *, silent: bool = False) -> str:
+        """Which limit has just passed, in words; `silent`: the connection sent nothing for
+        `idle` seconds."""
+        t = self._timeouts
+        if now >= self.total_at:
+            return f"the call exceeded its total limit of {t.total:g} s"
+        if silent:
+            after = " after the answer began" if self.streaming else ""
+            return f"no data for {t.idle:g} s{after}"
+        return f"no token within {t.first_token:g} s"
+
+
+class HttpEndpoint:
+    """One provider's API on the shared client: base URL, headers (with the key) and timeouts.
+
+    The key is resolved here, once, from the environment or a mounted file; it goes into the
+    headers `credentials` makes of it and into the `ErrorMapper` that scrubs it from messages.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: HttpProviderConfig,
+        client: httpx.AsyncClient,
+        environ: Mapping[str, str],
+        *,
+        credentials: Callable[[str], Mapping[str, str]],
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        key = config.resolved_api_key(environ)
+        self._client = client
+        self._base_url = config.resolved_base_url(environ)
+        self.streamed = config.stream
+        stream_headers = {
+            "accept": "text/event-stream",
+            # Compressing an event stream only delays its chunks.
+            "accept-encoding": "identity",
+        }
+        self._headers = httpx.Headers(
+            {
+                **config.headers,
+                "content-type": "application/json",
+                **(stream_headers if config.stream else {"accept": "application/json"}),
+                **(headers or {}),
+                **(credentials(key) if key is not None else {}),
+            }
+        )
+        timeouts = self.timeouts = config.timeouts
+        self._timeout = httpx.Timeout(
+            connect=timeouts.connect,
+            # Between two socket reads: the idle limit (a whole answer at once: the total).
+            read=timeouts.idle if config.stream else timeouts.total,
+            write=timeouts.idle,
+            pool=timeouts.connect,
+        )
+        self.errors = ErrorMapper(name, key)
+
+    async def answer(
+        self, path: str, body: bytes, parser: AnswerParser
+    ) -> AsyncGenerator[ProviderEvent, None]:
+        """POST `body` to `path` and yield the answer's events as `parser` reads them."""
+        streamed = self.streamed
+        deadline = CallDeadline(self.timeouts, asyncio.get_running_loop().time(), streamed=streamed)
+        async with self._post(path, body, deadline) as response:
+            # Some servers answer a streamed request with one JSON document: an error object,
+            # or the whole answer when they do not stream.
+            if not streamed or response.headers.get("content-type", "").startswith(_JSON):
+                for event in self._parsed(parser.whole, await self._read(response, deadline)):
+                    yield event
+                return
+            async for sse in self._events(response, deadline):
+                if parser.done:
+                    continue  # reading to the end of the body keeps the connection pooled
+                events = self._parsed(parser.feed, sse.data)
+                if parser.started and not deadline.streaming:
+                    deadline.first_token()
+                if parser.done:
+                    deadline.answer_complete()
+                for event in events:
+                    yield event
+            if not parser.complete:
+                raise self.errors.broken("the stream ended before the answer was complete")
+            yield parser.end()
+
+    def _parsed(self, parse: Callable[[bytes], T], data: bytes) -> T:
+        try:
+            return parse(data)
+        except UpstreamErrorEvent as exc:
+            raise self.errors.error_event(exc) from exc
+        except _SHAPE_ERRORS as exc:
+            raise self.errors.broken("the provider sent an answer of unexpected shape") from exc
+
+    @asynccontextmanager
+    async def _post(
+        self, path: str, body: bytes, deadline: CallDeadline
+    ) -> AsyncIterator[httpx.Response]:
+        """POST `body`; the response (2xx, body unread) is closed when the block exits, at once
+        also on cancellation, so the upstream stops generating."""
+        request = self._client.build_request(
+            "POST",
+            self._base_url + path,
+            content=body,
+            headers=self._headers,
+            timeout=self._timeout,
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(deadline.read_by(loop.time())):
+                response = await self._client.send(request, stream=True)
+        except (TimeoutError, httpx.HTTPError) as exc:
+            raise self._failure(exc, deadline, loop.time(), mid_stream=False) from exc
+        try:
+            if not response.is_success:
+                raise await self._status_error(response, deadline)
+            yield response
+        finally:
+            await response.aclose()
+
+    async def _status_error(self, response: httpx.Response, deadline: CallDeadline) -> Exception:
+        body = b""
+        try:
+            async with asyncio.timeout_at(deadline.read_by(asyncio.get_running_loop().time())):
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) >= _MAX_ERROR_BODY:
+                        break
+        except (TimeoutError, httpx.HTTPError):
+            pass  # the status alone says enough; the message is a courtesy
+        return self.errors.status(response.status_code, response.headers, body)
+
+    async def _events(
+        self, response: httpx.Response, deadline: CallDeadline
+    ) -> AsyncGenerator[ServerSentEvent, None]:
+        """The response body as server-sent events, read within the call's limits."""
+        decoder = SSEDecoder()
+        chunks = _body_chunks(response)
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    if deadline.timed_reads:
+                        async with asyncio.timeout_at(deadline.read_by(loop.time())):
+                            chunk = await anext(chunks, None)
+                    else:
+                        chunk = await anext(chunks, None)
+                        if loop.time() > deadline.total_at:
+                            raise self.errors.timeout(deadline.describe(loop.time()))
+                except (TimeoutError, httpx.HTTPError) as exc:
+                    if deadline.complete:
+                        return  # the answer is whole; the connection is just not reused
+                    raise self._failure(exc, deadline, loop.time()) from exc
+                if chunk is None:
+                    return
+                try:
+                    events = decoder.feed(chunk)
+                except SSEDecodeError as exc:
+                    raise self.errors.broken(str(exc)) from exc
+                for event in events:
+                    yield event
+        finally:
+            await chunks.aclose()
+
+    async def _read(self, response: httpx.Response, deadline: CallDeadline) -> bytes:
+        """The whole response body, read within the deadline."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(deadline.read_by(loop.time())):
+                return await response.aread()
+        except (TimeoutError, httpx.HTTPError) as exc:
+            raise self._failure(exc, deadline, loop.time()) from exc
+
+    def _failure(
+        self,
+        exc: TimeoutError | httpx.HTTPError,
+        deadline: CallDeadline,
+        now: float,
+        *,
+        mid_stream: bool = True,
+    ) -> Exception:
+        """The router error for a failed wait: one of our timers (TimeoutError), httpx's idle
+        read timeout, or a transport error."""
+        if isinstance(exc, TimeoutError):
+            return self.errors.timeout(deadline.describe(now))
+        if isinstance(exc, httpx.ReadTimeout):
+            return self.errors.timeout(deadline.describe(now, silent=True))
+        return self.errors.transport(exc, mid_stream=mid_stream)
+
+
+def _body_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """The body as it arrives. An event stream is normally not compressed: then the raw
+    chunks skip httpx's decoder and re-chunker."""
+    encoding = response.headers.get("content-encoding", "identity")
+    chunks = response.aiter_raw() if encoding == "identity" else response.aiter_bytes()
+    # Declared an AsyncIterator, it is an async generator: closed by the reader, not by GC.
+    return cast(AsyncGenerator[bytes, None], chunks)
+
+
+def encode_json(body: Any) -> bytes:
+    """A request body: compact, and byte-stable for the same input (prompt caches match bytes)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

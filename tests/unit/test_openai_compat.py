@@ -1,0 +1,225 @@
+"""The OpenAI-compatible wire format: request bodies, chunks, usage, whole completions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from router_service.chat import ChatMessage, ToolCall, ToolSpec
+from router_service.cost import Usage
+from router_service.providers.base import ProviderRequest, StreamEnd, TextDelta, ToolCallDelta
+from router_service.providers.errors import UpstreamErrorEvent
+from router_service.providers.openai_compat import (
+    ChunkParser,
+    parse_completion,
+    parse_usage,
+    request_body,
+)
+from router_service.providers.sse import SSEDecoder
+
+GOLDEN = Path(__file__).parent.parent / "fixtures" / "providers" / "openai_stream_cached.sse"
+
+REQUEST = ProviderRequest(
+    model="glm-5.2",
+    messages=(
+        ChatMessage("system", "You file tickets."),
+        ChatMessage("user", "Open a ticket for the outage."),
+        ChatMessage("assistant", "", tool_calls=(ToolCall("call_1", "open", '{"t":"x"}'),)),
+        ChatMessage("tool", "ticket 42", tool_call_id="call_1"),
+    ),
+    tools=(ToolSpec("open", "Open a ticket.", {"type": "object"}),),
+    max_output_tokens=300,
+    temperature=0.2,
+    prompt_tokens=40,
+)
+
+
+def test_request_body() -> None:
+    body = request_body(REQUEST, stream=True)
+    assert body["model"] == "glm-5.2"
+    assert body["messages"] == [
+        {"role": "system", "content": "You file tickets."},
+        {"role": "user", "content": "Open a ticket for the outage."},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "open", "arguments": '{"t":"x"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "ticket 42"},
+    ]
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "open",
+                "description": "Open a ticket.",
+                "parameters": {"type": "object"},
+            },
+        }
+    ]
+    assert body["max_tokens"] == 300 and body["temperature"] == 0.2
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+
+
+def test_request_body_variants() -> None:
+    body = request_body(REQUEST, stream=False, max_tokens_field="max_completion_tokens")
+    assert "stream" not in body and "stream_options" not in body
+    assert body["max_completion_tokens"] == 300 and "max_tokens" not in body
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        # OpenAI, Z.ai
+        (
+            {
+                "prompt_tokens": 100,
+                "completion_tokens": 7,
+                "prompt_tokens_details": {"cached_tokens": 64},
+            },
+            Usage(100, 64, 0, 7),
+        ),
+        # null details, as some servers send
+        (
+            {"prompt_tokens": 100, "completion_tokens": 7, "prompt_tokens_details": None},
+            Usage(100, 0, 0, 7),
+        ),
+        # DeepSeek
+        (
+            {
+                "prompt_tokens": 100,
+                "completion_tokens": 7,
+                "prompt_cache_hit_tokens": 80,
+                "prompt_cache_miss_tokens": 20,
+            },
+            Usage(100, 80, 0, 7),
+        ),
+        # Moonshot
+        ({"prompt_tokens": 100, "completion_tokens": 7, "cached_tokens": 50}, Usage(100, 50, 0, 7)),
+        # A server that claims more cached than prompt tokens is held to the prompt.
+        (
+            {
+                "prompt_tokens": 10,
+                "completion_tokens": 1,
+                "prompt_tokens_details": {"cached_tokens": 99},
+            },
+            Usage(10, 10, 0, 1),
+        ),
+    ],
+)
+def test_usage_is_normalized(usage: dict[str, Any], expected: Usage) -> None:
+    assert parse_usage(usage) == expected
+
+
+def chunk(delta: dict[str, Any] | None = None, **extra: Any) -> bytes:
+    choices = (
+        []
+        if delta is None
+        else [{"index": 0, "delta": delta, "finish_reason": extra.pop("finish", None)}]
+    )
+    return json.dumps({"model": "glm-5.2-0415", "choices": choices, **extra}).encode()
+
+
+def test_chunks_become_events() -> None:
+    parser = ChunkParser(REQUEST)
+    assert parser.feed(chunk({"role": "assistant", "content": ""})) == ()
+    assert not parser.started
+    assert parser.feed(chunk({"content": "Hi"})) == (TextDelta("Hi"),)
+    assert parser.started
+    first_call = {
+        "index": 0,
+        "id": "call_9",
+        "type": "function",
+        "function": {"name": "open", "arguments": ""},
+    }
+    assert parser.feed(chunk({"tool_calls": [first_call]})) == (
+        ToolCallDelta(0, "call_9", "open", ""),
+    )
+    assert parser.feed(
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"t"'}}]})
+    ) == (ToolCallDelta(0, "", "", '{"t"'),)
+    assert parser.feed(chunk({}, finish="tool_calls")) == ()
+    assert parser.complete and not parser.done
+    usage = {
+        "prompt_tokens": 30,
+        "completion_tokens": 5,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
+    assert parser.feed(chunk(None, usage=usage)) == ()
+    assert parser.feed(b"[DONE]") == () and parser.done
+    assert parser.end() == StreamEnd("tool_calls", Usage(30, 0, 0, 5), "glm-5.2-0415")
+
+
+def test_reasoning_counts_as_the_first_token_but_is_not_answer() -> None:
+    parser = ChunkParser(REQUEST)
+    assert parser.feed(chunk({"reasoning_content": "Let me think"})) == ()
+    assert parser.started
+
+
+def test_an_error_chunk_raises() -> None:
+    parser = ChunkParser(REQUEST)
+    with pytest.raises(UpstreamErrorEvent) as caught:
+        parser.feed(b'{"error": {"message": "overloaded", "type": "server_error"}}')
+    assert caught.value.error_type == "server_error"
+
+
+def test_missing_usage_is_estimated_and_reported() -> None:
+    told: list[bool] = []
+    parser = ChunkParser(REQUEST, on_missing_usage=lambda: told.append(True))
+    parser.feed(chunk({"content": "x" * 40}, finish="stop"))
+    end = parser.end()
+    assert told == [True]
+    assert end.usage == Usage(input_tokens=40, output_tokens=10)
+
+
+def test_whole_completion_with_tool_calls() -> None:
+    body = {
+        "model": "kimi-k2.7",
+        "choices": [
+            {
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "open", "arguments": "{}"},
+                        }
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 3},
+    }
+    assert parse_completion(body, REQUEST) == [
+        ToolCallDelta(0, "c1", "open", "{}"),
+        StreamEnd("tool_calls", Usage(9, 0, 0, 3), "kimi-k2.7"),
+    ]
+
+
+@given(st.lists(st.integers(0, 4000), max_size=20))
+def test_a_golden_stream_split_anywhere_parses_the_same(cuts: list[int]) -> None:
+    data = GOLDEN.read_bytes()
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    decoder, parser, text = SSEDecoder(), ChunkParser(REQUEST), ""
+    for a, b in zip([0, *points], [*points, len(data)], strict=True):
+        for sse in decoder.feed(data[a:b]):
+            for event in parser.feed(sse.data):
+                assert isinstance(event, TextDelta)
+                text += event.text
+    assert parser.done
+    assert text == "Revenue grew 12% — driven by renewals."
+    assert parser.end().usage == Usage(2006, 1920, 0, 12)
