@@ -20,6 +20,7 @@ from router_service.catalog import Catalog
 from router_service.chat import ChatRequest
 from router_service.cost import Usage
 from router_service.errors import AllProvidersFailed, ProviderStreamBroken
+from router_service.exploration import Exploration
 from router_service.fallback import AttemptRecord, FallbackStream, Target
 from router_service.policy import Classification, Decision, PolicyInput, decide
 from router_service.prefix import canonicalize
@@ -31,14 +32,30 @@ from router_service.providers.base import (
     ToolCallDelta,
 )
 from router_service.records import CallObserver, CallRecord, CallStatus
+from router_service.telemetry.attributes import CLASSIFIER_VERSION, DIFFICULTY, SPAN_CLASSIFY
+from router_service.telemetry.tracing import NO_TRACE, CallTrace
 from router_service.tokens import PromptSize, measure_prompt, tokens_for_length
 
-__all__ = ["CallSummary", "DifficultySource", "Pipeline", "Plan", "RouteCall"]
+__all__ = ["CallSummary", "DifficultySource", "Pipeline", "Plan", "RouteCall", "Shadowing"]
 
 
 class DifficultySource(Protocol):
     def classify(self, messages: Sequence[tuple[str, str]]) -> Classification | None:
         """The difficulty of a prompt, or None when no classifier is available."""
+        ...
+
+
+class Shadowing(Protocol):
+    """Shadow grading (`shadow.runner`): sampled when a call starts, handed the answer after."""
+
+    def wants(self, app: App, plan: Plan) -> bool:
+        """Whether this call is shadow-graded (a draw; the caller keeps the answer's text)."""
+        ...
+
+    def submit(
+        self, app: App, plan: Plan, record: CallRecord, answer: str, trace: CallTrace
+    ) -> None:
+        """Grade the finished call in the background; never blocks."""
         ...
 
 
@@ -78,14 +95,19 @@ class Pipeline:
         providers: Mapping[str, Provider],
         difficulty: DifficultySource | None,
         observers: Sequence[CallObserver] = (),
+        exploration: Exploration | None = None,
+        shadow: Shadowing | None = None,
     ) -> None:
         self._catalog = catalog
         self._providers = providers
         self._difficulty = difficulty
         self._observers = tuple(observers)
+        self._exploration = exploration
+        self._shadow = shadow
 
-    def plan(self, app: App, request: ChatRequest) -> Plan:
-        """Decide where `request` goes. Pure apart from the classifier; never charges."""
+    def plan(self, app: App, request: ChatRequest, *, trace: CallTrace = NO_TRACE) -> Plan:
+        """Decide where `request` goes. Pure apart from the classifier and the exploration
+        draw; never charges."""
         canonical = canonicalize(request)
         request = canonical.request
         task = app.tasks.get(request.task)
@@ -95,7 +117,13 @@ class Pipeline:
         prompt = measure_prompt(request)
         classification = None
         if self._difficulty is not None and not request.hints.force_model:
-            classification = self._difficulty.classify(request.role_contents())
+            with trace.span(SPAN_CLASSIFY) as span:
+                classification = self._difficulty.classify(request.role_contents())
+                if classification is not None:
+                    span.set_attribute(DIFFICULTY, classification.score)
+                    span.set_attribute(CLASSIFIER_VERSION, classification.version)
+        exploration = self._exploration
+        explore_rate = 0.0 if exploration is None else exploration.exploration_rate(task)
         decision = decide(
             self._catalog,
             PolicyInput(
@@ -107,6 +135,8 @@ class Pipeline:
                 max_output_tokens=request.max_output_tokens or task.default_max_output_tokens,
                 needs_tools=bool(request.tools),
                 classification=classification,
+                exploration_rate=explore_rate,
+                exploration_draw=exploration.draw() if exploration and explore_rate else 1.0,
             ),
         )
         return Plan(
@@ -126,8 +156,17 @@ class Pipeline:
             for deployment in model.deployments
         )
 
-    def start(self, app: App, plan: Plan) -> RouteCall:
-        return RouteCall(self, app, plan)
+    def start(
+        self,
+        app: App,
+        plan: Plan,
+        *,
+        trace: CallTrace = NO_TRACE,
+        arrived_at: float | None = None,
+    ) -> RouteCall:
+        """A call of `plan`. `arrived_at` (`time.perf_counter()` when the request arrived)
+        lets the record say how much the gateway itself added to the time to first token."""
+        return RouteCall(self, app, plan, trace=trace, arrived_at=arrived_at)
 
     def _finish(self, record: CallRecord) -> None:
         for observer in self._observers:
@@ -137,14 +176,33 @@ class Pipeline:
 class RouteCall:
     """One call in flight. Iterate `stream()` once; `summary` is set when it completes."""
 
-    def __init__(self, pipeline: Pipeline, app: App, plan: Plan) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        app: App,
+        plan: Plan,
+        *,
+        trace: CallTrace = NO_TRACE,
+        arrived_at: float | None = None,
+    ) -> None:
         self._pipeline = pipeline
         self._app = app
         self._request = plan.request
         self.plan = plan
         self.summary: CallSummary | None = None
+        # The RPC's trace: budget reserve/settle spans go under it with `trace.span(...)`.
+        self.trace = trace
+        self._arrived_at = arrived_at
+        # perf_counter times: the first upstream request, the first chunk handed on.
+        self._upstream_at: float | None = None
+        self._first_sent_at: float | None = None
+        shadow = pipeline._shadow
+        # The answer's text, kept only when the call will be shadow-graded.
+        self._answer: list[str] | None = [] if shadow and shadow.wants(app, plan) else None
 
     def _provider_request(self, target: Target) -> ProviderRequest:
+        if self._upstream_at is None:
+            self._upstream_at = time.perf_counter()
         request = self._request
         return ProviderRequest(
             model=target.model.upstream_name(target.deployment),
@@ -177,7 +235,12 @@ class RouteCall:
                         first_at = time.perf_counter()
                     if type(event) is TextDelta:
                         output_chars += len(event.text)
+                        if self._answer is not None:
+                            self._answer.append(event.text)
                     yield event  # type: ignore[misc]
+                    if self._first_sent_at is None:
+                        # Resumed: gRPC has taken the first chunk and asks for the next.
+                        self._first_sent_at = time.perf_counter()
         except AllProvidersFailed as exc:
             status, error = CallStatus.FAILED, exc.message
             raise
@@ -240,24 +303,36 @@ class RouteCall:
         )
         self.summary = summary
         app = self._app
-        self._pipeline._finish(
-            CallRecord(
-                request_id=self._request.request_id,
-                started_at=started_at,
-                app=app.name,
-                decision=self.plan.decision,
-                usage=usage,
-                cost_micro_usd=cost,
-                ttft_ms=summary.ttft_ms,
-                latency_ms=summary.latency_ms,
-                served_from_cache=False,
-                attempts=summary.attempts,
-                status=status,
-                error=error,
-                model=summary.model,
-                provider=summary.provider,
-                finish_reason=summary.finish_reason,
-                prompt=self._request.role_contents() if app.config.training_data_opt_in else None,
-                metadata=self._request.metadata,
-            )
+        record = CallRecord(
+            request_id=self._request.request_id,
+            started_at=started_at,
+            app=app.name,
+            decision=self.plan.decision,
+            usage=usage,
+            cost_micro_usd=cost,
+            ttft_ms=summary.ttft_ms,
+            latency_ms=summary.latency_ms,
+            served_from_cache=False,
+            attempts=summary.attempts,
+            status=status,
+            error=error,
+            model=summary.model,
+            provider=summary.provider,
+            finish_reason=summary.finish_reason,
+            prompt=self._request.role_contents() if app.config.training_data_opt_in else None,
+            metadata=self._request.metadata,
+            response_model=end.model if end is not None else "",
+            overhead_ms=self._overhead_ms(first_at),
         )
+        self._pipeline._finish(record)
+        self.trace.record_call(record)
+        shadow = self._pipeline._shadow
+        if shadow is not None and self._answer and status == CallStatus.OK:
+            shadow.submit(app, self.plan, record, "".join(self._answer), self.trace)
+
+    def _overhead_ms(self, first_at: float | None) -> float | None:
+        """Arrival to first upstream request, plus first upstream chunk to its hand-off."""
+        arrived, upstream, sent = self._arrived_at, self._upstream_at, self._first_sent_at
+        if arrived is None or upstream is None or first_at is None or sent is None:
+            return None
+        return ((upstream - arrived) + (sent - first_at)) * 1000

@@ -3,43 +3,69 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from typing import NoReturn
 
 from grpc import aio
 
 from router_service._proto import router_pb2 as pb
 from router_service.api.convert import decision_message, delta_event, done_event
-from router_service.api.status import abort
-from router_service.api.validation import validate_route_request
+from router_service.api.status import abort, status_code
+from router_service.api.validation import validate_feedback_request, validate_route_request
 from router_service.auth import Authenticator
+from router_service.calllog.feedback import FeedbackRecorder
 from router_service.config import LimitsConfig
-from router_service.errors import InvalidRequest, RouterError
+from router_service.errors import InvalidRequest, RouterError, StoreUnavailable
 from router_service.pipeline import Pipeline
+from router_service.telemetry.attributes import APP
+from router_service.telemetry.tracing import CallTrace, Tracing
 
 __all__ = ["RouterServicer"]
 
 Context = aio.ServicerContext[object, object]
 
 MALFORMED = "the request is not a valid message of this RPC (bad protobuf or invalid UTF-8)"
+SERVICE = pb.DESCRIPTOR.services_by_name["Router"].full_name
+
+
+async def _fail(context: Context, trace: CallTrace, error: RouterError) -> NoReturn:
+    trace.fail(error, status_code(error).value[0])
+    await abort(context, error)
 
 
 class RouterServicer:
-    def __init__(self, auth: Authenticator, pipeline: Pipeline, limits: LimitsConfig) -> None:
+    def __init__(
+        self,
+        auth: Authenticator,
+        pipeline: Pipeline,
+        limits: LimitsConfig,
+        *,
+        tracing: Tracing | None = None,
+        feedback: FeedbackRecorder | None = None,
+    ) -> None:
         self._auth = auth
         self._pipeline = pipeline
         self._limits = limits
+        self._tracing = tracing or Tracing()
+        self._feedback = feedback
 
     async def Route(
         self, request: pb.RouteRequest | None, context: Context
     ) -> AsyncIterator[pb.RouteEvent]:
+        arrived_at = time.perf_counter()
+        metadata = context.invocation_metadata()
+        trace = self._tracing.start_rpc(SERVICE, "Route", metadata)
         try:
-            app = self._auth.app(context.invocation_metadata())
+            app = self._auth.app(metadata)
+            trace.set(APP, app.name)
             if request is None:
                 raise InvalidRequest(MALFORMED)
             chat = validate_route_request(request, self._limits)
-            plan = self._pipeline.plan(app, chat)
-            call = self._pipeline.start(app, plan)
+            plan = self._pipeline.plan(app, chat, trace=trace)
+            trace.set_decision(plan.decision, chat.request_id)
+            call = self._pipeline.start(app, plan, trace=trace, arrived_at=arrived_at)
             yield pb.RouteEvent(decision=decision_message(plan, chat.request_id))
             remaining = context.time_remaining()
             deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
@@ -49,14 +75,45 @@ class RouterServicer:
             assert call.summary is not None
             yield done_event(call.summary, chat.request_id)
         except RouterError as exc:
-            await abort(context, exc)
+            await _fail(context, trace, exc)
+        finally:
+            trace.end()
 
     async def Explain(self, request: pb.RouteRequest | None, context: Context) -> pb.RouteDecision:
+        metadata = context.invocation_metadata()
+        trace = self._tracing.start_rpc(SERVICE, "Explain", metadata)
         try:
-            app = self._auth.app(context.invocation_metadata())
+            app = self._auth.app(metadata)
+            trace.set(APP, app.name)
             if request is None:
                 raise InvalidRequest(MALFORMED)
             chat = validate_route_request(request, self._limits)
-            return decision_message(self._pipeline.plan(app, chat), chat.request_id)
+            plan = self._pipeline.plan(app, chat, trace=trace)
+            trace.set_decision(plan.decision, chat.request_id)
+            return decision_message(plan, chat.request_id)
         except RouterError as exc:
-            await abort(context, exc)
+            await _fail(context, trace, exc)
+        finally:
+            trace.end()
+
+    async def Feedback(
+        self, request: pb.FeedbackRequest | None, context: Context
+    ) -> pb.FeedbackResponse:
+        metadata = context.invocation_metadata()
+        trace = self._tracing.start_rpc(SERVICE, "Feedback", metadata)
+        try:
+            app = self._auth.app(metadata)
+            trace.set(APP, app.name)
+            if request is None:
+                raise InvalidRequest(MALFORMED)
+            validate_feedback_request(request)
+            if self._feedback is None:
+                raise StoreUnavailable("feedback is not recorded: the call log is disabled")
+            await self._feedback.record(
+                app.name, request.request_id, request.score, request.label, request.comment
+            )
+            return pb.FeedbackResponse(accepted=True)
+        except RouterError as exc:
+            await _fail(context, trace, exc)
+        finally:
+            trace.end()
