@@ -22,7 +22,7 @@ then try `llm-router route "Summarize this ..." --task summarization`.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from router_service.cli import client, serve
+    from router_service.cli import calllog, client, serve, traffic
 
     parser = argparse.ArgumentParser(
         prog="llm-router",
@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     serve.register(commands)
     client.register(commands)
+    traffic.register(commands)
+    calllog.register(commands)
     return parser
 
 

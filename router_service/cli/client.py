@@ -38,18 +38,23 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         parser.add_argument(
             "--cache", action="store_true", help="opt in to the response cache (temperature 0)"
         )
-        parser.add_argument(
-            "--target",
-            default=os.environ.get("LLM_ROUTER_TARGET", DEFAULT_TARGET),
-            help=f"HOST:PORT of the router (env LLM_ROUTER_TARGET, default {DEFAULT_TARGET})",
-        )
-        parser.add_argument(
-            "--key",
-            default=os.environ.get("LLM_ROUTER_KEY", DEFAULT_KEY),
-            help="app key (env LLM_ROUTER_KEY, default: the local development key demo-key)",
-        )
+        add_connection_arguments(parser)
         parser.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
         parser.set_defaults(run=run)
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """--target and --key, shared by every command that calls the Router service."""
+    parser.add_argument(
+        "--target",
+        default=os.environ.get("LLM_ROUTER_TARGET", DEFAULT_TARGET),
+        help=f"HOST:PORT of the router (env LLM_ROUTER_TARGET, default {DEFAULT_TARGET})",
+    )
+    parser.add_argument(
+        "--key",
+        default=os.environ.get("LLM_ROUTER_KEY", DEFAULT_KEY),
+        help="app key (env LLM_ROUTER_KEY, default: the local development key demo-key)",
+    )
 
 
 def _request(args: argparse.Namespace) -> Any:
