@@ -93,12 +93,13 @@ NO_TRACE = CallTrace()
 
 
 class _RecordingTrace(CallTrace):
-    __slots__ = ("_context", "_ended", "_span", "_tracer")
+    __slots__ = ("_context", "_decided", "_ended", "_span", "_tracer")
 
     def __init__(self, tracer: Tracer, span: Span) -> None:
         self._tracer = tracer
         self._span = span
         self._context = trace.set_span_in_context(span)
+        self._decided = False
         self._ended = False
 
     def span(
@@ -113,10 +114,12 @@ class _RecordingTrace(CallTrace):
 
     def set_decision(self, decision: Decision, request_id: str) -> None:
         self._span.set_attributes(_decision_attributes(decision, request_id))
+        self._decided = True
 
     def record_call(self, record: CallRecord) -> None:
         span = self._span
-        span.set_attributes(_decision_attributes(record.decision, record.request_id))
+        if not self._decided:
+            self.set_decision(record.decision, record.request_id)
         span.set_attributes(
             {
                 a.APP: record.app,
