@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
+from google.protobuf.message import Message
 from grpc import aio
 
 from router_service._proto import router_pb2 as pb
 from router_service.api.convert import decision_message, delta_event, done_event
 from router_service.api.status import abort, status_code
 from router_service.api.validation import validate_feedback_request, validate_route_request
-from router_service.auth import Authenticator
+from router_service.auth import App, Authenticator
 from router_service.calllog.feedback import FeedbackRecorder
 from router_service.config import LimitsConfig
 from router_service.errors import InvalidRequest, RouterError, StoreUnavailable
@@ -25,6 +26,8 @@ from router_service.telemetry.tracing import CallTrace, Tracing
 __all__ = ["RouterServicer"]
 
 Context = aio.ServicerContext[object, object]
+Metadata = Iterable[tuple[str, str | bytes]] | None
+M = TypeVar("M", bound=Message)
 
 MALFORMED = "the request is not a valid message of this RPC (bad protobuf or invalid UTF-8)"
 SERVICE = pb.DESCRIPTOR.services_by_name["Router"].full_name
@@ -51,6 +54,14 @@ class RouterServicer:
         self._tracing = tracing or Tracing()
         self._feedback = feedback
 
+    def _caller(self, trace: CallTrace, metadata: Metadata, request: M | None) -> tuple[App, M]:
+        """The calling app (noted on the RPC's span) and its request, once that parsed."""
+        app = self._auth.app(metadata)
+        trace.set(APP, app.name)
+        if request is None:
+            raise InvalidRequest(MALFORMED)
+        return app, request
+
     async def Route(
         self, request: pb.RouteRequest | None, context: Context
     ) -> AsyncIterator[pb.RouteEvent]:
@@ -58,10 +69,7 @@ class RouterServicer:
         metadata = context.invocation_metadata()
         trace = self._tracing.start_rpc(SERVICE, "Route", metadata)
         try:
-            app = self._auth.app(metadata)
-            trace.set(APP, app.name)
-            if request is None:
-                raise InvalidRequest(MALFORMED)
+            app, request = self._caller(trace, metadata, request)
             chat = validate_route_request(request, self._limits)
             plan = self._pipeline.plan(app, chat, trace=trace)
             trace.set_decision(plan.decision, chat.request_id)
@@ -83,10 +91,7 @@ class RouterServicer:
         metadata = context.invocation_metadata()
         trace = self._tracing.start_rpc(SERVICE, "Explain", metadata)
         try:
-            app = self._auth.app(metadata)
-            trace.set(APP, app.name)
-            if request is None:
-                raise InvalidRequest(MALFORMED)
+            app, request = self._caller(trace, metadata, request)
             chat = validate_route_request(request, self._limits)
             plan = self._pipeline.plan(app, chat, trace=trace)
             trace.set_decision(plan.decision, chat.request_id)
@@ -102,10 +107,7 @@ class RouterServicer:
         metadata = context.invocation_metadata()
         trace = self._tracing.start_rpc(SERVICE, "Feedback", metadata)
         try:
-            app = self._auth.app(metadata)
-            trace.set(APP, app.name)
-            if request is None:
-                raise InvalidRequest(MALFORMED)
+            app, request = self._caller(trace, metadata, request)
             validate_feedback_request(request)
             if self._feedback is None:
                 raise StoreUnavailable("feedback is not recorded: the call log is disabled")
