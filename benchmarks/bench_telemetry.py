@@ -180,22 +180,17 @@ async def micro_benchmarks() -> dict[str, float]:
     metrics_ns = micro(lambda: metrics.observe(record))
     tracer = TracerProvider()
     tracer.add_span_processor(BatchSpanProcessor(DiscardSpans(), max_queue_size=1_000_000))
-    tracing = Tracing(tracer)
 
-    def traced_call() -> None:
-        trace = tracing.start_rpc("router.v1.Router", "Route", METADATA)
-        trace.record_call(record)
-        trace.end()
+    def one_call(tracing: Tracing) -> Callable[[], None]:
+        def call() -> None:
+            trace = tracing.start_rpc("router.v1.Router", "Route", METADATA)
+            trace.record_call(record)
+            trace.end()
 
-    spans_ns = micro(traced_call, 5_000)
-    off = Tracing(None)
+        return call
 
-    def untraced_call() -> None:
-        trace = off.start_rpc("router.v1.Router", "Route", METADATA)
-        trace.record_call(record)
-        trace.end()
-
-    noop_ns = micro(untraced_call, 200_000)
+    spans_ns = micro(one_call(Tracing(tracer)), 5_000)
+    noop_ns = micro(one_call(Tracing(None)), 200_000)
     await asyncio.to_thread(tracer.shutdown)
     await asyncio.to_thread(meter.shutdown)
     return {
