@@ -59,7 +59,7 @@ class RouterServer:
         self.config = config
         # Tracing and metrics from the providers the edge set up; none: telemetry off.
         self.telemetry = Telemetry(tracer_provider, meter_provider)
-        self.loop: FeedbackLoop | None = None
+        self.feedback_loop: FeedbackLoop | None = None
         env = os.environ if environ is None else environ
         self.auth = Authenticator(config, env)
         self.catalog = Catalog(config.models)
@@ -88,7 +88,7 @@ class RouterServer:
                 socket_timeout=1.0,
                 health_check_interval=10,
             )
-        self.loop = loop = FeedbackLoop(config, self.redis, self.telemetry)
+        self.feedback_loop = loop = FeedbackLoop(config, self.redis, self.telemetry)
         pipeline = Pipeline(
             catalog=self.catalog,
             providers=self.providers,
@@ -148,8 +148,8 @@ class RouterServer:
         await self.health.enter_graceful_shutdown()
         await self._server.stop(self.config.server.grace_period_s if grace is None else grace)
         self._server = None
-        if self.loop is not None:
-            await self.loop.aclose()
+        if self.feedback_loop is not None:
+            await self.feedback_loop.aclose()
         for provider in self.providers.values():
             await provider.aclose()
         if self._http is not None:

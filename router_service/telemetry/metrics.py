@@ -104,6 +104,10 @@ class RouterMetrics:
             a.ARM: decision.arm,
         }
         self._decisions.add(1, routed)
+        if record.served_from_cache:
+            # No provider was called: no GenAI client measurements, no spend.
+            self._cache_hits.add(1, {a.APP: record.app, a.CACHE_KIND: "response"})
+            return
         genai: dict[str, AttributeValue] = {
             a.GEN_AI_OPERATION_NAME: a.OPERATION_CHAT,
             a.GEN_AI_REQUEST_MODEL: model,
@@ -132,8 +136,6 @@ class RouterMetrics:
             )
         if record.prompt_cache_hit:
             self._cache_hits.add(1, {a.APP: record.app, a.CACHE_KIND: "prompt"})
-        if record.served_from_cache:
-            self._cache_hits.add(1, {a.APP: record.app, a.CACHE_KIND: "response"})
         if record.overhead_ms is not None:
             self._overhead.record(record.overhead_ms / _MS)
 

@@ -155,7 +155,7 @@ class _RecordingTrace(CallTrace):
             span.set_attribute(a.COST_USD, 0.0)
             span.end(end_time=finish)
             at = finish
-        if record.model:
+        if record.model and not record.served_from_cache:
             # The serving attempt ran from the end of the failed ones to the end of the call;
             # when the caller went away mid-answer it has no attempt record of its own.
             serving = attempts[-1] if serving_recorded else None

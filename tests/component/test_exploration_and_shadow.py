@@ -73,8 +73,10 @@ def shadow_config(directory: Path, max_in_flight: int = 8, **changes: Any) -> Ro
 
 
 def runner(running: Running) -> ShadowRunner:
-    assert running.server.loop is not None and running.server.loop.shadow is not None
-    return running.server.loop.shadow
+    assert (
+        running.server.feedback_loop is not None and running.server.feedback_loop.shadow is not None
+    )
+    return running.server.feedback_loop.shadow
 
 
 async def settled(shadow: ShadowRunner) -> None:

@@ -142,8 +142,11 @@ async def test_shutdown_writes_what_is_queued(tmp_path: Path) -> None:
     async with running_router(config(tmp_path, flush_interval_s=60)) as running:
         for i in range(5):
             await route(running, request_id=f"q-{i}")
-        assert running.server.loop is not None and running.server.loop.call_log is not None
-        assert running.server.loop.call_log.pending == 5
+        assert (
+            running.server.feedback_loop is not None
+            and running.server.feedback_loop.call_log is not None
+        )
+        assert running.server.feedback_loop.call_log.pending == 5
     assert sorted(e.request_id for e in logged(tmp_path)) == [f"q-{i}" for i in range(5)]
 
 
@@ -152,7 +155,7 @@ async def test_an_unwritable_log_drops_and_counts_but_never_fails_a_call(tmp_pat
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("")
     async with running_router(config(blocked)) as running:
-        log = running.server.loop.call_log if running.server.loop else None
+        log = running.server.feedback_loop.call_log if running.server.feedback_loop else None
         assert log is not None
         for i in range(3):
             done = await route(running, request_id=f"d-{i}")

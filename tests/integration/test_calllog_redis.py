@@ -119,7 +119,7 @@ async def test_export_reads_the_stream(redis_url_fixture: str, stream: str, tmp_
                 pb.FeedbackRequest(request_id=done.request_id, score=1.0), metadata=auth(DEMO_KEY)
             )
         await route(running, key=OTHER_KEY, request_id="not-opted-in")
-        shadow = running.server.loop.shadow if running.server.loop else None
+        shadow = running.server.feedback_loop.shadow if running.server.feedback_loop else None
         assert shadow is not None
 
         async def graded() -> bool:
@@ -146,7 +146,7 @@ async def test_a_dead_redis_drops_and_counts_and_calls_go_on() -> None:
         for i in range(3):
             done = await route(running, request_id=f"dead-{i}")
             assert done.finish_reason == "stop"
-        log = running.server.loop.call_log if running.server.loop else None
+        log = running.server.feedback_loop.call_log if running.server.feedback_loop else None
         assert log is not None
 
         async def all_dropped() -> bool:

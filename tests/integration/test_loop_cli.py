@@ -58,7 +58,7 @@ async def test_traffic_feedback_export_and_report(
         )  # fmt: skip
         assert code == 0
         assert "routed 20 of 20 prompts" in capsys.readouterr().out
-        shadow = running.server.loop.shadow if running.server.loop else None
+        shadow = running.server.feedback_loop.shadow if running.server.feedback_loop else None
         assert shadow is not None
         for _ in range(250):
             if shadow.in_flight == 0:
