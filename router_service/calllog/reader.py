@@ -57,8 +57,8 @@ class LogScan:
             if (match := _FILE.match(path.name)) is not None
         )
         for _, path in days:
-            # Files are named by the UTC day of writing, which is never before an entry's own
-            # time; files of earlier days than `since` can hold nothing newer than it.
+            # Entries are written after they happen: a file last written before `since` holds
+            # nothing newer than it.
             if self.since is not None and path.stat().st_mtime < self.since:
                 continue
             with path.open(encoding="utf-8") as lines:
