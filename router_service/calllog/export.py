@@ -9,6 +9,9 @@ the prompt). Outcomes, keyed by model:
   answer, with what the shadow call cost.
 
 So a shadow-graded call yields both arms, which is what `llm-router train` learns from.
+Feedback and the judge are different graders, possibly on different scales; with
+`served_score="judge"` a shadow-graded call is scored by the judge for both arms (feedback then
+scores only the calls that were not shadow-graded), so each pair is compared by one grader.
 Everything that cannot become a row is counted in `ExportSummary`, by reason, so an app that
 forgot to opt in shows up in the summary instead of silently missing from the data.
 """
@@ -19,7 +22,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from router_service.calllog.entries import Feedback, Grade, LogEntry
 from router_service.cost import micro_to_usd
@@ -90,12 +93,15 @@ def _join(entries: Iterable[LogEntry], summary: ExportSummary) -> _Joined:
     return joined
 
 
+ServedScore = Literal["feedback", "judge"]
+
+
 def _outcomes(
-    record: CallRecord, given: Feedback | None, grade: Grade | None
+    record: CallRecord, given: Feedback | None, grade: Grade | None, served_score: ServedScore
 ) -> dict[str, dict[str, Any]]:
     outcomes: dict[str, dict[str, Any]] = {}
     served_response = grade.served.response if grade is not None else None
-    if given is not None:
+    if given is not None and (served_score == "feedback" or grade is None):
         outcomes[record.model] = _outcome(given.score, record.cost_micro_usd, served_response)
     elif grade is not None:
         outcomes[record.model] = _outcome(
@@ -108,7 +114,10 @@ def _outcomes(
 
 
 def build_outcomes(
-    entries: Iterable[LogEntry], *, test_share: float = 0.0
+    entries: Iterable[LogEntry],
+    *,
+    test_share: float = 0.0,
+    served_score: ServedScore = "feedback",
 ) -> tuple[list[dict[str, Any]], ExportSummary]:
     """The outcome rows `entries` support, oldest call first, and what could not be used."""
     summary = ExportSummary()
@@ -126,7 +135,7 @@ def build_outcomes(
         if record.prompt is None:
             summary.no_prompt[record.app] += 1
             continue
-        outcomes = _outcomes(record, joined.feedback.get(key), joined.grades.get(key))
+        outcomes = _outcomes(record, joined.feedback.get(key), joined.grades.get(key), served_score)
         if not outcomes:
             summary.no_outcome += 1
             continue

@@ -87,6 +87,13 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         default=0.2,
         help="share of rows marked split=test (stable per call; default 0.2)",
     )
+    export.add_argument(
+        "--served-score",
+        choices=["feedback", "judge"],
+        default="feedback",
+        help="score of the served model in shadow-graded calls: the app's feedback "
+        "(default), or the judge's grade, so both arms are compared by one grader",
+    )
     _add_source_arguments(export)
     export.set_defaults(run=_export)
 
@@ -153,7 +160,9 @@ def _export(args: argparse.Namespace) -> int:
     except (OSError, RedisError) as exc:
         print(f"llm-router: cannot read the call log: {exc}", file=sys.stderr)
         return 1
-    rows, summary = build_outcomes(entries, test_share=args.test_share)
+    rows, summary = build_outcomes(
+        entries, test_share=args.test_share, served_score=args.served_score
+    )
     partial = args.out.with_name(args.out.name + ".partial")
     with partial.open("w", encoding="utf-8") as out:
         for row in rows:

@@ -28,6 +28,15 @@ def test_feedback_scores_the_served_model_and_a_grade_adds_the_other_tier() -> N
     }
 
 
+def test_one_grader_for_both_arms_on_request() -> None:
+    entries = [call_record(), feedback(score=0.9), grade()]
+    entries += [call_record(request_id="r2", started_at=2e9), feedback(request_id="r2")]
+    (shadowed, plain), _ = build_outcomes(entries, served_score="judge")
+    assert shadowed["outcomes"]["glm-5.2"]["score"] == 0.6
+    assert shadowed["outcomes"]["gpt-5.5"]["score"] == 0.8
+    assert plain["outcomes"]["glm-5.2"]["score"] == 0.9
+
+
 def test_without_feedback_the_judge_scores_the_served_answer() -> None:
     (row,), _ = build_outcomes([call_record(), grade()])
     assert row["outcomes"]["glm-5.2"]["score"] == 0.6
