@@ -95,7 +95,9 @@ def print_decision(decision: Any, out: TextIO) -> None:
             f"  difficulty {decision.difficulty:.2f} / threshold {decision.threshold:.2f}"
             f"  [{decision.classifier_version}]"
         )
-    out.write(f"\n  task {decision.task}, arm {decision.experiment_arm}\n")
+    out.write(
+        f"\n  task {decision.task}, arm {decision.experiment_arm}, request {decision.request_id}\n"
+    )
     for reason in decision.reasons:
         out.write(f"  · {reason}\n")
 
