@@ -23,6 +23,8 @@ from router_service.ratelimit import RateLimiter
 from router_service.response_cache import CachedAnswer, ResponseCache
 from router_service.stats import StatsRecorder
 from router_service.store import MemoryStore, RedisClient, Store, build_store
+from router_service.telemetry.attributes import SPAN_BUDGET_SETTLE
+from router_service.telemetry.tracing import NO_TRACE, CallTrace
 
 __all__ = ["Accounting", "AfterCall"]
 
@@ -41,6 +43,8 @@ class AfterCall:
     cache: tuple[str, CachedAnswer] | None = None
     # (prefix hash, model) now warm in the model's provider cache.
     warm: tuple[str, str] | None = None
+    # The call's trace, for the budget.settle span.
+    trace: CallTrace = NO_TRACE
 
 
 class Accounting:
@@ -76,7 +80,8 @@ class Accounting:
     async def _finish(self, work: AfterCall) -> None:
         app = work.app
         if work.hold is not None:
-            await self.budgets.settle(work.hold, work.cost_micro_usd)
+            with work.trace.span(SPAN_BUDGET_SETTLE):
+                await self.budgets.settle(work.hold, work.cost_micro_usd)
         try:
             await self.rate_limits.charge_output(app, work.output_tokens)
             if work.cache is not None:

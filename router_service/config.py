@@ -34,9 +34,11 @@ __all__ = [
     "AnthropicProviderConfig",
     "AppConfig",
     "BudgetConfig",
+    "CallLogConfig",
     "CircuitBreakerConfig",
     "ConfigError",
     "Deployment",
+    "ExplorationConfig",
     "HttpProviderConfig",
     "LimitsConfig",
     "ModelConfig",
@@ -262,6 +264,10 @@ class TaskConfig(Frozen):
     # Escalate when the prompt is at least this many tokens (long-context reasoning).
     long_context_tokens: Annotated[int | None, Field(gt=0)] = None
     default_max_output_tokens: Annotated[int, Field(gt=0)] = 1024
+    # Share of this task's traffic routed to the other tier, and share shadow-graded there;
+    # None: the `exploration` section's value.
+    exploration_rate: Annotated[float | None, Field(ge=0, le=1)] = None
+    shadow_rate: Annotated[float | None, Field(ge=0, le=1)] = None
 
 
 class TaskOverride(Frozen):
@@ -272,6 +278,8 @@ class TaskOverride(Frozen):
     always_frontier: bool | None = None
     long_context_tokens: Annotated[int | None, Field(gt=0)] = None
     default_max_output_tokens: Annotated[int | None, Field(gt=0)] = None
+    exploration_rate: Annotated[float | None, Field(ge=0, le=1)] = None
+    shadow_rate: Annotated[float | None, Field(ge=0, le=1)] = None
 
     def apply(self, task: TaskConfig) -> TaskConfig:
         changes = self.model_dump(exclude_none=True)
@@ -398,6 +406,48 @@ class StoreConfig(Frozen):
         return url
 
 
+class CallLogConfig(Frozen):
+    """The call log: one cost record per call, written in batches off the request path.
+
+    With Redis configured (see `store`) entries go to the Redis Stream `stream`; otherwise to
+    JSONL files in `directory`, one per UTC day. A full queue or a sink that stays down drops
+    entries and counts them; it never slows or fails a request.
+    """
+
+    enabled: bool = True
+    directory: Path = Path("var/calllog")
+    stream: Annotated[str, Field(min_length=1)] = "llm-router:v1:calllog"
+    # Redis trims the stream to about this many entries (XADD MAXLEN ~).
+    stream_max_len: Annotated[int, Field(gt=0)] = 1_000_000
+    # Entries waiting to be written; past this, new ones are dropped and counted.
+    queue_size: Annotated[int, Field(gt=0)] = 10_000
+    batch_size: Annotated[int, Field(gt=0)] = 256
+    # How long the writer lets a batch fill before writing it.
+    flush_interval_s: Annotated[float, Field(ge=0)] = 0.2
+    # How long after a call its app may still send feedback on it.
+    feedback_window_s: Annotated[float, Field(gt=0)] = 3 * 24 * 3600.0
+    # Request ids each replica remembers for feedback ownership checks (Redis remembers all
+    # within the window).
+    remembered_requests: Annotated[int, Field(gt=0)] = 100_000
+
+
+class ExplorationConfig(Frozen):
+    """A/B exploration and shadow grading; `tasks.<name>` (and apps' task overrides) may set
+    their own `exploration_rate` and `shadow_rate`.
+
+    Exploration routes a share of traffic to the other tier, with the propensity recorded.
+    Shadow grading calls the other tier's model in the background for a share of the calls of
+    apps that opted in to training data, and has `judge_model` grade both answers; its spend is
+    recorded under the app `<app>:shadow`.
+    """
+
+    rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    shadow_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    judge_model: str | None = None
+    # Shadow calls running at once; a sampled call beyond this is not shadowed (and counted).
+    max_shadow_in_flight: Annotated[int, Field(gt=0)] = 8
+
+
 class RouterConfig(Frozen):
     server: ServerConfig = ServerConfig()
     limits: LimitsConfig = LimitsConfig()
@@ -409,6 +459,8 @@ class RouterConfig(Frozen):
     classifier: ClassifierConfig = ClassifierConfig()
     store: StoreConfig = StoreConfig()
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+    call_log: CallLogConfig = CallLogConfig()
+    exploration: ExplorationConfig = ExplorationConfig()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> RouterConfig:
@@ -430,6 +482,18 @@ class RouterConfig(Frozen):
             for task in app.tasks:
                 if task not in self.tasks:
                     raise ValueError(f"apps.{app_name}.tasks: unknown task class {task!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _shadow_has_a_judge(self) -> RouterConfig:
+        judge = self.exploration.judge_model
+        if judge is not None and judge not in self.models:
+            raise ValueError(f"exploration.judge_model: unknown model {judge!r}")
+        rates = [task.shadow_rate for task in self.tasks.values()]
+        rates += [o.shadow_rate for app in self.apps.values() for o in app.tasks.values()]
+        shadowing = self.exploration.shadow_rate > 0 or any((r or 0) > 0 for r in rates)
+        if shadowing and judge is None:
+            raise ValueError("exploration: a shadow_rate above 0 needs a judge_model")
         return self
 
 

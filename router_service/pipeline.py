@@ -31,6 +31,7 @@ from router_service.errors import (
     ProviderStreamBroken,
     QuotaExceeded,
 )
+from router_service.exploration import Exploration
 from router_service.fallback import AttemptRecord, FallbackStream, Target
 from router_service.policy import BudgetState, Classification, Decision, PolicyInput, decide
 from router_service.prefix import canonicalize
@@ -45,14 +46,35 @@ from router_service.providers.base import (
 )
 from router_service.records import CallObserver, CallRecord, CallStatus
 from router_service.response_cache import AnswerRecorder, CachedAnswer
+from router_service.telemetry.attributes import (
+    CLASSIFIER_VERSION,
+    DIFFICULTY,
+    SPAN_BUDGET_RESERVE,
+    SPAN_CLASSIFY,
+)
+from router_service.telemetry.tracing import NO_TRACE, CallTrace
 from router_service.tokens import PromptSize, measure_prompt, tokens_for_length
 
-__all__ = ["CallSummary", "DifficultySource", "Pipeline", "Plan", "RouteCall"]
+__all__ = ["CallSummary", "DifficultySource", "Pipeline", "Plan", "RouteCall", "Shadowing"]
 
 
 class DifficultySource(Protocol):
     def classify(self, messages: Sequence[tuple[str, str]]) -> Classification | None:
         """The difficulty of a prompt, or None when no classifier is available."""
+        ...
+
+
+class Shadowing(Protocol):
+    """Shadow grading (`shadow.runner`): sampled when a call starts, handed the answer after."""
+
+    def wants(self, app: App, plan: Plan) -> bool:
+        """Whether this call is shadow-graded (a draw; the caller keeps the answer's text)."""
+        ...
+
+    def submit(
+        self, app: App, plan: Plan, record: CallRecord, answer: str, trace: CallTrace
+    ) -> None:
+        """Grade the finished call in the background; never blocks."""
         ...
 
 
@@ -100,6 +122,8 @@ class Pipeline:
         observers: Sequence[CallObserver] = (),
         accounting: Accounting | None = None,
         breaker: CircuitBreaker | None = None,
+        exploration: Exploration | None = None,
+        shadow: Shadowing | None = None,
     ) -> None:
         self._catalog = catalog
         self._providers = providers
@@ -109,9 +133,12 @@ class Pipeline:
         self._accounting = accounting or Accounting.in_memory()
         # Per-deployment health: read by the policy, written by the fallback logic.
         self.breaker = breaker if breaker is not None else CircuitBreaker()
+        self._exploration = exploration
+        self._shadow = shadow
 
-    async def plan(self, app: App, request: ChatRequest) -> Plan:
-        """Decide where `request` goes. Reads budget state and prefix warmth; never charges."""
+    async def plan(self, app: App, request: ChatRequest, *, trace: CallTrace = NO_TRACE) -> Plan:
+        """Decide where `request` goes. Reads budget state and prefix warmth and draws for
+        exploration; never charges."""
         canonical = canonicalize(request)
         request = canonical.request
         task = app.tasks.get(request.task)
@@ -121,7 +148,13 @@ class Pipeline:
         prompt = measure_prompt(request)
         classification = None
         if self._difficulty is not None and not request.hints.force_model:
-            classification = self._difficulty.classify(request.role_contents())
+            with trace.span(SPAN_CLASSIFY) as span:
+                classification = self._difficulty.classify(request.role_contents())
+                if classification is not None:
+                    span.set_attribute(DIFFICULTY, classification.score)
+                    span.set_attribute(CLASSIFIER_VERSION, classification.version)
+        exploration = self._exploration
+        explore_rate = 0.0 if exploration is None else exploration.exploration_rate(task)
         budget = await self._accounting.budgets.snapshot(app)
         key = affinity_key(canonical)
         cacheable = key == canonical.prefix_hash
@@ -142,6 +175,8 @@ class Pipeline:
                 budget=budget.state,
                 warm=warm,
                 unhealthy=self.breaker.unhealthy(self._catalog),
+                exploration_rate=explore_rate,
+                exploration_draw=exploration.draw() if exploration and explore_rate else 1.0,
             ),
         )
         hold = self._worst_case(decision, prompt)
@@ -192,12 +227,21 @@ class Pipeline:
             ]
         return tuple(targets)
 
-    async def start(self, app: App, plan: Plan) -> RouteCall:
+    async def start(
+        self,
+        app: App,
+        plan: Plan,
+        *,
+        trace: CallTrace = NO_TRACE,
+        arrived_at: float | None = None,
+    ) -> RouteCall:
         """Admit the call: rate limits, then the response cache, then the budget hold.
 
         Raises `QuotaExceeded` (nothing is held and a refusal is recorded) or, when the store
         is unreachable and the policy is fail-closed, `StoreUnavailable`. The caller must
-        `release()` the call if it never iterates `stream()`.
+        `release()` the call if it never iterates `stream()`. `arrived_at`
+        (`time.perf_counter()` when the request arrived) lets the record say how much the
+        gateway itself added to the time to first token.
         """
         accounting = self._accounting
         cache_key = None
@@ -207,12 +251,17 @@ class Pipeline:
                 cache_key = response_cache.cache_key(plan.request, plan.decision.max_output_tokens)
                 cached = await accounting.responses.get(app.name, cache_key)
                 if cached is not None:
-                    return RouteCall(self, app, plan, cached=cached)
-            hold = await accounting.budgets.reserve(app, plan.hold_micro_usd)
+                    return RouteCall(
+                        self, app, plan, cached=cached, trace=trace, arrived_at=arrived_at
+                    )
+            with trace.span(SPAN_BUDGET_RESERVE):
+                hold = await accounting.budgets.reserve(app, plan.hold_micro_usd)
         except QuotaExceeded as exc:
             self._finish(_refusal(app, plan, exc))
             raise
-        return RouteCall(self, app, plan, hold=hold, cache_key=cache_key)
+        return RouteCall(
+            self, app, plan, hold=hold, cache_key=cache_key, trace=trace, arrived_at=arrived_at
+        )
 
     def _finish(self, record: CallRecord) -> None:
         for observer in self._observers:
@@ -276,6 +325,8 @@ class RouteCall:
         hold: Hold | None = None,
         cache_key: str | None = None,
         cached: CachedAnswer | None = None,
+        trace: CallTrace = NO_TRACE,
+        arrived_at: float | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._app = app
@@ -288,6 +339,15 @@ class RouteCall:
         # The answer to replay instead of calling a provider (a response-cache hit).
         self._cached = cached
         self._finished = False
+        # The RPC's trace: budget reserve/settle spans go under it with `trace.span(...)`.
+        self.trace = trace
+        self._arrived_at = arrived_at
+        # perf_counter times: the first upstream request, the first chunk handed on.
+        self._upstream_at: float | None = None
+        self._first_sent_at: float | None = None
+        shadow = pipeline._shadow
+        # The answer's text, kept only when the call will be shadow-graded.
+        self._answer: list[str] | None = [] if shadow and shadow.wants(app, plan) else None
 
     def release(self) -> None:
         """Give back the budget hold of a call whose `stream()` never ran (the caller left
@@ -297,6 +357,8 @@ class RouteCall:
             self._pipeline._accounting.after_call(AfterCall(self._app, self._hold, 0, 0))
 
     def _provider_request(self, target: Target) -> ProviderRequest:
+        if self._upstream_at is None:
+            self._upstream_at = time.perf_counter()
         request = self._request
         return ProviderRequest(
             model=target.model.upstream_name(target.deployment),
@@ -338,9 +400,14 @@ class RouteCall:
                         first_at = time.perf_counter()
                     if type(event) is TextDelta:
                         output_chars += len(event.text)
+                        if self._answer is not None:
+                            self._answer.append(event.text)
                     if recorder is not None:
                         recorder.add(event)  # type: ignore[arg-type]
                     yield event  # type: ignore[misc]
+                    if self._first_sent_at is None:
+                        # Resumed: gRPC has taken the first chunk and asks for the next.
+                        self._first_sent_at = time.perf_counter()
         except BaseException as exc:
             status, error = _ending(exc, deadline)
             raise
@@ -418,26 +485,39 @@ class RouteCall:
                 warm=(self.plan.prefix_hash, serving.model.name)
                 if serving is not None and self.plan.cacheable_prefix
                 else None,
+                trace=self.trace,
             )
         )
-        self._pipeline._finish(
-            CallRecord(
-                request_id=self._request.request_id,
-                started_at=started_at,
-                app=app.name,
-                decision=self.plan.decision,
-                usage=usage,
-                cost_micro_usd=cost,
-                ttft_ms=summary.ttft_ms,
-                latency_ms=summary.latency_ms,
-                served_from_cache=summary.served_from_cache,
-                attempts=summary.attempts,
-                status=status,
-                error=error,
-                model=summary.model,
-                provider=summary.provider,
-                finish_reason=summary.finish_reason,
-                prompt=self._request.role_contents() if app.config.training_data_opt_in else None,
-                metadata=self._request.metadata,
-            )
+        record = CallRecord(
+            request_id=self._request.request_id,
+            started_at=started_at,
+            app=app.name,
+            decision=self.plan.decision,
+            usage=usage,
+            cost_micro_usd=cost,
+            ttft_ms=summary.ttft_ms,
+            latency_ms=summary.latency_ms,
+            served_from_cache=summary.served_from_cache,
+            attempts=summary.attempts,
+            status=status,
+            error=error,
+            model=summary.model,
+            provider=summary.provider,
+            finish_reason=summary.finish_reason,
+            prompt=self._request.role_contents() if app.config.training_data_opt_in else None,
+            metadata=self._request.metadata,
+            response_model=end.model if end is not None else "",
+            overhead_ms=self._overhead_ms(first_at),
         )
+        self._pipeline._finish(record)
+        self.trace.record_call(record)
+        shadow = self._pipeline._shadow
+        if shadow is not None and self._answer and status == CallStatus.OK:
+            shadow.submit(app, self.plan, record, "".join(self._answer), self.trace)
+
+    def _overhead_ms(self, first_at: float | None) -> float | None:
+        """Arrival to first upstream request, plus first upstream chunk to its hand-off."""
+        arrived, upstream, sent = self._arrived_at, self._upstream_at, self._first_sent_at
+        if arrived is None or upstream is None or first_at is None or sent is None:
+            return None
+        return ((upstream - arrived) + (sent - first_at)) * 1000

@@ -55,6 +55,12 @@ class CallRecord:
     # Prompt text, only for apps that opted in to training data.
     prompt: tuple[tuple[str, str], ...] | None
     metadata: Mapping[str, str]
+    # The model that answered, as the provider named it (may differ from `model`).
+    response_model: str = ""
+    # What the gateway itself added to the time to first token: from the request's arrival to
+    # the first upstream request, plus from the first upstream chunk to its hand-off to gRPC.
+    # None when no upstream chunk arrived.
+    overhead_ms: float | None = None
 
     @property
     def prompt_cache_hit(self) -> bool:

@@ -19,6 +19,8 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -31,10 +33,13 @@ from router_service.auth import Authenticator
 from router_service.breaker import CircuitBreaker
 from router_service.catalog import Catalog
 from router_service.config import RouterConfig
+from router_service.feedback_loop import FeedbackLoop
 from router_service.pipeline import Pipeline
 from router_service.providers.base import Provider
 from router_service.providers.http import build_http_client
 from router_service.providers.registry import build_providers
+from router_service.telemetry import Telemetry
+from router_service.telemetry.sdk import configure_sdk
 
 __all__ = ["RouterServer", "serve"]
 
@@ -48,8 +53,18 @@ _RECEIVE_SLACK_BYTES = 64 * 1024
 class RouterServer:
     """The service with everything it owns. `start`, then `stop` (or `wait`)."""
 
-    def __init__(self, config: RouterConfig, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: RouterConfig,
+        environ: Mapping[str, str] | None = None,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
         self.config = config
+        # Tracing and metrics from the providers the edge set up; none: telemetry off.
+        self.telemetry = Telemetry(tracer_provider, meter_provider)
+        self.feedback_loop: FeedbackLoop | None = None
         env = os.environ if environ is None else environ
         self._environ = env
         self.auth = Authenticator(config, env)
@@ -88,14 +103,18 @@ class RouterServer:
             )
             self.redis = Redis.from_pool(pool)
         self.accounting = Accounting.build(config.store, self.redis)
+        self.feedback_loop = loop = FeedbackLoop(config, self.redis, self.telemetry)
         pipeline = Pipeline(
             catalog=self.catalog,
             providers=self.providers,
             difficulty=None,
-            observers=(self.accounting.stats,),
+            observers=(self.accounting.stats, *loop.observers),
             accounting=self.accounting,
             breaker=self.breaker,
+            exploration=loop.exploration,
+            shadow=loop.shadow,
         )
+        loop.start(pipeline)
         server = aio.server(
             options=[
                 (
@@ -109,7 +128,13 @@ class RouterServer:
         )
         register(
             server,
-            RouterServicer(self.auth, pipeline, config.limits),
+            RouterServicer(
+                self.auth,
+                pipeline,
+                config.limits,
+                tracing=self.telemetry.tracing,
+                feedback=loop.feedback,
+            ),
             AdminServicer(
                 self.auth, self.catalog, accounting=self.accounting, breaker=self.breaker
             ),
@@ -142,6 +167,8 @@ class RouterServer:
         await self.health.enter_graceful_shutdown()
         await self._server.stop(self.config.server.grace_period_s if grace is None else grace)
         self._server = None
+        if self.feedback_loop is not None:
+            await self.feedback_loop.aclose()
         if self.accounting is not None:
             # Settles every finished call's cost and writes the last statistics.
             await self.accounting.aclose()
@@ -160,7 +187,12 @@ class RouterServer:
 async def serve(config: RouterConfig, listen: str | None = None) -> None:
     """Run until SIGTERM or SIGINT, then drain."""
     started = time.perf_counter()
-    server = RouterServer(config)
+    # The one place the OpenTelemetry SDK is set up, from the standard OTEL_* variables.
+    sdk = configure_sdk(os.environ)
+    log.info("%s", sdk.description)
+    server = RouterServer(
+        config, tracer_provider=sdk.tracer_provider, meter_provider=sdk.meter_provider
+    )
     port = await server.start(listen)
     address = (listen or config.server.listen).rpartition(":")[0]
     log.info(
@@ -176,4 +208,6 @@ async def serve(config: RouterConfig, listen: str | None = None) -> None:
     await stop.wait()
     log.info("draining: up to %.0f s for in-flight calls", config.server.grace_period_s)
     await server.stop()
+    # Export what the batch processors still hold before the process exits.
+    await asyncio.to_thread(sdk.shutdown)
     log.info("stopped")

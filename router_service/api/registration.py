@@ -56,6 +56,7 @@ def register(server: aio.Server, router: RouterServicer, admin: AdminServicer) -
                 response_serializer=_serialize,
             ),
             "Explain": _unary(router.Explain, pb.RouteRequest),
+            "Feedback": _unary(router.Feedback, pb.FeedbackRequest),
         },
         ADMIN_SERVICE: {
             "ListModels": _unary(admin.ListModels, pb.ListModelsRequest),

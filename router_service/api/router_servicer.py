@@ -3,43 +3,77 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
+from typing import NoReturn, TypeVar
 
+from google.protobuf.message import Message
 from grpc import aio
 
 from router_service._proto import router_pb2 as pb
 from router_service.api.convert import decision_message, delta_event, done_event
-from router_service.api.status import abort
-from router_service.api.validation import validate_route_request
-from router_service.auth import Authenticator
+from router_service.api.status import abort, status_code
+from router_service.api.validation import validate_feedback_request, validate_route_request
+from router_service.auth import App, Authenticator
+from router_service.calllog.feedback import FeedbackRecorder
 from router_service.config import LimitsConfig
-from router_service.errors import InvalidRequest, RouterError
+from router_service.errors import InvalidRequest, RouterError, StoreUnavailable
 from router_service.pipeline import Pipeline
+from router_service.telemetry.attributes import APP
+from router_service.telemetry.tracing import CallTrace, Tracing
 
 __all__ = ["RouterServicer"]
 
 Context = aio.ServicerContext[object, object]
+Metadata = Iterable[tuple[str, str | bytes]] | None
+M = TypeVar("M", bound=Message)
 
 MALFORMED = "the request is not a valid message of this RPC (bad protobuf or invalid UTF-8)"
+SERVICE = pb.DESCRIPTOR.services_by_name["Router"].full_name
+
+
+async def _fail(context: Context, trace: CallTrace, error: RouterError) -> NoReturn:
+    trace.fail(error, status_code(error).value[0])
+    await abort(context, error)
 
 
 class RouterServicer:
-    def __init__(self, auth: Authenticator, pipeline: Pipeline, limits: LimitsConfig) -> None:
+    def __init__(
+        self,
+        auth: Authenticator,
+        pipeline: Pipeline,
+        limits: LimitsConfig,
+        *,
+        tracing: Tracing | None = None,
+        feedback: FeedbackRecorder | None = None,
+    ) -> None:
         self._auth = auth
         self._pipeline = pipeline
         self._limits = limits
+        self._tracing = tracing or Tracing()
+        self._feedback = feedback
+
+    def _caller(self, trace: CallTrace, metadata: Metadata, request: M | None) -> tuple[App, M]:
+        """The calling app (noted on the RPC's span) and its request, once that parsed."""
+        app = self._auth.app(metadata)
+        trace.set(APP, app.name)
+        if request is None:
+            raise InvalidRequest(MALFORMED)
+        return app, request
 
     async def Route(
         self, request: pb.RouteRequest | None, context: Context
     ) -> AsyncIterator[pb.RouteEvent]:
+        arrived_at = time.perf_counter()
+        metadata = context.invocation_metadata()
+        trace = self._tracing.start_rpc(SERVICE, "Route", metadata)
         try:
-            app = self._auth.app(context.invocation_metadata())
-            if request is None:
-                raise InvalidRequest(MALFORMED)
+            app, request = self._caller(trace, metadata, request)
             chat = validate_route_request(request, self._limits)
-            plan = await self._pipeline.plan(app, chat)
-            call = await self._pipeline.start(app, plan)
+            plan = await self._pipeline.plan(app, chat, trace=trace)
+            trace.set_decision(plan.decision, chat.request_id)
+            call = await self._pipeline.start(app, plan, trace=trace, arrived_at=arrived_at)
             try:
                 yield pb.RouteEvent(decision=decision_message(plan, chat.request_id))
                 remaining = context.time_remaining()
@@ -55,14 +89,39 @@ class RouterServicer:
             assert call.summary is not None
             yield done_event(call.summary, chat.request_id)
         except RouterError as exc:
-            await abort(context, exc)
+            await _fail(context, trace, exc)
+        finally:
+            trace.end()
 
     async def Explain(self, request: pb.RouteRequest | None, context: Context) -> pb.RouteDecision:
+        metadata = context.invocation_metadata()
+        trace = self._tracing.start_rpc(SERVICE, "Explain", metadata)
         try:
-            app = self._auth.app(context.invocation_metadata())
-            if request is None:
-                raise InvalidRequest(MALFORMED)
+            app, request = self._caller(trace, metadata, request)
             chat = validate_route_request(request, self._limits)
-            return decision_message(await self._pipeline.plan(app, chat), chat.request_id)
+            plan = await self._pipeline.plan(app, chat, trace=trace)
+            trace.set_decision(plan.decision, chat.request_id)
+            return decision_message(plan, chat.request_id)
         except RouterError as exc:
-            await abort(context, exc)
+            await _fail(context, trace, exc)
+        finally:
+            trace.end()
+
+    async def Feedback(
+        self, request: pb.FeedbackRequest | None, context: Context
+    ) -> pb.FeedbackResponse:
+        metadata = context.invocation_metadata()
+        trace = self._tracing.start_rpc(SERVICE, "Feedback", metadata)
+        try:
+            app, request = self._caller(trace, metadata, request)
+            validate_feedback_request(request)
+            if self._feedback is None:
+                raise StoreUnavailable("feedback is not recorded: the call log is disabled")
+            await self._feedback.record(
+                app.name, request.request_id, request.score, request.label, request.comment
+            )
+            return pb.FeedbackResponse(accepted=True)
+        except RouterError as exc:
+            await _fail(context, trace, exc)
+        finally:
+            trace.end()

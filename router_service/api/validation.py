@@ -26,7 +26,7 @@ from router_service.chat import (
 from router_service.config import LimitsConfig
 from router_service.errors import InvalidRequest
 
-__all__ = ["validate_route_request"]
+__all__ = ["validate_feedback_request", "validate_route_request"]
 
 _TASK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}")
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -162,3 +162,20 @@ def _metadata(message: pb.RouteRequest, limits: LimitsConfig) -> dict[str, str]:
                 f"{_MAX_METADATA_VALUE}"
             )
     return dict(message.metadata)
+
+
+_MAX_FEEDBACK_LABEL = 128
+_MAX_FEEDBACK_COMMENT = 4096
+
+
+def validate_feedback_request(message: pb.FeedbackRequest) -> None:
+    if not message.request_id:
+        raise InvalidRequest("request_id is empty: name the request the feedback is about")
+    if not _REQUEST_ID.fullmatch(message.request_id):
+        raise InvalidRequest("request_id must be 1-128 characters of letters, digits and _ . : -")
+    if not (math.isfinite(message.score) and 0 <= message.score <= 1):
+        raise InvalidRequest(f"score is {message.score}; it must be between 0 and 1")
+    if len(message.label) > _MAX_FEEDBACK_LABEL:
+        raise InvalidRequest(f"label is longer than {_MAX_FEEDBACK_LABEL} characters")
+    if len(message.comment) > _MAX_FEEDBACK_COMMENT:
+        raise InvalidRequest(f"comment is longer than {_MAX_FEEDBACK_COMMENT} characters")

@@ -22,7 +22,7 @@ then try `llm-router route "Summarize this ..." --task summarization`.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from router_service.cli import budget, client, serve
+    from router_service.cli import budget, calllog, client, serve, traffic
 
     parser = argparse.ArgumentParser(
         prog="llm-router",
@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(commands)
     client.register(commands)
     budget.register(commands)
+    traffic.register(commands)
+    calllog.register(commands)
     return parser
 
 

@@ -38,18 +38,23 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         parser.add_argument(
             "--cache", action="store_true", help="opt in to the response cache (temperature 0)"
         )
-        parser.add_argument(
-            "--target",
-            default=os.environ.get("LLM_ROUTER_TARGET", DEFAULT_TARGET),
-            help=f"HOST:PORT of the router (env LLM_ROUTER_TARGET, default {DEFAULT_TARGET})",
-        )
-        parser.add_argument(
-            "--key",
-            default=os.environ.get("LLM_ROUTER_KEY", DEFAULT_KEY),
-            help="app key (env LLM_ROUTER_KEY, default: the local development key demo-key)",
-        )
+        add_connection_arguments(parser)
         parser.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
         parser.set_defaults(run=run)
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """--target and --key, shared by every command that calls the Router service."""
+    parser.add_argument(
+        "--target",
+        default=os.environ.get("LLM_ROUTER_TARGET", DEFAULT_TARGET),
+        help=f"HOST:PORT of the router (env LLM_ROUTER_TARGET, default {DEFAULT_TARGET})",
+    )
+    parser.add_argument(
+        "--key",
+        default=os.environ.get("LLM_ROUTER_KEY", DEFAULT_KEY),
+        help="app key (env LLM_ROUTER_KEY, default: the local development key demo-key)",
+    )
 
 
 def _request(args: argparse.Namespace) -> Any:
@@ -90,7 +95,9 @@ def print_decision(decision: Any, out: TextIO) -> None:
             f"  difficulty {decision.difficulty:.2f} / threshold {decision.threshold:.2f}"
             f"  [{decision.classifier_version}]"
         )
-    out.write(f"\n  task {decision.task}, arm {decision.experiment_arm}\n")
+    out.write(
+        f"\n  task {decision.task}, arm {decision.experiment_arm}, request {decision.request_id}\n"
+    )
     for reason in decision.reasons:
         out.write(f"  · {reason}\n")
 

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import random
+import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
@@ -26,6 +27,7 @@ from router_service.errors import (
     ProviderStreamBroken,
 )
 from router_service.providers.base import ProviderEvent, ProviderRequest, StreamEnd, TextDelta
+from router_service.providers.simulated_judge import simulated_verdict
 from router_service.tokens import estimate_tokens
 
 __all__ = ["SimulatedProvider"]
@@ -120,11 +122,16 @@ class SimulatedProvider:
         )
 
     def _answer(self, request: ProviderRequest) -> list[str]:
-        """Word pieces of a plausible answer, the same for the same prompt."""
+        """Word pieces of a plausible answer, the same for the same prompt and model (a judge's
+        verdict when asked to judge)."""
+        verdict = simulated_verdict(request.messages)
+        if verdict is not None:
+            return re.findall(r"\S+\s*", verdict)
         last_user = next(
             (m.content for m in reversed(request.messages) if m.role == "user"), request.model
         )
-        seed = int.from_bytes(hashlib.blake2b(last_user.encode(), digest_size=8).digest())
+        seed_text = f"{request.model}\x00{last_user}"
+        seed = int.from_bytes(hashlib.blake2b(seed_text.encode(), digest_size=8).digest())
         rng = random.Random(seed)
         limit = min(self._config.answer_tokens, request.max_output_tokens)
         pieces: list[str] = []

@@ -47,7 +47,7 @@ async def on_fake(
     config: RouterConfig | None = None, **fake_args: Any
 ) -> AsyncIterator[tuple[Running, FakeProvider]]:
     fake = FakeProvider(**fake_args)
-    async with fake, running_router(config or mixed_config(), environ(fake.url)) as running:
+    async with fake, running_router(config or mixed_config(), environ=environ(fake.url)) as running:
         yield running, fake
 
 

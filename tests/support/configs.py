@@ -34,13 +34,16 @@ def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 
 def fast_raw(**changes: Any) -> dict[str, Any]:
-    """The embedded defaults with simulated providers that answer at once."""
+    """The embedded defaults with simulated providers that answer at once, and deterministic:
+    no exploration or shadow grading, no call log (tests that want them turn them on)."""
     fast = {"ttft_ms": 0, "tokens_per_second": 100_000}
     raw = merge(
         embedded_raw(),
         {
             "server": {"listen": "127.0.0.1:0", "grace_period_s": 2},
             "providers": {"sim-openai": fast, "sim-anthropic": fast},
+            "exploration": {"rate": 0.0, "shadow_rate": 0.0},
+            "call_log": {"enabled": False},
         },
     )
     return merge(raw, changes)

@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from grpc import aio
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
 
 from router_service._proto import router_pb2_grpc
 from router_service.config import RouterConfig
@@ -24,9 +26,18 @@ class Running:
 
 @asynccontextmanager
 async def running_router(
-    config: RouterConfig, environ: Mapping[str, str] | None = None
+    config: RouterConfig,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Running]:
-    server = RouterServer(config, environ=environ or {})
+    server = RouterServer(
+        config,
+        environ={} if environ is None else environ,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+    )
     port = await server.start("127.0.0.1:0")
     target = f"127.0.0.1:{port}"
     channel = aio.insecure_channel(target)

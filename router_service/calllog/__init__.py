@@ -1,0 +1,42 @@
+"""The call log: one cost record per call, feedback and judge grades, written off the request
+path to a Redis Stream (with Redis) or daily JSONL files (embedded), and read back for
+`llm-router export` and `llm-router report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from router_service.calllog.feedback import FeedbackRecorder
+from router_service.calllog.owners import RequestOwners
+from router_service.calllog.sinks import JsonlSink, RedisStreamSink, Sink
+from router_service.calllog.writer import DEFAULT_BACKOFF, Backoff, CallLog
+from router_service.config import CallLogConfig
+
+__all__ = ["Backoff", "CallLog", "FeedbackRecorder", "build_call_log"]
+
+
+def build_call_log(
+    config: CallLogConfig, redis: Redis | None, *, backoff: Backoff = DEFAULT_BACKOFF
+) -> CallLog:
+    """The call log the config asks for: Redis Stream when `redis` is given, else JSONL."""
+    sink: Sink
+    if redis is not None:
+        sink = RedisStreamSink(
+            redis,
+            config.stream,
+            max_len=config.stream_max_len,
+            owner_ttl_s=config.feedback_window_s,
+        )
+    else:
+        sink = JsonlSink(Path(config.directory))
+    owners = RequestOwners(config.remembered_requests, redis=redis, stream=config.stream)
+    return CallLog(
+        sink,
+        owners,
+        capacity=config.queue_size,
+        batch_size=config.batch_size,
+        flush_interval_s=config.flush_interval_s,
+        backoff=backoff,
+    )

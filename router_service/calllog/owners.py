@@ -1,0 +1,55 @@
+"""Which app made which request: the check behind "an app may only give feedback on its own
+requests".
+
+Every replica remembers the requests it served (a bounded, oldest-first-evicted set); with Redis
+the call-log sink also writes one key per call, `<stream>:owner:<len(app)>:<app>:<request id>`,
+that expires after the feedback window, so feedback reaches any replica. The app is part of the
+key: apps choose their own request ids, and one app reusing another's id must neither take over
+nor block the other's feedback. (Memory: about 100 bytes per call within the window, e.g.
+300 MB for a million calls a day and a three-day window; shorten `call_log.feedback_window_s`
+for more traffic.)
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from router_service.errors import StoreUnavailable
+
+__all__ = ["RequestOwners", "owner_key"]
+
+
+def owner_key(stream: str, app: str, request_id: str) -> str:
+    # The app's length makes the key unambiguous whatever characters app names contain.
+    return f"{stream}:owner:{len(app)}:{app}:{request_id}"
+
+
+class RequestOwners:
+    def __init__(self, capacity: int, *, redis: Redis | None = None, stream: str = "") -> None:
+        self._capacity = capacity
+        self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._redis = redis
+        self._stream = stream
+
+    def remember(self, app: str, request_id: str) -> None:
+        """Note that `app` made `request_id` (on the request path: O(1), no I/O)."""
+        recent = self._recent
+        recent[(app, request_id)] = None
+        if len(recent) > self._capacity:
+            recent.popitem(last=False)
+
+    async def owns(self, app: str, request_id: str) -> bool:
+        if (app, request_id) in self._recent:
+            return True
+        if self._redis is None:
+            return False
+        try:
+            found = await self._redis.exists(owner_key(self._stream, app, request_id))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(
+                f"cannot check the request's owner: Redis is unavailable ({type(exc).__name__})"
+            ) from exc
+        return bool(found)

@@ -1,0 +1,161 @@
+"""The call log's writer: a bounded queue on the request path, batches written off it.
+
+`CallLog.observe` (a `CallObserver`) and `CallLog.submit` only append to an in-memory queue and
+return; they never wait and never raise. A background task takes what has accumulated (after
+letting a batch fill for `flush_interval_s`) and hands it to the sink in batches of at most
+`batch_size`. A failed batch is retried with backoff, then dropped; a full queue drops new
+entries. Both are counted (`CallLog.dropped`), which is what an SRE watches when a sink is down.
+`aclose` writes what is still queued, within a deadline, before the server exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from router_service.calllog.entries import LogEntry
+from router_service.calllog.owners import RequestOwners
+from router_service.calllog.sinks import Sink, SinkError
+from router_service.records import CallRecord
+
+__all__ = ["Backoff", "CallLog"]
+
+log = logging.getLogger(__name__)
+
+# Why entries were dropped (the keys of `CallLog.dropped`).
+QUEUE_FULL = "queue_full"
+SINK_ERROR = "sink_error"
+CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """How often a failed batch is tried, and how long to wait between tries."""
+
+    attempts: int = 3
+    base_s: float = 0.2
+    cap_s: float = 2.0
+
+    def delay(self, failures: int) -> float:
+        return float(min(self.cap_s, self.base_s * 2 ** (failures - 1)))
+
+
+DEFAULT_BACKOFF = Backoff()
+
+
+class CallLog:
+    """Queues call-log entries and writes them in batches on a background task."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        owners: RequestOwners,
+        *,
+        capacity: int,
+        batch_size: int,
+        flush_interval_s: float,
+        backoff: Backoff = DEFAULT_BACKOFF,
+    ) -> None:
+        self._sink = sink
+        self.owners = owners
+        self._capacity = capacity
+        self._batch_size = batch_size
+        self._flush_interval_s = flush_interval_s
+        self._backoff = backoff
+        self._pending: deque[LogEntry] = deque()
+        self._wakeup = asyncio.Event()
+        # Set by `aclose`: ends a batch's wait to fill at once.
+        self._close_requested = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._sink_failing = False
+        self.written = 0
+        self._dropped = {QUEUE_FULL: 0, SINK_ERROR: 0, CLOSED: 0}
+
+    @property
+    def dropped(self) -> Mapping[str, int]:
+        """Entries lost so far, by reason."""
+        return dict(self._dropped)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="call-log writer")
+
+    def observe(self, record: CallRecord) -> None:
+        self.owners.remember(record.app, record.request_id)
+        self.submit(record)
+
+    def submit(self, entry: LogEntry) -> bool:
+        """Queue `entry`; False (and counted) when it had to be dropped."""
+        if self._closing:
+            self._dropped[CLOSED] += 1
+            return False
+        if len(self._pending) >= self._capacity:
+            self._dropped[QUEUE_FULL] += 1
+            return False
+        self._pending.append(entry)
+        self._wakeup.set()
+        return True
+
+    async def _run(self) -> None:
+        pending = self._pending
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if not self._closing and len(pending) < self._batch_size:
+                # Let a batch gather: one write per interval instead of one per call.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._close_requested.wait(), self._flush_interval_s)
+            while pending:
+                count = min(self._batch_size, len(pending))
+                await self._write([pending.popleft() for _ in range(count)])
+            if self._closing:
+                return
+
+    async def _write(self, batch: list[LogEntry]) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._sink.write(batch)
+            except asyncio.CancelledError:
+                # Shutdown ran out of time mid-batch.
+                self._dropped[CLOSED] += len(batch)
+                raise
+            except SinkError as exc:
+                failures += 1
+                if not self._sink_failing:
+                    self._sink_failing = True
+                    log.warning("call log: %s; retrying, then dropping and counting", exc)
+                if failures >= self._backoff.attempts:
+                    self._dropped[SINK_ERROR] += len(batch)
+                    return
+                await asyncio.sleep(self._backoff.delay(failures))
+            else:
+                if self._sink_failing:
+                    self._sink_failing = False
+                    log.warning("call log: writable again; dropped so far: %s", self.dropped)
+                self.written += len(batch)
+                return
+
+    async def aclose(self, timeout_s: float = 5.0) -> None:
+        """Write what is queued (for at most `timeout_s`), then stop; the rest is dropped."""
+        self._closing = True
+        self._close_requested.set()
+        self._wakeup.set()
+        task, self._task = self._task, None
+        if task is not None:
+            try:
+                await asyncio.wait_for(task, timeout_s)
+            except TimeoutError:
+                log.warning("call log: %d entries not written at shutdown", len(self._pending))
+        self._dropped[CLOSED] += len(self._pending)
+        self._pending.clear()
+        await self._sink.aclose()

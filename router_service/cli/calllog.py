@@ -1,0 +1,266 @@
+"""`llm-router export` and `llm-router report`: read the call log back.
+
+Both read the same log the server writes: the Redis Stream when `--redis` (or `REDIS_URL`) is
+given, as the server does, else the JSONL files in `--calllog` (default `var/calllog`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from router_service.calllog.entries import LogEntry
+    from router_service.calllog.reader import LogScan
+    from router_service.calllog.report import Report
+
+DEFAULT_CALLLOG = Path("var/calllog")
+DEFAULT_STREAM = "llm-router:v1:calllog"
+DEFAULT_ADMIN_KEY = "demo-admin-key"
+_RELATIVE = re.compile(r"^(\d+)([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, *, now: float | None = None) -> float:
+    """`7d`, `12h`, `30m` (ago) or an ISO date or time (UTC unless it says otherwise), as Unix
+    time."""
+    value = text.strip()
+    match = _RELATIVE.match(value)
+    if match is not None:
+        ago = int(match.group(1)) * _UNIT_S[match.group(2)]
+        return (time.time() if now is None else now) - ago
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected e.g. 7d, 12h, 30m, 2025-05-01 or 2025-05-01T12:00"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--calllog",
+        type=Path,
+        default=DEFAULT_CALLLOG,
+        metavar="DIR",
+        help=f"the JSONL call-log directory (default {DEFAULT_CALLLOG}, the server's default)",
+    )
+    parser.add_argument(
+        "--redis",
+        default=os.environ.get("REDIS_URL") or None,
+        metavar="URL",
+        help="read the Redis Stream instead (default: REDIS_URL when set, like the server)",
+    )
+    parser.add_argument("--stream", default=DEFAULT_STREAM, help="the stream key")
+    parser.add_argument(
+        "--since",
+        type=parse_since,
+        metavar="WHEN",
+        help="only entries since WHEN: 7d, 12h, 30m, or an ISO date/time",
+    )
+
+
+def register(commands: argparse._SubParsersAction[Any]) -> None:
+    export = commands.add_parser(
+        "export",
+        help="join the call log and feedback into outcome JSONL for `llm-router train`",
+        description=(
+            "Join cost records, feedback and shadow judge grades into an outcome dataset "
+            "(SPEC.md's format): one row per answered call of an app with "
+            "training_data_opt_in; the served model's outcome is the app's feedback (else the "
+            "judge's grade), and shadow-graded calls add the other tier's model."
+        ),
+    )
+    export.add_argument("--out", type=Path, required=True, help="the JSONL file to write")
+    export.add_argument(
+        "--test-share",
+        type=float,
+        default=0.2,
+        help="share of rows marked split=test (stable per call; default 0.2)",
+    )
+    export.add_argument(
+        "--served-score",
+        choices=["feedback", "judge"],
+        default="feedback",
+        help="score of the served model in shadow-graded calls: the app's feedback "
+        "(default), or the judge's grade, so both arms are compared by one grader",
+    )
+    _add_source_arguments(export)
+    export.set_defaults(run=_export)
+
+    report = commands.add_parser(
+        "report",
+        help="spend, routing mix, cache hit rates and budget state per app",
+        description=(
+            "Summarize the call log per app: spend, routing mix, cache hit rates, budget "
+            "state (from the server's Admin.GetBudget with --target, else this month's spend) "
+            "and the costliest tasks, as a table; --png also draws it."
+        ),
+    )
+    _add_source_arguments(report)
+    report.add_argument("--png", type=Path, metavar="FILE", help="also write a chart here")
+    report.add_argument(
+        "--target", metavar="HOST:PORT", help="a router to ask for budget state (Admin RPCs)"
+    )
+    report.add_argument(
+        "--admin-key",
+        default=os.environ.get("LLM_ROUTER_ADMIN_KEY", DEFAULT_ADMIN_KEY),
+        help="admin key for --target (env LLM_ROUTER_ADMIN_KEY, default: the local one)",
+    )
+    report.set_defaults(run=_report)
+
+
+def _read(args: argparse.Namespace) -> tuple[list[LogEntry], LogScan]:
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from router_service.calllog.reader import LogScan
+
+    scan = LogScan(since=args.since)
+    if args.redis is None:
+        return list(scan.jsonl(args.calllog)), scan
+
+    async def read() -> list[LogEntry]:
+        redis = Redis.from_url(args.redis, socket_connect_timeout=5.0)
+        try:
+            return [entry async for entry in scan.stream(redis, args.stream)]
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(read()), scan
+
+
+def _source(args: argparse.Namespace) -> str:
+    return f"Redis stream {args.stream}" if args.redis else str(args.calllog)
+
+
+def _export(args: argparse.Namespace) -> int:
+    import json
+    from collections import Counter
+
+    from redis.exceptions import RedisError
+
+    from router_service.calllog.export import build_outcomes
+
+    if not 0 <= args.test_share <= 1:
+        print("llm-router: --test-share must be between 0 and 1", file=sys.stderr)
+        return 2
+    try:
+        entries, scan = _read(args)
+    except (OSError, RedisError) as exc:
+        print(f"llm-router: cannot read the call log: {exc}", file=sys.stderr)
+        return 1
+    rows, summary = build_outcomes(
+        entries, test_share=args.test_share, served_score=args.served_score
+    )
+    partial = args.out.with_name(args.out.name + ".partial")
+    with partial.open("w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    partial.replace(args.out)
+    models = Counter(model for row in rows for model in row["outcomes"])
+    print(
+        f"exported {summary.rows} rows ({summary.both_arms} with both arms) from "
+        f"{summary.calls} calls in {_source(args)} to {args.out}"
+    )
+    if models:
+        print("  outcomes per model: " + ", ".join(f"{m} {n}" for m, n in models.most_common()))
+    print(
+        f"  skipped: {summary.unanswered} unanswered calls, {summary.no_outcome} answered "
+        "without feedback or a judge grade"
+    )
+    if summary.no_prompt:
+        apps = ", ".join(f"{app}: {n}" for app, n in summary.no_prompt.most_common())
+        print(
+            f"  NOT TRAINABLE: {sum(summary.no_prompt.values())} calls of apps without "
+            f"training_data_opt_in have no prompt text ({apps}); set "
+            "apps.<app>.training_data_opt_in: true to include their future calls"
+        )
+    print(
+        f"  read {summary.feedback} feedback ({summary.unmatched} feedback/grades without "
+        f"their call), {summary.grades} judge grades, {summary.shadow_calls} shadow/judge "
+        "call records (spend only)"
+    )
+    if scan.malformed:
+        print(f"  {scan.malformed} unreadable log entries were skipped")
+    return 0
+
+
+def _budgets(report: Report, target: str, admin_key: str) -> None:
+    """Fill in each app's budget from the server's Admin.GetBudget."""
+    import asyncio
+
+    import grpc
+    from grpc import aio
+
+    from router_service._proto import router_pb2 as pb
+    from router_service._proto import router_pb2_grpc
+    from router_service.calllog.report import Budget
+
+    async def fetch() -> None:
+        metadata = (("authorization", f"Bearer {admin_key}"),)
+        async with aio.insecure_channel(target) as channel:
+            admin = router_pb2_grpc.AdminStub(channel)
+            for name, summary in report.apps.items():
+                try:
+                    reply = await admin.GetBudget(
+                        pb.GetBudgetRequest(app_id=name), metadata=metadata, timeout=10
+                    )
+                except aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.NOT_FOUND:
+                        continue
+                    report.budget_note = (
+                        f"budget state not available from {target}: "
+                        f"{exc.code().name}: {exc.details()}"
+                    )
+                    return
+                summary.budget = Budget(
+                    limit_usd=reply.monthly_limit_usd,
+                    spent_usd=reply.spent_usd,
+                    reserved_usd=reply.reserved_usd,
+                    state=reply.state,
+                    period=reply.period,
+                )
+
+    asyncio.run(fetch())
+
+
+def _report(args: argparse.Namespace) -> int:
+    from redis.exceptions import RedisError
+
+    from router_service.calllog.report import render, summarize
+
+    try:
+        entries, scan = _read(args)
+    except (OSError, RedisError) as exc:
+        print(f"llm-router: cannot read the call log: {exc}", file=sys.stderr)
+        return 1
+    report = summarize(entries)
+    report.malformed = scan.malformed
+    if args.target:
+        _budgets(report, args.target, args.admin_key)
+    else:
+        report.budget_note = "budget: this month's spend from the log; --target shows limits"
+    sys.stdout.write(f"call log: {_source(args)}\n\n" + render(report))
+    if args.png is not None:
+        try:
+            from router_service.calllog.chart import write_chart
+        except ImportError:
+            print(
+                "llm-router: --png needs matplotlib (pip install 'llm-router[training]')",
+                file=sys.stderr,
+            )
+            return 1
+        write_chart(report, args.png)
+        print(f"chart written to {args.png}")
+    return 0

@@ -1,0 +1,27 @@
+"""OpenTelemetry for the router: spans, metrics, attribute names, and SDK set-up at the edge.
+
+Library code imports `Telemetry` (or `Tracing`, `CallTrace`, `RouterMetrics`) and uses only the
+OpenTelemetry API; `telemetry.sdk.configure_sdk` is imported by `llm-router serve` alone.
+"""
+
+from __future__ import annotations
+
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
+
+from router_service.telemetry.metrics import RouterMetrics
+from router_service.telemetry.tracing import NO_TRACE, CallTrace, Tracing
+
+__all__ = ["NO_TRACE", "CallTrace", "RouterMetrics", "Telemetry", "Tracing"]
+
+
+class Telemetry:
+    """Tracing and metrics for one server, from the providers the edge set up (or none)."""
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
+        self.tracing = Tracing(tracer_provider)
+        self.metrics = None if meter_provider is None else RouterMetrics(meter_provider)

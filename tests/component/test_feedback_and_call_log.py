@@ -1,0 +1,202 @@
+"""The call log (JSONL) and the Feedback RPC over real gRPC."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc import aio
+
+from router_service._proto import router_pb2 as pb
+from router_service.calllog.codec import loads
+from router_service.calllog.entries import Feedback
+from router_service.calllog.reader import LogScan
+from router_service.config import RouterConfig
+from router_service.records import CallRecord
+from tests.component.test_route_api import route_request
+from tests.support.configs import DEMO_KEY, fast_config
+from tests.support.servers import Running, auth, running_router
+
+OTHER_KEY = "other-app-key"
+
+
+def config(directory: Path, flush_interval_s: float = 0.01) -> RouterConfig:
+    """The call log on in `directory`, and a second app, `other`, without training opt-in."""
+    other = {"key_sha256": hashlib.sha256(OTHER_KEY.encode()).hexdigest()}
+    return fast_config(
+        call_log={
+            "enabled": True,
+            "directory": str(directory),
+            "flush_interval_s": flush_interval_s,
+        },
+        apps={"other": other},
+    )
+
+
+async def route(running: Running, key: str = DEMO_KEY, **changes: Any) -> pb.RouteSummary:
+    request = route_request(**changes)
+    events = [e async for e in running.router.Route(request, metadata=auth(key))]
+    return events[-1].done
+
+
+def logged(directory: Path) -> list[Any]:
+    return list(LogScan().jsonl(directory))
+
+
+async def test_every_call_is_logged_with_prompt_text_only_for_opted_in_apps(
+    tmp_path: Path,
+) -> None:
+    async with running_router(config(tmp_path)) as running:
+        demo = await route(running, request_id="mine-1")
+        other = await route(running, key=OTHER_KEY, request_id="theirs-1")
+    entries = logged(tmp_path)
+    by_id = {e.request_id: e for e in entries if isinstance(e, CallRecord)}
+    assert set(by_id) == {"mine-1", "theirs-1"}
+    mine, theirs = by_id["mine-1"], by_id["theirs-1"]
+    assert mine.app == "demo" and mine.cost_micro_usd == demo.cost_micro_usd
+    assert mine.prompt is not None and mine.prompt[-1][0] == "user"
+    assert theirs.app == "other" and theirs.prompt is None
+    assert theirs.cost_micro_usd == other.cost_micro_usd
+    (path,) = list(tmp_path.iterdir())  # noqa: ASYNC240 (a test's temporary directory)
+    assert path.name.startswith("calllog-") and path.suffix == ".jsonl"
+    assert path.stat().st_mode & 0o777 == 0o600
+    line = next(json.loads(x) for x in path.read_text().splitlines() if "theirs-1" in x)
+    assert line["messages"] is None and "quarterly report" not in json.dumps(line)
+
+
+async def test_feedback_on_the_apps_own_request_is_logged(tmp_path: Path) -> None:
+    async with running_router(config(tmp_path)) as running:
+        done = await route(running)
+        reply = await running.router.Feedback(
+            pb.FeedbackRequest(request_id=done.request_id, score=0.25, label="thumbs_down"),
+            metadata=auth(DEMO_KEY),
+        )
+        assert reply.accepted
+    (given,) = [e for e in logged(tmp_path) if isinstance(e, Feedback)]
+    assert (given.app, given.request_id, given.score, given.label) == (
+        "demo",
+        done.request_id,
+        0.25,
+        "thumbs_down",
+    )
+
+
+async def test_feedback_on_unknown_or_another_apps_request_is_not_found(tmp_path: Path) -> None:
+    async with running_router(config(tmp_path)) as running:
+        theirs = await route(running, key=OTHER_KEY, request_id="shared-id")
+        for request_id in ("never-made", theirs.request_id):
+            with pytest.raises(aio.AioRpcError) as caught:
+                await running.router.Feedback(
+                    pb.FeedbackRequest(request_id=request_id, score=1.0), metadata=auth(DEMO_KEY)
+                )
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        # The same id made by this app too: each app's feedback joins its own call.
+        await route(running, request_id="shared-id")
+        await running.router.Feedback(
+            pb.FeedbackRequest(request_id="shared-id", score=1.0), metadata=auth(DEMO_KEY)
+        )
+    assert [e.app for e in logged(tmp_path) if isinstance(e, Feedback)] == ["demo"]
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (pb.FeedbackRequest(score=1.0), "request_id is empty"),
+        (pb.FeedbackRequest(request_id="bad id!", score=1.0), "request_id must be"),
+        (pb.FeedbackRequest(request_id="r", score=1.5), "score is 1.5"),
+        (pb.FeedbackRequest(request_id="r", score=float("nan")), "score is nan"),
+        (pb.FeedbackRequest(request_id="r", score=1, label="x" * 200), "label is longer"),
+    ],
+)
+async def test_bad_feedback_is_invalid_argument(
+    router: Running, request_: pb.FeedbackRequest, message: str
+) -> None:
+    with pytest.raises(aio.AioRpcError) as caught:
+        await router.router.Feedback(request_, metadata=auth(DEMO_KEY))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in (caught.value.details() or "")
+
+
+async def test_feedback_needs_an_app_key(router: Running) -> None:
+    with pytest.raises(aio.AioRpcError) as caught:
+        await router.router.Feedback(pb.FeedbackRequest(request_id="r", score=1.0))
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_without_a_call_log_feedback_is_unavailable(router: Running) -> None:
+    done = await route(router)
+    with pytest.raises(aio.AioRpcError) as caught:
+        await router.router.Feedback(
+            pb.FeedbackRequest(request_id=done.request_id, score=1.0), metadata=auth(DEMO_KEY)
+        )
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "call log is disabled" in (caught.value.details() or "")
+
+
+async def test_shutdown_writes_what_is_queued(tmp_path: Path) -> None:
+    # A long flush interval: nothing is written until the server stops.
+    async with running_router(config(tmp_path, flush_interval_s=60)) as running:
+        for i in range(5):
+            await route(running, request_id=f"q-{i}")
+        assert (
+            running.server.feedback_loop is not None
+            and running.server.feedback_loop.call_log is not None
+        )
+        assert running.server.feedback_loop.call_log.pending == 5
+    assert sorted(e.request_id for e in logged(tmp_path)) == [f"q-{i}" for i in range(5)]
+
+
+async def test_an_unwritable_log_drops_and_counts_but_never_fails_a_call(tmp_path: Path) -> None:
+    # The call log's directory is a file: every write fails.
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    async with running_router(config(blocked)) as running:
+        log = running.server.feedback_loop.call_log if running.server.feedback_loop else None
+        assert log is not None
+        for i in range(3):
+            done = await route(running, request_id=f"d-{i}")
+            assert done.finish_reason == "stop"
+    assert log.dropped["sink_error"] == 3 and log.written == 0
+    assert blocked.read_text() == ""
+
+
+def test_unreadable_lines_are_skipped_and_counted(tmp_path: Path) -> None:
+    good = json.dumps(
+        {
+            "kind": "feedback",
+            "v": 1,
+            "request_id": "r",
+            "app": "a",
+            "at": 5.0,
+            "score": 1.0,
+            "label": "",
+            "comment": "",
+        }
+    )
+    (tmp_path / "calllog-2025-05-01.jsonl").write_text(f"{good}\nnot json\n{{}}\n{good}\n")
+    (tmp_path / "unrelated.txt").write_text("ignored")
+    scan = LogScan()
+    assert [e.request_id for e in scan.jsonl(tmp_path)] == ["r", "r"]
+    assert scan.malformed == 2
+    assert loads(good) == Feedback(request_id="r", app="a", at=5.0, score=1.0)
+
+
+async def test_a_full_queue_drops_and_counts_without_waiting(tmp_path: Path) -> None:
+    from router_service.calllog import build_call_log
+    from router_service.config import CallLogConfig
+    from tests.support.records import call_record
+
+    log = build_call_log(CallLogConfig(directory=tmp_path, queue_size=2), redis=None)
+    log.start()
+    for i in range(5):
+        log.observe(call_record(request_id=f"f-{i}"))
+    assert log.dropped["queue_full"] == 3 and log.pending == 2
+    # Every call was remembered for feedback, logged or not.
+    assert await log.owners.owns("demo", "f-4")
+    await log.aclose()
+    assert [e.request_id for e in logged(tmp_path)] == ["f-0", "f-1"]
+    assert log.submit(call_record()) is False and log.dropped["closed"] == 1

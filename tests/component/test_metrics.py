@@ -1,0 +1,92 @@
+"""Metrics of routed calls over real gRPC, read from an in-memory metric reader."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from router_service._proto import router_pb2 as pb
+from router_service.telemetry import attributes as a
+from router_service.telemetry import metrics as m
+from tests.component.test_route_api import route_request
+from tests.support.configs import DEMO_KEY, fast_config
+from tests.support.servers import auth, running_router
+from tests.support.telemetry import Recorded
+
+# Long enough (well over 1,024 tokens) for the simulated providers' prefix cache.
+LONG_SYSTEM = "You review support replies for tone, accuracy and policy. " * 120
+
+
+@pytest.fixture
+def recorded() -> Iterator[Recorded]:
+    telemetry = Recorded()
+    yield telemetry
+    telemetry.shutdown()
+
+
+async def test_usage_cost_decisions_caches_and_overhead(recorded: Recorded, tmp_path: Path) -> None:
+    config = fast_config(call_log={"enabled": True, "directory": str(tmp_path)})
+    dones = []
+    async with running_router(config, meter_provider=recorded.meter_provider) as running:
+        for i in range(3):
+            request = route_request(
+                messages=[
+                    pb.Message(role="system", content=LONG_SYSTEM),
+                    pb.Message(role="user", content=f"Review reply number {i}."),
+                ]
+            )
+            events = [e async for e in running.router.Route(request, metadata=auth(DEMO_KEY))]
+            dones.append(events[-1].done)
+        code_review = route_request(task="code_review")
+        events = [e async for e in running.router.Route(code_review, metadata=auth(DEMO_KEY))]
+        dones.append(events[-1].done)
+
+        decisions = {
+            (p.attributes[a.TASK], p.attributes[a.TIER], p.attributes[a.ARM]): p.value
+            for p in recorded.points(m.ROUTING_DECISIONS)
+        }
+        assert decisions == {
+            ("summarization", "cheap", "policy"): 3,
+            ("code_review", "frontier", "policy"): 1,
+        }
+        tokens = {
+            (p.attributes[a.GEN_AI_REQUEST_MODEL], p.attributes[a.GEN_AI_TOKEN_TYPE]): p
+            for p in recorded.points(m.TOKEN_USAGE)
+        }
+        assert tokens["glm-5.2", "input"].sum == sum(d.usage.input_tokens for d in dones[:3])
+        assert tokens["glm-5.2", "output"].sum == sum(d.usage.output_tokens for d in dones[:3])
+        assert tokens["gpt-5.5", "input"].count == 1
+        cost = {p.attributes[a.MODEL]: p.value for p in recorded.points(m.COST)}
+        assert cost["glm-5.2"] == pytest.approx(sum(d.cost_usd for d in dones[:3]))
+        assert cost["gpt-5.5"] == pytest.approx(dones[3].cost_usd)
+        # The prefix was cold on the first call and warm on the next two.
+        assert [d.usage.cached_input_tokens > 0 for d in dones[:3]] == [False, True, True]
+        (prompt_hits,) = recorded.points(m.CACHE_HITS)
+        assert prompt_hits.attributes[a.CACHE_KIND] == "prompt" and prompt_hits.value == 2
+        (duration,) = [
+            p
+            for p in recorded.points(m.OPERATION_DURATION)
+            if p.attributes[a.GEN_AI_REQUEST_MODEL] == "glm-5.2"
+        ]
+        assert duration.count == 3
+        assert sum(p.count for p in recorded.points(m.TIME_TO_FIRST_CHUNK)) == 4
+        (overhead,) = recorded.points(m.GATEWAY_OVERHEAD)
+        assert overhead.count == 4 and 0 < overhead.sum < 4 * 0.5
+        dropped = {
+            p.attributes[a.CALLLOG_DROP_REASON]: p.value for p in recorded.points(m.CALLLOG_DROPPED)
+        }
+        assert dropped == {"queue_full": 0, "sink_error": 0, "closed": 0}
+
+
+async def test_failed_calls_count_with_their_error_type(recorded: Recorded) -> None:
+    failing = {"failure": {"rate": 1.0}}
+    config = fast_config(providers={"sim-openai": failing, "sim-anthropic": failing})
+    async with running_router(config, meter_provider=recorded.meter_provider) as running:
+        with pytest.raises(Exception, match="every candidate failed"):
+            [e async for e in running.router.Route(route_request(), metadata=auth(DEMO_KEY))]
+        (duration,) = recorded.points(m.OPERATION_DURATION)
+        assert duration.attributes[a.ERROR_TYPE] == "failed"
+        assert recorded.points(m.TOKEN_USAGE) == []
+        assert recorded.points(m.COST) == []

@@ -1,0 +1,166 @@
+"""The call log on a real Redis: the stream, feedback across replicas, export, a dead Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc import aio
+from redis.asyncio import Redis
+
+from router_service._proto import router_pb2 as pb
+from router_service.calllog.codec import loads
+from router_service.calllog.entries import Feedback
+from router_service.calllog.outcomes import check_outcome_row
+from router_service.calllog.owners import owner_key
+from router_service.cli import main
+from router_service.config import RouterConfig
+from router_service.records import CallRecord
+from tests.component.test_route_api import route_request
+from tests.support.configs import DEMO_KEY, fast_config
+from tests.support.redis_server import free_port
+from tests.support.servers import Running, auth, running_router
+
+pytestmark = pytest.mark.integration
+
+OTHER_KEY = "other-app-key"
+
+
+@pytest.fixture
+async def stream(redis_url_fixture: str) -> AsyncIterator[str]:
+    """A stream key of this test's own; it and its owner keys are deleted afterwards."""
+    key = f"llm-router-test:{uuid.uuid4().hex}:calllog"
+    yield key
+    redis = Redis.from_url(redis_url_fixture)
+    try:
+        doomed = [k async for k in redis.scan_iter(match=f"{key}*")]
+        if doomed:
+            await redis.delete(*doomed)
+    finally:
+        await redis.aclose()
+
+
+def config(redis_url: str, stream: str, **changes: Any) -> RouterConfig:
+    other = {"key_sha256": hashlib.sha256(OTHER_KEY.encode()).hexdigest()}
+    return fast_config(
+        store={"backend": "redis", "redis_url": redis_url},
+        call_log={"enabled": True, "stream": stream, "flush_interval_s": 0.01},
+        apps={"other": other},
+        **changes,
+    )
+
+
+async def route(running: Running, key: str = DEMO_KEY, **changes: Any) -> pb.RouteSummary:
+    events = [e async for e in running.router.Route(route_request(**changes), metadata=auth(key))]
+    return events[-1].done
+
+
+async def stream_entries(redis_url: str, stream: str) -> list[Any]:
+    redis = Redis.from_url(redis_url)
+    try:
+        return [loads(fields[b"e"]) for _, fields in await redis.xrange(stream)]
+    finally:
+        await redis.aclose()
+
+
+async def eventually(check: Any) -> None:
+    """Wait (up to 5 s) until `await check()` is true."""
+    for _ in range(250):
+        if await check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+async def test_records_go_to_the_stream_and_feedback_reaches_any_replica(
+    redis_url_fixture: str, stream: str
+) -> None:
+    cfg = config(redis_url_fixture, stream)
+    async with running_router(cfg) as a, running_router(cfg) as b:
+        done = await route(a, request_id="xr-1")
+        redis = Redis.from_url(redis_url_fixture)
+        key = owner_key(stream, "demo", "xr-1")
+        try:
+            await eventually(lambda: redis.exists(key))
+            ttl = await redis.ttl(key)
+        finally:
+            await redis.aclose()
+        assert 3 * 24 * 3600 - 60 < ttl <= 3 * 24 * 3600
+        # Replica b never saw the call: ownership comes from Redis.
+        await b.router.Feedback(
+            pb.FeedbackRequest(request_id="xr-1", score=0.5), metadata=auth(DEMO_KEY)
+        )
+        with pytest.raises(aio.AioRpcError) as caught:
+            await b.router.Feedback(
+                pb.FeedbackRequest(request_id="xr-1", score=0.5), metadata=auth(OTHER_KEY)
+            )
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    entries = await stream_entries(redis_url_fixture, stream)
+    (record,) = [e for e in entries if isinstance(e, CallRecord)]
+    assert record.request_id == "xr-1" and record.cost_micro_usd == done.cost_micro_usd
+    assert record.prompt is not None
+    (feedback,) = [e for e in entries if isinstance(e, Feedback)]
+    assert (feedback.app, feedback.request_id, feedback.score) == ("demo", "xr-1", 0.5)
+
+
+async def test_export_reads_the_stream(redis_url_fixture: str, stream: str, tmp_path: Path) -> None:
+    cfg = config(redis_url_fixture, stream, exploration={"shadow_rate": 1.0})
+    async with running_router(cfg) as running:
+        for i in range(3):
+            done = await route(running, request_id=f"ex-{i}")
+            await running.router.Feedback(
+                pb.FeedbackRequest(request_id=done.request_id, score=1.0), metadata=auth(DEMO_KEY)
+            )
+        await route(running, key=OTHER_KEY, request_id="not-opted-in")
+        shadow = running.server.feedback_loop.shadow if running.server.feedback_loop else None
+        assert shadow is not None
+
+        async def graded() -> bool:
+            return shadow.counts["graded"] == 3
+
+        await eventually(graded)
+    out = tmp_path / "outcomes.jsonl"
+    code = await asyncio.to_thread(
+        main, ["export", "--redis", redis_url_fixture, "--stream", stream, "--out", str(out)]
+    )
+    assert code == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    for row in rows:
+        check_outcome_row(row)
+    assert sorted(r["id"] for r in rows) == [f"demo/ex-{i}" for i in range(3)]
+    assert all(r["outcomes"]["glm-5.2"]["score"] == 1.0 for r in rows)
+    assert all(set(r["outcomes"]) == {"glm-5.2", "gpt-5.5"} for r in rows)
+
+
+async def test_a_dead_redis_drops_and_counts_and_calls_go_on() -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    cfg = config(dead, "llm-router-test:dead:calllog")
+    async with running_router(cfg) as running:
+        for i in range(3):
+            done = await route(running, request_id=f"dead-{i}")
+            assert done.finish_reason == "stop"
+        log = running.server.feedback_loop.call_log if running.server.feedback_loop else None
+        assert log is not None
+
+        async def all_dropped() -> bool:
+            return log.dropped["sink_error"] == 3
+
+        await eventually(all_dropped)
+        assert log.written == 0
+        # The replica remembers its own calls: the app's feedback is still accepted.
+        await running.router.Feedback(
+            pb.FeedbackRequest(request_id="dead-0", score=1.0), metadata=auth(DEMO_KEY)
+        )
+        # For a call it does not know it must ask Redis, which is down: UNAVAILABLE.
+        with pytest.raises(aio.AioRpcError) as caught:
+            await running.router.Feedback(
+                pb.FeedbackRequest(request_id="elsewhere", score=1.0), metadata=auth(DEMO_KEY)
+            )
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE

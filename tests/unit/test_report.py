@@ -1,0 +1,73 @@
+"""The report's numbers, table and chart."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from router_service.calllog.report import Budget, render, summarize
+from router_service.config import Tier
+from router_service.cost import Usage
+from router_service.records import CallStatus
+from tests.support.records import DECISION, call_record, feedback, grade
+
+NOW = datetime(2025, 5, 20, tzinfo=UTC)
+
+
+def traffic() -> list[object]:
+    frontier = replace(DECISION, tier=Tier.FRONTIER, model="gpt-5.5", task="code_review")
+    explored = replace(DECISION, tier=Tier.FRONTIER, model="gpt-5.5", arm="explore")
+    return [
+        call_record(),  # cheap, cached input (1024 of 1200), $0.00042, May
+        call_record(usage=Usage(input_tokens=800, output_tokens=50), cost_micro_usd=100),
+        call_record(decision=frontier, model="gpt-5.5", cost_micro_usd=5000),
+        call_record(decision=explored, model="gpt-5.5", cost_micro_usd=3000),
+        call_record(served_from_cache=True, cost_micro_usd=0, usage=Usage()),
+        call_record(status=CallStatus.FAILED, model="", cost_micro_usd=0, usage=Usage()),
+        call_record(app="bot", started_at=1_700_000_000.0, cost_micro_usd=900),  # Nov 2023
+        feedback(),
+        grade(),
+    ]
+
+
+def test_summary_per_app() -> None:
+    report = summarize(traffic(), now=NOW)  # type: ignore[arg-type]
+    demo = report.apps["demo"]
+    assert demo.requests == 6 and demo.answered == 5
+    assert demo.spent_micro_usd == 420 + 100 + 5000 + 3000
+    assert demo.tier_share("frontier") == 2 / 6
+    assert demo.by_arm["explore"] == 1
+    # Cached input in calls 1, 3 and 4 (the test record's usage) of the 5 answered (the
+    # response-cache hit has no tokens).
+    assert demo.prompt_cache_hit_rate == 3 / 5
+    assert demo.cached_input_token_share == 3 * 1024 / (3 * 1200 + 800)
+    assert demo.response_cache_hit_rate == 1 / 6
+    assert demo.month_micro_usd == demo.spent_micro_usd
+    assert report.apps["bot"].month_micro_usd == 0
+    assert (report.feedback, report.grades) == (1, 1)
+    top = report.costliest_tasks(2)
+    assert [(t.app, t.task, t.spent_usd) for t in top] == [
+        ("demo", "code_review", 0.005),
+        ("demo", "summarization", 0.00352),
+    ]
+
+
+def test_the_table_shows_each_app_and_the_budget() -> None:
+    report = summarize(traffic(), now=NOW)  # type: ignore[arg-type]
+    report.apps["demo"].budget = Budget(10.0, 8.5, 0.5, "soft", "2025-05")
+    text = render(report)
+    demo_line = next(line for line in text.splitlines() if line.startswith("demo "))
+    assert "0.008520" in demo_line and "60%" in demo_line and "17%" in demo_line
+    assert "soft: $8.50 of $10.00 (90%, 2025-05)" in demo_line
+    assert "costliest tasks" in text and "code_review" in text
+    assert render(summarize([])) == "no calls in the call log for this period\n"
+
+
+def test_the_chart_is_a_png(tmp_path: Path) -> None:
+    from router_service.calllog.chart import write_chart
+
+    path = tmp_path / "report.png"
+    write_chart(summarize(traffic(), now=NOW), path)  # type: ignore[arg-type]
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.stat().st_size > 20_000

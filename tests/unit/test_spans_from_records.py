@@ -1,0 +1,78 @@
+"""Spans and metrics built from cost records: the cases a live server rarely shows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.trace import StatusCode
+
+from router_service.cost import Usage
+from router_service.fallback import AttemptOutcome, AttemptRecord
+from router_service.records import CallStatus
+from router_service.telemetry import RouterMetrics, Tracing
+from router_service.telemetry import attributes as a
+from router_service.telemetry import metrics as m
+from tests.support.records import call_record
+from tests.support.telemetry import Recorded
+
+
+@pytest.fixture
+def recorded() -> Iterator[Recorded]:
+    telemetry = Recorded()
+    yield telemetry
+    telemetry.shutdown()
+
+
+def chat_spans(recorded: Recorded) -> list[tuple[str, int, int, dict[str, object]]]:
+    spans = sorted(
+        (s for s in recorded.spans() if s.name.startswith("chat ")), key=lambda s: s.start_time or 0
+    )
+    return [(s.name, s.start_time or 0, s.end_time or 0, dict(s.attributes or {})) for s in spans]
+
+
+def record_one(recorded: Recorded, **changes: object) -> None:
+    trace = Tracing(recorded.tracer_provider).start_rpc("router.v1.Router", "Route", ())
+    trace.record_call(call_record(**changes))
+    trace.end()
+
+
+def test_attempts_are_laid_end_to_end_from_the_calls_start(recorded: Recorded) -> None:
+    attempts = (
+        AttemptRecord("glm-5.2", "sim-openai", AttemptOutcome.FAILED, "503", 40.0),
+        AttemptRecord("kimi-2.7", "sim-openai", AttemptOutcome.SKIPPED, "circuit open", 0.0),
+        AttemptRecord("kimi-2.7", "sim-b", AttemptOutcome.SUCCEEDED, "", 960.0),
+    )
+    record_one(recorded, attempts=attempts, model="kimi-2.7", latency_ms=1000.0)
+    (failed_name, f0, f1, failed), (served_name, s0, s1, served) = chat_spans(recorded)
+    start = int(1_746_100_800.25 * 1e9)
+    assert (failed_name, served_name) == ("chat glm-5.2", "chat kimi-2.7")
+    assert f0 == start and f1 == start + 40_000_000 == s0
+    assert s1 == start + 1_000_000_000
+    assert failed[a.COST_USD] == 0.0 and failed[a.ERROR_TYPE] == "failed"
+    assert served[a.COST_USD] == 0.00042 and served[a.GEN_AI_RESPONSE_MODEL] == "glm-5.2-0501"
+    assert served[a.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 1024
+
+
+def test_a_caller_gone_mid_answer_still_shows_the_serving_attempt(recorded: Recorded) -> None:
+    record_one(recorded, attempts=(), status=CallStatus.CANCELLED, finish_reason="cancelled")
+    ((name, _, _, attrs),) = chat_spans(recorded)
+    assert name == "chat glm-5.2" and attrs[a.ATTEMPT_OUTCOME] == "cancelled"
+    assert a.GEN_AI_RESPONSE_FINISH_REASONS not in attrs
+
+
+def test_a_response_cache_hit_has_no_provider_span_and_no_genai_metrics(
+    recorded: Recorded,
+) -> None:
+    hit = {"served_from_cache": True, "attempts": (), "usage": Usage(), "cost_micro_usd": 0}
+    record_one(recorded, **hit)
+    assert chat_spans(recorded) == []
+    route = recorded.span("router.v1.Router/Route")
+    assert (route.attributes or {})[a.SERVED_FROM_CACHE] is True
+    assert route.status.status_code is StatusCode.UNSET
+    metrics = RouterMetrics(recorded.meter_provider)
+    metrics.observe(call_record(**hit))
+    (cache,) = recorded.points(m.CACHE_HITS)
+    assert cache.attributes[a.CACHE_KIND] == "response" and cache.value == 1
+    assert recorded.points(m.TOKEN_USAGE) == [] and recorded.points(m.OPERATION_DURATION) == []
+    assert recorded.points(m.ROUTING_DECISIONS)[0].value == 1

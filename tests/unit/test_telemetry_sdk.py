@@ -1,0 +1,78 @@
+"""SDK set-up from the standard OTEL_* variables."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.resources import SERVICE_NAME
+
+from router_service.config import ConfigError
+from router_service.telemetry.sdk import TelemetrySdk, configure_sdk
+
+ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}
+
+
+def configured(environ: dict[str, str]) -> TelemetrySdk:
+    return configure_sdk(environ, set_global=False)
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {},
+        {"OTEL_SERVICE_NAME": "router"},
+        {**ENDPOINT, "OTEL_SDK_DISABLED": "true"},
+        {**ENDPOINT, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"},
+    ],
+)
+def test_nothing_is_set_up_when_nothing_asks_for_it(environ: dict[str, str]) -> None:
+    sdk = configured(environ)
+    assert sdk.tracer_provider is None and sdk.meter_provider is None
+    assert sdk.description.startswith("telemetry off")
+
+
+def test_service_name_from_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "router-eu")
+    sdk = configured(ENDPOINT)
+    try:
+        assert sdk.tracer_provider is not None
+        assert sdk.tracer_provider.resource.attributes[SERVICE_NAME] == "router-eu"
+    finally:
+        sdk.shutdown()
+
+
+def test_an_endpoint_turns_on_otlp_for_both_signals() -> None:
+    sdk = configured(ENDPOINT)
+    try:
+        assert (sdk.traces, sdk.metrics) == ("otlp", "otlp")
+        assert sdk.meter_provider is not None
+        assert sdk.tracer_provider is not None
+        assert sdk.tracer_provider.resource.attributes[SERVICE_NAME] == "llm-router"
+    finally:
+        sdk.shutdown()
+
+
+def test_each_signal_is_chosen_on_its_own() -> None:
+    sdk = configured({**ENDPOINT, "OTEL_METRICS_EXPORTER": "none"})
+    try:
+        assert sdk.tracer_provider is not None and sdk.meter_provider is None
+        assert (sdk.traces, sdk.metrics) == ("otlp", None)
+    finally:
+        sdk.shutdown()
+    sdk = configured({"OTEL_TRACES_EXPORTER": "console"})
+    try:
+        assert (sdk.traces, sdk.metrics) == ("console", None)
+        assert sdk.tracer_provider is not None and sdk.meter_provider is None
+    finally:
+        sdk.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "zipkin"}, "otlp \\(gRPC\\), console and none"),
+        ({**ENDPOINT, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "OTLP over gRPC only"),
+    ],
+)
+def test_unsupported_choices_are_config_errors(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        configured(environ)
