@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 from router_service._proto import router_pb2 as pb
 from router_service.config import Tier
 from router_service.cost import Usage, micro_to_usd
@@ -9,7 +11,7 @@ from router_service.fallback import AttemptOutcome, AttemptRecord
 from router_service.pipeline import CallSummary, Plan
 from router_service.providers.base import TextDelta, ToolCallDelta
 
-__all__ = ["decision_message", "delta_event", "done_event", "tier_message", "usage_message"]
+__all__ = ["decision_message", "delta_events", "done_event", "tier_message", "usage_message"]
 
 _TIERS = {Tier.CHEAP: pb.TIER_CHEAP, Tier.FRONTIER: pb.TIER_FRONTIER}
 _OUTCOMES = {
@@ -45,20 +47,34 @@ def decision_message(plan: Plan, request_id: str) -> pb.RouteDecision:
     )
 
 
-def delta_event(event: TextDelta | ToolCallDelta) -> pb.RouteEvent:
-    if type(event) is TextDelta:
-        return pb.RouteEvent(delta=pb.Delta(text=event.text))
-    assert type(event) is ToolCallDelta
-    return pb.RouteEvent(
-        delta=pb.Delta(
-            tool_call=pb.ToolCallDelta(
-                index=event.index,
-                id=event.id,
-                name=event.name,
-                arguments_fragment=event.arguments_fragment,
+def delta_events(batch: Sequence[TextDelta | ToolCallDelta]) -> Iterator[pb.RouteEvent]:
+    """A batch of deltas as few messages as possible: each run of text as one, each run of
+    fragments of one tool call as one."""
+    i, n = 0, len(batch)
+    while i < n:
+        first = batch[i]
+        j = i + 1
+        if type(first) is TextDelta:
+            while j < n and type(batch[j]) is TextDelta:
+                j += 1
+            text = first.text if j == i + 1 else "".join(d.text for d in batch[i:j])  # type: ignore[union-attr]
+            yield pb.RouteEvent(delta=pb.Delta(text=text))
+        else:
+            assert type(first) is ToolCallDelta
+            while j < n and type(nxt := batch[j]) is ToolCallDelta and nxt.index == first.index:
+                j += 1
+            run: Sequence[ToolCallDelta] = batch[i:j]  # type: ignore[assignment]
+            yield pb.RouteEvent(
+                delta=pb.Delta(
+                    tool_call=pb.ToolCallDelta(
+                        index=first.index,
+                        id=next((d.id for d in run if d.id), ""),
+                        name=next((d.name for d in run if d.name), ""),
+                        arguments_fragment="".join(d.arguments_fragment for d in run),
+                    )
+                )
             )
-        )
-    )
+        i = j
 
 
 def usage_message(usage: Usage) -> pb.Usage:

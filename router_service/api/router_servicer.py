@@ -12,7 +12,8 @@ from google.protobuf.message import Message
 from grpc import aio
 
 from router_service._proto import router_pb2 as pb
-from router_service.api.convert import decision_message, delta_event, done_event
+from router_service.api.batching import batches
+from router_service.api.convert import decision_message, delta_events, done_event
 from router_service.api.status import abort, status_code
 from router_service.api.validation import validate_feedback_request, validate_route_request
 from router_service.auth import App, Authenticator
@@ -80,9 +81,11 @@ class RouterServicer:
                 deadline = (
                     None if remaining is None else asyncio.get_running_loop().time() + remaining
                 )
-                async with aclosing(call.stream(deadline=deadline)) as deltas:
-                    async for delta in deltas:
-                        yield delta_event(delta)
+                # Deltas that arrive together go out as one message (see `batching`).
+                async with aclosing(batches(call.stream(deadline=deadline))) as stream:
+                    async for batch in stream:
+                        for event in delta_events(batch):
+                            yield event
             finally:
                 # Gives back the budget hold if the caller left before the stream began.
                 call.release()

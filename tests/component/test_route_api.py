@@ -31,8 +31,13 @@ async def events(
     return [e async for e in running.router.Route(request, metadata=auth(key))]
 
 
-async def test_route_streams_decision_deltas_and_done(router: Running) -> None:
-    got = await events(router, route_request())
+async def test_route_streams_decision_deltas_and_done() -> None:
+    # A token every millisecond: each reaches the caller as it comes (a faster upstream's
+    # tokens that arrive together are merged into fewer deltas).
+    paced = {"ttft_ms": 0, "tokens_per_second": 1000}
+    config = fast_config(providers={"sim-openai": paced})
+    async with running_router(config) as router:
+        got = await events(router, route_request())
     kinds = [e.WhichOneof("event") for e in got]
     assert kinds[0] == "decision" and kinds[-1] == "done"
     assert kinds.count("decision") == 1 and kinds.count("done") == 1
@@ -40,7 +45,7 @@ async def test_route_streams_decision_deltas_and_done(router: Running) -> None:
     decision, done = got[0].decision, got[-1].done
     assert decision.model == "glm-5.2" and decision.tier == pb.TIER_CHEAP
     assert decision.reasons
-    assert done.usage.input_tokens > 0 and done.usage.output_tokens == kinds.count("delta")
+    assert done.usage.input_tokens > 0 and done.usage.output_tokens >= kinds.count("delta")
     assert done.cost_usd > 0
     assert done.cost_micro_usd == round(done.cost_usd * 1e6)
     assert done.model == "glm-5.2"
