@@ -10,9 +10,9 @@ BUF_VERSION := 1.75.0
 BUF    := .tools/node_modules/.bin/buf
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test lint typecheck proto-lint unit bench train-default clean
+.PHONY: setup run test lint typecheck proto-lint unit bench train-default clean redis-binaries kubectl
 
-setup: $(VENV)/.installed $(PROTO_OUT)/.generated $(BUF) redis-binaries
+setup: $(VENV)/.installed $(PROTO_OUT)/.generated $(BUF) redis-binaries kubectl
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ $(BUF):
 redis-binaries:
 	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq redis-server redis-tools)
+
+# The manifest tests build k8s/ with kubectl's built-in kustomize.
+kubectl:
+	@command -v kubectl >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq kubernetes-client)
 
 run: setup
 	$(BIN)/llm-router serve

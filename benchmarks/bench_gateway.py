@@ -1,0 +1,409 @@
+"""The gateway's own cost on a streamed call, with every feature on, beside direct calls and
+(with --litellm) LiteLLM's proxy, in one run.
+
+A fast mock upstream (tests/support/fake_provider.py, its own process) streams a 50-token answer
+at once. Each round sends one request per arm, in turn, so machine noise hits every arm alike:
+
+- direct:   httpx streams the upstream's answer itself (what an app without a gateway does);
+- router:   `llm-router serve` (its own process) with everything on: Redis store (budgets, rate
+            limits, stats, prefix warmth), the shipped classifier, OpenTelemetry traces and
+            metrics exported over OTLP/gRPC to a receiver, the call log to a Redis Stream, 5%
+            exploration; called over gRPC `Route`;
+- ablations (--ablations): the router with fewer features, to show what each costs: `bare`
+            (in-process store, no telemetry, call log to files), `+redis`, `+otel`;
+- litellm:  LiteLLM's proxy (its own process and virtualenv, installed on first use under
+            .bench/), called over its OpenAI-compatible HTTP API.
+
+Figures per arm: time to first token (client side, p50/p99), what each gateway adds to it
+(arm minus direct, p50 and p99), CPU per stream of the gateway process (/proc), resident memory
+after the run, and start-up time to ready. Run:
+
+    .venv/bin/python -m benchmarks.bench_gateway [--rounds 500] [--litellm]
+
+Results: benchmarks/results/gateway.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from router_service._proto import router_pb2 as pb
+from router_service._proto import router_pb2_grpc
+from tests.support.otlp_receiver import otlp_receiver
+from tests.support.redis_server import free_port, redis_url
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+BENCH_DIR = ROOT / ".bench"
+LITELLM_VERSION = "1.108.7"
+TOKENS = 50
+PROMPT = "Summarize the attached incident report in three bullet points for the on-call channel."
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    values = {line.split(":")[0]: line.split()[1] for line in status if line.startswith("Vm")}
+    return {"rss_mb": int(values["VmRSS"]) / 1024, "peak_rss_mb": int(values["VmHWM"]) / 1024}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@dataclass
+class Arm:
+    name: str
+    call: Callable[[], Awaitable[float]]
+    pid: int | None = None
+    startup_s: float | None = None
+    ttft_ms: list[float] = field(default_factory=list)
+    cpu_s: float = 0.0
+
+    async def once(self) -> None:
+        self.ttft_ms.append(await self.call() * 1000)
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], proc: subprocess.Popen[bytes]) -> float:
+    """Seconds from now until `check` passes (the process was just started)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < 120:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        try:
+            if await check():
+                return time.perf_counter() - started
+        except Exception:  # not up yet
+            pass
+        await asyncio.sleep(0.01)
+    raise RuntimeError(f"{proc.args!r} did not become ready")
+
+
+def start_upstream(port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.support.fake_provider", "--port", str(port)]
+        + ["--tokens", str(TOKENS)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+# Router variants: (name, uses Redis, exports telemetry).
+FULL = ("router", True, True)
+ABLATIONS = (
+    ("router bare", False, False),
+    ("router +redis", True, False),
+    ("router +otel", False, True),
+)
+
+
+def router_config(workdir: Path, name: str, redis: str | None) -> Path:
+    raw = yaml.safe_load((ROOT / "config/examples/openai-compatible.yaml").read_text())
+    if redis is None:
+        raw["store"] = {"backend": "memory"}
+    else:
+        prefix = f"bench{uuid.uuid4().hex[:8]}"
+        raw["store"] = {"backend": "redis", "redis_url": redis, "key_prefix": prefix}
+    raw["apps"]["demo"]["budget"] = {"monthly_limit_usd": 1_000_000}
+    raw["apps"]["demo"]["rate_limits"] = {
+        "requests_per_minute": 1_000_000,
+        "tokens_per_minute": 1_000_000_000,
+    }
+    raw["exploration"] = {"rate": 0.05, "shadow_rate": 0.0}
+    raw["call_log"] = {"directory": str(workdir / "calllog")}
+    path = workdir / (name.replace(" ", "-").replace("+", "") + ".yaml")
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+async def start_router(
+    workdir: Path, name: str, upstream: str, redis: str | None, otlp: str | None
+) -> tuple[subprocess.Popen[bytes], aio.Channel, float]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_") and k != "REDIS_URL"}
+    env.update(
+        OPENAI_BASE_URL=f"{upstream}/v1",
+        OPENAI_API_KEY="bench-key",
+        OTEL_SERVICE_NAME="llm-router-bench",
+    )
+    if otlp is not None:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp
+    config = router_config(workdir, name, redis)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "router_service", "serve", "--config", str(config)]
+        + ["--listen", f"127.0.0.1:{port}", "--log-level", "WARNING"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(config.with_suffix(".log"), "wb"),  # noqa: SIM115 - lives with the process
+    )
+    channel = aio.insecure_channel(f"127.0.0.1:{port}")
+    health = health_pb2_grpc.HealthStub(channel)
+
+    async def serving() -> bool:
+        reply = await health.Check(
+            health_pb2.HealthCheckRequest(service="router.v1.Router"), timeout=1
+        )
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    return proc, channel, await wait_until(serving, proc)
+
+
+def litellm_python() -> Path:
+    venv = BENCH_DIR / "litellm-venv"
+    python = venv / "bin" / "python"
+    if not (venv / "bin" / "litellm").exists():
+        print(f"installing litellm[proxy]=={LITELLM_VERSION} into {venv} (once)...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", f"litellm[proxy]=={LITELLM_VERSION}"],
+            check=True,
+        )
+    return venv / "bin" / "litellm"
+
+
+async def start_litellm(workdir: Path, upstream: str) -> tuple[subprocess.Popen[bytes], str, float]:
+    binary = litellm_python()
+    port = free_port()
+    config = {
+        "model_list": [
+            {
+                "model_name": "glm-5.2",
+                "litellm_params": {
+                    "model": "openai/glm-5.2",
+                    "api_base": f"{upstream}/v1",
+                    "api_key": "bench-key",
+                },
+            }
+        ],
+        "litellm_settings": {"drop_params": True},
+    }
+    path = workdir / "litellm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen(
+        [str(binary), "--config", str(path), "--port", str(port), "--host", "127.0.0.1"],
+        cwd=workdir,
+        env={**os.environ, "LITELLM_LOG": "ERROR"},
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / "litellm.log", "wb"),  # noqa: SIM115
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    async def ready() -> bool:
+        async with httpx.AsyncClient() as client:
+            return (await client.get(f"{url}/health/readiness", timeout=1)).status_code == 200
+
+    return proc, url, await wait_until(ready, proc)
+
+
+async def stream_openai(client: httpx.AsyncClient, url: str, key: str) -> float:
+    """Seconds to the first content token of a streamed chat completion."""
+    body = {
+        "model": "glm-5.2",
+        "messages": [{"role": "user", "content": PROMPT}],
+        "stream": True,
+        "max_tokens": 256,
+    }
+    started = time.perf_counter()
+    first = 0.0
+    async with client.stream(
+        "POST", f"{url}/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
+    ) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not first and line.startswith("data: {") and '"content":"' in line.replace(" ", ""):
+                first = time.perf_counter() - started
+    return first
+
+
+async def stream_router(stub: router_pb2_grpc.RouterStub) -> float:
+    request = pb.RouteRequest(
+        task="summarization",
+        messages=[pb.Message(role="user", content=PROMPT)],
+        max_output_tokens=256,
+    )
+    started = time.perf_counter()
+    first = 0.0
+    async for event in stub.Route(request, metadata=(("authorization", "Bearer demo-key"),)):
+        kind = event.WhichOneof("event")
+        if kind == "delta" and not first:
+            first = time.perf_counter() - started
+        elif kind == "done":
+            assert event.done.usage.output_tokens == TOKENS, event.done
+    return first
+
+
+def summarize(arm: Arm, direct: Arm, rounds: int) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "ttft_p50_ms": statistics.median(arm.ttft_ms),
+        "ttft_p99_ms": percentile(arm.ttft_ms, 0.99),
+    }
+    if arm is not direct:
+        out["added_ttft_p50_ms"] = out["ttft_p50_ms"] - statistics.median(direct.ttft_ms)
+        out["added_ttft_p99_ms"] = out["ttft_p99_ms"] - percentile(direct.ttft_ms, 0.99)
+    if arm.pid is not None:
+        out["cpu_per_stream_ms"] = arm.cpu_s / rounds * 1000
+        out.update(memory_mb(arm.pid))
+    if arm.startup_s is not None:
+        out["startup_to_ready_s"] = arm.startup_s
+    return out
+
+
+async def run(rounds: int, warmup: int, with_litellm: bool, ablations: bool) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    upstream_port = free_port()
+    upstream = start_upstream(upstream_port)
+    upstream_url = f"http://127.0.0.1:{upstream_port}"
+    procs: list[subprocess.Popen[bytes]] = [upstream]
+    try:
+        with redis_url() as redis:
+            async with otlp_receiver() as (otlp, received), httpx.AsyncClient(timeout=30) as client:
+                await wait_until(lambda: _listening(client, upstream_url), upstream)
+                arms = [
+                    Arm("direct", lambda: stream_openai(client, f"{upstream_url}/v1", "bench-key"))
+                ]
+
+                channels = []
+                for name, uses_redis, exports in (FULL, *(ABLATIONS if ablations else ())):
+                    router, channel, startup = await start_router(
+                        workdir,
+                        name,
+                        upstream_url,
+                        redis if uses_redis else None,
+                        otlp if exports else None,
+                    )
+                    procs.append(router)
+                    channels.append(channel)
+                    stub = router_pb2_grpc.RouterStub(channel)
+                    arms.append(
+                        Arm(name, lambda stub=stub: stream_router(stub), router.pid, startup)
+                    )
+                if with_litellm:
+                    litellm, litellm_url, lstart = await start_litellm(workdir, upstream_url)
+                    procs.append(litellm)
+                    arms.append(
+                        Arm(
+                            "litellm",
+                            lambda: stream_openai(client, litellm_url, "bench-key"),
+                            litellm.pid,
+                            lstart,
+                        )
+                    )
+                for arm in arms:
+                    for _ in range(warmup):
+                        await arm.call()
+                for arm in arms:
+                    arm.cpu_s = -cpu_seconds(arm.pid) if arm.pid else 0.0
+                for i in range(rounds):
+                    for arm in arms[i % len(arms) :] + arms[: i % len(arms)]:
+                        await arm.once()
+                await asyncio.sleep(2)  # background work of the last calls (settles, exports)
+                for arm in arms:
+                    if arm.pid:
+                        arm.cpu_s += cpu_seconds(arm.pid)
+                results = {arm.name: summarize(arm, arms[0], rounds) for arm in arms}
+                for channel in channels:
+                    await channel.close()
+                results["router"]["otlp_spans_received"] = len(received.spans)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+async def _listening(client: httpx.AsyncClient, url: str) -> bool:
+    try:
+        await client.get(url, timeout=0.5)
+    except httpx.TransportError:
+        return False
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=500)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--litellm", action="store_true", help="also measure LiteLLM's proxy")
+    parser.add_argument(
+        "--ablations", action="store_true", help="also run the router with fewer features"
+    )
+    args = parser.parse_args()
+    results = asyncio.run(run(args.rounds, args.warmup, args.litellm, args.ablations))
+    report = {
+        "benchmark": "gateway",
+        "rounds": args.rounds,
+        "tokens_per_answer": TOKENS,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_at_end": os.getloadavg(),
+        },
+        "arms": results,
+    }
+    if "litellm" in results:
+        ours, theirs = results["router"], results["litellm"]
+        report["litellm_over_router"] = {
+            key: theirs[key] / ours[key]
+            for key in ("added_ttft_p50_ms", "cpu_per_stream_ms", "rss_mb", "startup_to_ready_s")
+            if ours.get(key) and theirs.get(key) and ours[key] > 0
+        }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "gateway.json").write_text(json.dumps(report, indent=2) + "\n")
+    header = ("arm", "TTFT p50", "p99", "added p50", "p99", "CPU/stream", "RSS MB", "ready s")
+    print(f"{header[0]:14}", *(f"{h:>10}" for h in header[1:]))
+    for name, r in results.items():
+        print(
+            f"{name:14}",
+            *(
+                f"{r.get(key, 0):10.2f}"
+                for key in (
+                    "ttft_p50_ms",
+                    "ttft_p99_ms",
+                    "added_ttft_p50_ms",
+                    "added_ttft_p99_ms",
+                    "cpu_per_stream_ms",
+                    "rss_mb",
+                    "startup_to_ready_s",
+                )
+            ),
+        )
+    if "litellm_over_router" in report:
+        print(
+            "LiteLLM / router:", {k: round(v, 1) for k, v in report["litellm_over_router"].items()}
+        )
+
+
+if __name__ == "__main__":
+    main()
