@@ -136,9 +136,17 @@ class Pipeline:
         self._exploration = exploration
         self._shadow = shadow
 
-    async def plan(self, app: App, request: ChatRequest, *, trace: CallTrace = NO_TRACE) -> Plan:
-        """Decide where `request` goes. Reads budget state and prefix warmth and draws for
-        exploration; never charges."""
+    async def plan(
+        self,
+        app: App,
+        request: ChatRequest,
+        *,
+        trace: CallTrace = NO_TRACE,
+        explore: bool = True,
+    ) -> Plan:
+        """Decide where `request` goes. Reads budget state and prefix warmth and, with
+        `explore`, draws for exploration (Explain does not: it shows the policy's own choice);
+        never charges."""
         canonical = canonicalize(request)
         request = canonical.request
         task = app.tasks.get(request.task)
@@ -176,7 +184,9 @@ class Pipeline:
                 warm=warm,
                 unhealthy=self.breaker.unhealthy(self._catalog),
                 exploration_rate=explore_rate,
-                exploration_draw=exploration.draw() if exploration and explore_rate else 1.0,
+                exploration_draw=(
+                    exploration.draw() if explore and exploration and explore_rate else 1.0
+                ),
             ),
         )
         hold = self._worst_case(decision, prompt)

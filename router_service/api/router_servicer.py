@@ -102,7 +102,7 @@ class RouterServicer:
         try:
             app, request = self._caller(trace, metadata, request)
             chat = validate_route_request(request, self._limits)
-            plan = await self._pipeline.plan(app, chat, trace=trace)
+            plan = await self._pipeline.plan(app, chat, trace=trace, explore=False)
             trace.set_decision(plan.decision, chat.request_id)
             return decision_message(plan, chat.request_id)
         except RouterError as exc:

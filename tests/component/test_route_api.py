@@ -200,3 +200,13 @@ async def test_admin_needs_admin_key(router: Running) -> None:
     with pytest.raises(aio.AioRpcError) as caught:
         await router.admin.ListModels(pb.ListModelsRequest(), metadata=auth(DEMO_KEY))
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_explain_shows_the_policy_choice_without_exploring() -> None:
+    config = fast_config(exploration={"rate": 1.0, "shadow_rate": 0.0})
+    async with running_router(config) as running:
+        explained = await running.router.Explain(route_request(), metadata=auth(DEMO_KEY))
+        routed = (await events(running, route_request()))[0].decision
+    assert (explained.experiment_arm, explained.tier) == ("policy", pb.TIER_CHEAP)
+    assert (routed.experiment_arm, routed.tier) == ("explore", pb.TIER_FRONTIER)
+    assert routed.propensity == 1.0
