@@ -1,0 +1,220 @@
+"""The prompt embedding: the one feature pipeline that training and serving both run.
+
+A prompt becomes a fixed-length float32 vector in three blocks:
+
+* hashed character n-grams (n = 2..4) of the *final block* of the prompt, the paragraph that
+  holds the actual ask (few-shot prompts put their examples first and the question last);
+* hashed character n-grams of the whole prompt (its head and tail when it is very long);
+* a handful of prompt-structure features (length, digits, maths and code symbols, answer
+  options, LaTeX, code fences) that carry over to task families the router never saw.
+
+Counts are log-scaled and each n-gram block is L2-normalised, so the classifier sees the same
+kind of vector whether a prompt has ten characters or ten thousand. Hashing is done on bytes
+with vectorised 64-bit FNV-style arithmetic in numpy: no vocabulary to ship, stable across
+processes and platforms (unlike Python's salted ``hash``), and fast enough for the serving
+budget (well under a millisecond for a 2,000-token prompt).
+
+Anything that changes the vector for a given prompt must change ``FEATURE_SPEC``; artifacts
+record it and the loader refuses an artifact built with another one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "EMBEDDING_DIM",
+    "FEATURE_SPEC",
+    "STRUCTURE_FEATURES",
+    "embed",
+    "embed_many",
+    "prompt_text",
+]
+
+NGRAM_SIZES = (2, 3, 4)
+HASH_BITS = 15
+HASH_BUCKETS = 1 << HASH_BITS
+# Long prompts are cut to their head and tail: the system prompt sits at the start, the ask at
+# the end, and the cut bounds the cost of embedding an arbitrarily long request.
+HEAD_CHARS = 4_000
+TAIL_CHARS = 8_000
+FINAL_BLOCK_CHARS = 1_000
+
+STRUCTURE_FEATURES = (
+    "log_chars",
+    "log_words",
+    "log_lines",
+    "log_blocks",
+    "log_final_block_chars",
+    "digit_share",
+    "upper_share",
+    "non_ascii_share",
+    "math_symbol_share",
+    "code_symbol_share",
+    "has_code_fence",
+    "log_question_marks",
+    "log_answer_options",
+    "has_latex",
+    "mean_word_length",
+    "final_block_share",
+)
+EMBEDDING_DIM = 2 * HASH_BUCKETS + len(STRUCTURE_FEATURES)
+
+FEATURE_SPEC = (
+    f"charhash-v1:ngrams={','.join(map(str, NGRAM_SIZES))}:buckets={HASH_BUCKETS}"
+    f":blocks=final{FINAL_BLOCK_CHARS}+whole{HEAD_CHARS}/{TAIL_CHARS}"
+    f":structure={len(STRUCTURE_FEATURES)}:dim={EMBEDDING_DIM}"
+)
+
+_FNV_PRIME = np.uint32(0x01000193)
+# Fibonacci hashing spreads the FNV value before its top bits pick the bucket.
+_MIX = np.uint32(0x9E3779B1)
+_FINAL_BLOCK_SALT = np.uint32(0x811C9DC5)
+_WHOLE_SALT = np.uint32(0x050C5D1F)
+_BUCKET_SHIFT = np.uint32(32 - HASH_BITS)
+# log1p of a count by table look-up; counts above the table saturate (rare and harmless).
+_LOG1P_MAX = 1023
+_LOG1P = np.log1p(np.arange(_LOG1P_MAX + 1)).astype(np.float32)
+
+# One byte-to-byte table lower-cases ASCII and folds every whitespace byte to a space, so the
+# n-grams do not depend on case or on line-break style.
+_NORMALISE = np.arange(256, dtype=np.uint8)
+_NORMALISE[ord("A") : ord("Z") + 1] += 32
+_NORMALISE[[9, 10, 11, 12, 13]] = ord(" ")
+
+
+def _byte_class(chars: str) -> npt.NDArray[np.bool_]:
+    table = np.zeros(256, dtype=np.bool_)
+    table[list(chars.encode())] = True
+    return table
+
+
+_IS_DIGIT = _byte_class("0123456789")
+_IS_UPPER = _byte_class("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_IS_MATH = _byte_class("+-*/=^<>%$|\\")
+_IS_CODE = _byte_class("{}()[];_#`")
+_IS_SPACE = _byte_class(" \t\n\r\f\v")
+_IS_NEWLINE = _byte_class("\n")
+_IS_QUESTION = _byte_class("?")
+_NON_ASCII = np.arange(256) >= 128
+
+_BLOCK_BREAK = re.compile(r"\n[ \t]*\n")
+_ANSWER_OPTION = re.compile(rb"(?m)^[ \t]*\(?[A-Ja-j][).:][ \t]")
+_LATEX = re.compile(rb"\\(?:frac|boxed|sqrt|begin|cdot|times|le|ge|pi|sum|int)\b|\$[^$\n]+\$")
+
+
+def prompt_text(messages: Sequence[tuple[str, str]]) -> str:
+    """The text the classifier sees: the system prompts and the last user turn.
+
+    Earlier turns are left out on purpose: the difficulty of the request is the difficulty of
+    what is asked now, and chat histories would otherwise drown the ask. With no user turn the
+    last message of any role stands in for it.
+    """
+    system = [content for role, content in messages if role in ("system", "developer")]
+    users = [content for role, content in messages if role == "user"]
+    if users:
+        ask = users[-1]
+    elif messages:
+        ask = messages[-1][1]
+    else:
+        ask = ""
+    return "\n\n".join([*system, ask])
+
+
+def embed(text: str) -> npt.NDArray[np.float32]:
+    """The embedding of one prompt text, shape ``(EMBEDDING_DIM,)``."""
+    vector = np.zeros(EMBEDDING_DIM, dtype=np.float32)
+    _embed_into(text, vector)
+    return vector
+
+
+def embed_many(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    """The embeddings of many prompt texts, shape ``(len(texts), EMBEDDING_DIM)``."""
+    matrix = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)
+    for row, text in enumerate(texts):
+        _embed_into(text, matrix[row])
+    return matrix
+
+
+def _embed_into(text: str, out: npt.NDArray[np.float32]) -> None:
+    if len(text) > HEAD_CHARS + TAIL_CHARS:
+        text = text[:HEAD_CHARS] + "\n\n" + text[-TAIL_CHARS:]
+    final_block = _final_block(text)
+    whole = text.encode("utf-8", errors="replace")
+    final = final_block.encode("utf-8", errors="replace")
+    out[:HASH_BUCKETS] = _hashed_ngrams(final, _FINAL_BLOCK_SALT)
+    out[HASH_BUCKETS : 2 * HASH_BUCKETS] = _hashed_ngrams(whole, _WHOLE_SALT)
+    out[2 * HASH_BUCKETS :] = _structure(text, whole, final)
+
+
+def _final_block(text: str) -> str:
+    stripped = text.rstrip()
+    breaks = [match.end() for match in _BLOCK_BREAK.finditer(stripped)]
+    start = breaks[-1] if breaks else 0
+    return stripped[start:][-FINAL_BLOCK_CHARS:]
+
+
+def _hashed_ngrams(data: bytes, salt: np.uint32) -> npt.NDArray[np.float32]:
+    codes = _NORMALISE[np.frombuffer(data, dtype=np.uint8)].astype(np.uint32)
+    buckets = np.concatenate(_ngram_buckets(codes, salt)).astype(np.intp)
+    weights = _LOG1P[np.minimum(np.bincount(buckets, minlength=HASH_BUCKETS), _LOG1P_MAX)]
+    # Not np.dot: that goes through BLAS, whose thread hand-off costs more than the sum itself.
+    norm = float(np.sqrt(np.sum(weights * weights)))
+    return weights / np.float32(norm) if norm > 0.0 else weights
+
+
+def _ngram_buckets(codes: npt.NDArray[np.uint32], salt: np.uint32) -> list[npt.NDArray[np.uint32]]:
+    # FNV-1a over each n-gram, the hash of an n-gram extended from that of its (n-1)-gram
+    # prefix, so every extra size costs two array operations. uint32 arithmetic on arrays
+    # wraps modulo 2**32, which is what the hash wants.
+    hashes = (codes ^ salt) * _FNV_PRIME
+    buckets = []
+    for size in range(2, max(NGRAM_SIZES) + 1):
+        count = len(codes) - size + 1
+        if count <= 0:
+            break
+        hashes = (hashes[:count] ^ codes[size - 1 :]) * _FNV_PRIME
+        if size in NGRAM_SIZES:
+            buckets.append((hashes * _MIX) >> _BUCKET_SHIFT)
+    return buckets
+
+
+def _structure(text: str, whole: bytes, final: bytes) -> npt.NDArray[np.float32]:
+    raw = np.frombuffer(whole, dtype=np.uint8)
+    n_bytes = max(len(raw), 1)
+    histogram = np.bincount(raw, minlength=256)
+
+    def share(table: npt.NDArray[np.bool_]) -> float:
+        return float(histogram[table].sum()) / n_bytes
+
+    is_space = _IS_SPACE[raw]
+    # A word starts wherever a non-space byte follows a space (or opens the text).
+    n_words = int(np.count_nonzero(~is_space[1:] & is_space[:-1])) + int(
+        len(raw) > 0 and not is_space[0]
+    )
+    n_spaces = int(np.count_nonzero(is_space))
+    # Answer options and LaTeX are looked for in the final block only: that is where the ask
+    # is, and it keeps the cost of a regular expression bounded for long prompts.
+    features = (
+        np.log1p(len(text)) / 10.0,
+        np.log1p(n_words) / 8.0,
+        np.log1p(int(histogram[_IS_NEWLINE].sum())) / 6.0,
+        np.log1p(len(_BLOCK_BREAK.findall(text)) + 1) / 4.0,
+        np.log1p(len(final)) / 8.0,
+        share(_IS_DIGIT),
+        share(_IS_UPPER),
+        share(_NON_ASCII),
+        share(_IS_MATH),
+        share(_IS_CODE),
+        float(b"```" in whole),
+        np.log1p(int(histogram[_IS_QUESTION].sum())) / 4.0,
+        np.log1p(len(_ANSWER_OPTION.findall(final))) / 4.0,
+        float(_LATEX.search(final) is not None),
+        min((len(raw) - n_spaces) / max(n_words, 1), 20.0) / 10.0,
+        len(final) / n_bytes,
+    )
+    return np.asarray(features, dtype=np.float32)
