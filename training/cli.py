@@ -69,6 +69,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="weight of each auxiliary pair's labels; 0 trains on the target "
         "pair alone (default 1.0)",
     )
+    train.add_argument(
+        "--auxiliary-min-quality",
+        type=float,
+        default=0.6,
+        metavar="R",
+        help="auxiliary weak models must reach R x the reference model's mean score (0.6)",
+    )
     train.add_argument("--folds", type=int, default=None, help="cross-validation folds (5)")
     train.add_argument("--seed", type=int, default=0, help="seed of the fold split (0)")
     train.set_defaults(handler=_reporting_errors(_run_train))
@@ -176,6 +183,7 @@ def _run_train(args: argparse.Namespace) -> int:
         margin=args.margin,
         target_weight=args.target_weight,
         auxiliary_weight=args.auxiliary_weight,
+        auxiliary_min_quality=args.auxiliary_min_quality,
         model=ModelConfig(
             c=defaults.c if args.c is None else args.c,
             folds=defaults.folds if args.folds is None else args.folds,

@@ -70,7 +70,9 @@ def read_outcomes(path: pathlib.Path, *, strict: bool = False) -> OutcomeFile:
         raise DatasetError(f"{path}: cannot read outcome file: {exc}") from exc
     rows: list[OutcomeRow] = []
     rejected: list[tuple[int, str]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Split on "\n" only: str.splitlines would also split inside JSON strings holding raw
+    # U+2028, U+0085 and similar characters, which JSON allows.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:

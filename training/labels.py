@@ -8,7 +8,10 @@ any amount).
 The classifier learns better from more than one pair. Besides the target pair, each source
 of outcomes contributes *auxiliary pairs*: its reference model (the target strong model where
 the source has it, else the source's best model by mean score) against every model that scores
-lower on average. Summed over pairs, each prompt gets a positive and a negative weight; a
+lower on average, but at least ``auxiliary_min_quality`` times the reference's mean. Models far
+below (DC-Router's ChatQA models solve under a fifth of its prompts) fail for reasons of their
+own, such as answer format, and their failures say little about which prompts are hard.
+Summed over pairs, each prompt gets a positive and a negative weight; a
 weighted logistic regression on those is the maximum-likelihood fit of "a weaker model falls
 short here", which is how hard the prompt is rather than which pair happened to be logged.
 """
@@ -84,6 +87,7 @@ def training_targets(
     margin: float = 0.0,
     target_weight: float = 1.0,
     auxiliary_weight: float = 1.0,
+    auxiliary_min_quality: float = 0.6,
 ) -> TrainingTargets:
     """Weights for every row that has at least one usable pair (see the module docstring)."""
     groups: dict[str, list[OutcomeRow]] = defaultdict(list)
@@ -96,7 +100,14 @@ def training_targets(
     for group, group_rows in groups.items():
         means = _mean_scores(group_rows)
         reference = strong if strong in means else max(means, key=lambda m: (means[m], m))
-        weaker = tuple(sorted(m for m in means if m != reference and means[m] < means[reference]))
+        floor = auxiliary_min_quality * means[reference]
+        weaker = tuple(
+            sorted(
+                model
+                for model in means
+                if model != reference and floor <= means[model] < means[reference]
+            )
+        )
         if weak in means and weak != reference and weak not in weaker:
             weaker = (*weaker, weak)  # the target pair is used even where weak wins on average
         pairs.append((group, reference, weaker))

@@ -44,6 +44,7 @@ class TrainConfig:
     margin: float = 0.0
     target_weight: float = 1.0
     auxiliary_weight: float = 1.0
+    auxiliary_min_quality: float = 0.6
     model: ModelConfig = field(default_factory=ModelConfig)
 
 
@@ -69,6 +70,7 @@ def train(config: TrainConfig, echo: Echo = print) -> tuple[ArtifactMetadata, Pa
         margin=config.margin,
         target_weight=config.target_weight,
         auxiliary_weight=config.auxiliary_weight,
+        auxiliary_min_quality=config.auxiliary_min_quality,
     )
     target_rows = np.flatnonzero(targets.has_target_pair)
     if len(target_rows) == 0:
@@ -122,6 +124,7 @@ def train(config: TrainConfig, echo: Echo = print) -> tuple[ArtifactMetadata, Pa
         "margin": config.margin,
         "target_weight": config.target_weight,
         "auxiliary_weight": config.auxiliary_weight,
+        "auxiliary_min_quality": config.auxiliary_min_quality,
         "model": {"kind": "LogisticRegression+Platt", **asdict(config.model)},
         "platt": list(trained.platt),
     }

@@ -62,6 +62,15 @@ def test_lenient_reading_keeps_good_lines_and_numbers_bad_ones(tmp_path: pathlib
     assert [number for number, _ in result.rejected] == [3, 4]
 
 
+def test_unicode_line_separators_inside_strings_do_not_split_lines(tmp_path: pathlib.Path) -> None:
+    record = {**VALID, "messages": [{"role": "user", "content": "a\u2028b\x85c"}]}
+    path = tmp_path / "outcomes.jsonl"
+    path.write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
+    result = read_outcomes(path)
+    assert result.rejected == ()
+    assert result.rows[0].messages == (("user", "a\u2028b\x85c"),)
+
+
 def test_strict_reading_stops_at_the_first_bad_line(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "outcomes.jsonl"
     path.write_text(f"{json.dumps(VALID)}\n{{oops\n")
@@ -121,5 +130,5 @@ def test_every_nonblank_line_is_either_a_row_or_rejected(
         result = read_outcomes(path)
     except DatasetError:
         return  # not UTF-8 (lone surrogates): refused as a whole
-    physical = path.read_text(encoding="utf-8").splitlines()
+    physical = path.read_text(encoding="utf-8").split("\n")
     assert len(result.rows) + len(result.rejected) == sum(1 for line in physical if line.strip())

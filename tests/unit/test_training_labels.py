@@ -72,6 +72,13 @@ def test_sources_without_the_strong_model_use_their_best_model() -> None:
     assert ("other", "big", ("small",)) in targets.pairs
 
 
+def test_auxiliary_models_far_below_the_reference_are_left_out() -> None:
+    rows = [row(str(i), weak=i % 2, hopeless=0, strong=1) for i in range(4)]
+    targets = training_targets(rows, "weak", "strong", auxiliary_min_quality=0.3)
+    assert targets.pairs == (("bench", "strong", ("weak",)),)
+    assert (targets.positive + targets.negative).tolist() == [1.0] * 4
+
+
 def test_auxiliary_weight_zero_trains_on_the_target_pair_alone() -> None:
     rows = [row("a", weak=1, other=0, strong=1), row("b", source="x/y", small=0, big=1)]
     targets = training_targets(rows, "weak", "strong", auxiliary_weight=0.0)
