@@ -29,6 +29,7 @@ import numpy.typing as npt
 __all__ = [
     "EMBEDDING_DIM",
     "FEATURE_SPEC",
+    "NGRAM_DIM",
     "STRUCTURE_FEATURES",
     "embed",
     "embed_many",
@@ -43,6 +44,84 @@ HASH_BUCKETS = 1 << HASH_BITS
 HEAD_CHARS = 4_000
 TAIL_CHARS = 8_000
 FINAL_BLOCK_CHARS = 1_000
+
+# Task-type cue words, looked for in the head and the final block of the prompt. Generic words
+# of how people ask, not the vocabulary of any benchmark, so that they carry over to task
+# families never trained on.
+_CUE_GROUPS: dict[str, tuple[str, ...]] = {
+    "math": (
+        "calculate",
+        "compute",
+        "solve",
+        "how many",
+        "how much",
+        "total",
+        "sum",
+        "probability",
+        "equation",
+        "integer",
+        "percent",
+        "average",
+        "remainder",
+    ),
+    "reasoning": (
+        "prove",
+        "why",
+        "explain",
+        "reason",
+        "justify",
+        "derive",
+        "step by step",
+        "deduce",
+        "infer",
+        "implies",
+        "therefore",
+    ),
+    "writing": (
+        "write",
+        "essay",
+        "story",
+        "poem",
+        "email",
+        "letter",
+        "draft",
+        "compose",
+        "describe",
+        "blog",
+        "persuasive",
+        "creative",
+    ),
+    "transform": (
+        "summarize",
+        "summarise",
+        "extract",
+        "list",
+        "translate",
+        "rewrite",
+        "classify",
+        "convert",
+        "format",
+        "json",
+        "table",
+    ),
+    "constraint": (
+        "must",
+        "exactly",
+        "at least",
+        "at most",
+        "without",
+        "only",
+        "no more than",
+        "do not",
+        "don't",
+        "each",
+        "every",
+    ),
+    "choice": ("which", "best", "most likely", "following", "correct", "true", "false", "answer"),
+}
+CUE_HEAD_BYTES = 500
+# Prompt length in one-hot bins of log2(characters): 0..16 characters, ..., over 16k.
+LENGTH_BINS = 11
 
 STRUCTURE_FEATURES = (
     "log_chars",
@@ -61,13 +140,19 @@ STRUCTURE_FEATURES = (
     "has_latex",
     "mean_word_length",
     "final_block_share",
+    "log_numbers",
+    "log_final_sentences",
+    "has_code_keyword",
+    *(f"cue_{group}" for group in _CUE_GROUPS),
+    *(f"length_bin_{index}" for index in range(LENGTH_BINS)),
 )
-EMBEDDING_DIM = 2 * HASH_BUCKETS + len(STRUCTURE_FEATURES)
+NGRAM_DIM = 2 * HASH_BUCKETS  # the n-gram blocks come first, the structure features last
+EMBEDDING_DIM = NGRAM_DIM + len(STRUCTURE_FEATURES)
 
 FEATURE_SPEC = (
-    f"charhash-v1:ngrams={','.join(map(str, NGRAM_SIZES))}:buckets={HASH_BUCKETS}"
+    f"charhash-v2:ngrams={','.join(map(str, NGRAM_SIZES))}:buckets={HASH_BUCKETS}"
     f":blocks=final{FINAL_BLOCK_CHARS}+whole{HEAD_CHARS}/{TAIL_CHARS}"
-    f":structure={len(STRUCTURE_FEATURES)}:dim={EMBEDDING_DIM}"
+    f":cues=head{CUE_HEAD_BYTES}+final:structure={len(STRUCTURE_FEATURES)}:dim={EMBEDDING_DIM}"
 )
 
 _FNV_PRIME = np.uint32(0x01000193)
@@ -103,6 +188,19 @@ _IS_QUESTION = _byte_class("?")
 _NON_ASCII = np.arange(256) >= 128
 
 _BLOCK_BREAK = re.compile(r"\n[ \t]*\n")
+_SENTENCE_END = re.compile(rb"[.?!](?:\s|$)")
+_CODE_KEYWORD = re.compile(
+    rb"\b(?:def|return|class|import|function|const|var|public|static|void|lambda)\b|=>|::"
+)
+_CUE_GROUP_OF = {word: group for group, words in _CUE_GROUPS.items() for word in words}
+_CUE = re.compile(
+    rb"\b(?:"
+    + b"|".join(re.escape(w.encode()) for w in sorted(_CUE_GROUP_OF, key=len, reverse=True))
+    + rb")\b"
+)
+_CUE_INDEX = {
+    word.encode(): list(_CUE_GROUPS).index(group) for word, group in _CUE_GROUP_OF.items()
+}
 _ANSWER_OPTION = re.compile(rb"(?m)^[ \t]*\(?[A-Ja-j][).:][ \t]")
 _LATEX = re.compile(rb"\\(?:frac|boxed|sqrt|begin|cdot|times|le|ge|pi|sum|int)\b|\$[^$\n]+\$")
 
@@ -160,7 +258,10 @@ def _final_block(text: str) -> str:
 
 def _hashed_ngrams(data: bytes, salt: np.uint32) -> npt.NDArray[np.float32]:
     codes = _NORMALISE[np.frombuffer(data, dtype=np.uint8)].astype(np.uint32)
-    buckets = np.concatenate(_ngram_buckets(codes, salt)).astype(np.intp)
+    per_size = _ngram_buckets(codes, salt)
+    if not per_size:  # shorter than the smallest n-gram
+        return np.zeros(HASH_BUCKETS, dtype=np.float32)
+    buckets = np.concatenate(per_size).astype(np.intp)
     weights = _LOG1P[np.minimum(np.bincount(buckets, minlength=HASH_BUCKETS), _LOG1P_MAX)]
     # Not np.dot: that goes through BLAS, whose thread hand-off costs more than the sum itself.
     norm = float(np.sqrt(np.sum(weights * weights)))
@@ -192,6 +293,20 @@ def _structure(text: str, whole: bytes, final: bytes) -> npt.NDArray[np.float32]
         return float(histogram[table].sum()) / n_bytes
 
     is_space = _IS_SPACE[raw]
+    is_digit = _IS_DIGIT[raw]
+    # A number starts wherever a digit follows a non-digit.
+    n_numbers = int(np.count_nonzero(is_digit[1:] & ~is_digit[:-1])) + int(
+        len(raw) > 0 and bool(is_digit[0])
+    )
+    # The ask is usually in the final block, but "Summarize this:" puts it before the text.
+    ask = whole[:CUE_HEAD_BYTES].lower()
+    if len(whole) > CUE_HEAD_BYTES:
+        ask += b"\n" + final.lower()
+    cues = np.zeros(len(_CUE_GROUPS), dtype=np.float32)
+    for word in _CUE.findall(ask):
+        cues[_CUE_INDEX[word]] += 1.0
+    length_bins = np.zeros(LENGTH_BINS, dtype=np.float32)
+    length_bins[min(max(int(np.log2(len(raw) + 1)) - 4, 0), LENGTH_BINS - 1)] = 1.0
     # A word starts wherever a non-space byte follows a space (or opens the text).
     n_words = int(np.count_nonzero(~is_space[1:] & is_space[:-1])) + int(
         len(raw) > 0 and not is_space[0]
@@ -216,5 +331,10 @@ def _structure(text: str, whole: bytes, final: bytes) -> npt.NDArray[np.float32]
         float(_LATEX.search(final) is not None),
         min((len(raw) - n_spaces) / max(n_words, 1), 20.0) / 10.0,
         len(final) / n_bytes,
+        np.log1p(n_numbers) / 5.0,
+        np.log1p(len(_SENTENCE_END.findall(final))) / 4.0,
+        float(_CODE_KEYWORD.search(final) is not None),
     )
-    return np.asarray(features, dtype=np.float32)
+    return np.concatenate(
+        [np.asarray(features, dtype=np.float32), np.log1p(cues) / 3.0, length_bins]
+    )

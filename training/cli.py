@@ -55,6 +55,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="inverse L2 regularisation strength (default 1.0)",
     )
     train.add_argument(
+        "--ngram-weight",
+        type=float,
+        default=None,
+        metavar="W",
+        help="scale of the n-gram features against the structure features while fitting; "
+        "smaller generalises better to unseen task families (default 0.1)",
+    )
+    train.add_argument(
         "--target-weight",
         type=float,
         default=1.0,
@@ -186,6 +194,7 @@ def _run_train(args: argparse.Namespace) -> int:
         auxiliary_min_quality=args.auxiliary_min_quality,
         model=ModelConfig(
             c=defaults.c if args.c is None else args.c,
+            ngram_weight=defaults.ngram_weight if args.ngram_weight is None else args.ngram_weight,
             folds=defaults.folds if args.folds is None else args.folds,
             seed=args.seed,
         ),

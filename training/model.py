@@ -4,7 +4,13 @@ The model is a logistic regression on the prompt embedding (``classifier.feature
 to the positive/negative weights of ``labels.training_targets``. Because those weights mix the
 target pair with auxiliary pairs, the raw probability estimates "some weaker model falls short",
 not "this weak model falls short of this strong one". Platt scaling fixes that: a 1-D logistic
-fit of the target pair's labels on out-of-fold decision values. Logistic regression followed
+fit of the target pair's labels on out-of-fold decision values.
+
+The n-gram blocks of the embedding are multiplied by ``ngram_weight`` (< 1) before fitting,
+which under one L2 penalty regularises them harder than the structure features: n-grams
+memorise the vocabulary of the training benchmarks, structure carries over to task families
+never seen (CLASSIFIER.md has the measurements). The weight is folded back into the
+coefficients, so the exported model reads the embedding as it is. Logistic regression followed
 by Platt scaling is again a logistic regression (scale the weights and shift the intercept),
 so the calibrated model is one ``LogisticRegression`` that exports to ONNX as it is.
 
@@ -21,6 +27,8 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
+
+from classifier.features import NGRAM_DIM
 
 __all__ = [
     "ModelConfig",
@@ -41,6 +49,8 @@ class ModelConfig:
 
     # Inverse L2 strength of the logistic regression.
     c: float = 1.0
+    # Scale of the n-gram blocks relative to the structure features while fitting.
+    ngram_weight: float = 0.1
     folds: int = 5
     seed: int = 0
     max_iter: int = 5_000
@@ -125,6 +135,9 @@ def train_model(
     config: ModelConfig,
 ) -> TrainedModel:
     """Cross-validate, calibrate on the out-of-fold decisions, refit on everything."""
+    column_weights = np.ones(features.shape[1])
+    column_weights[:NGRAM_DIM] = config.ngram_weight
+    features = (features @ sp.diags(column_weights)).tocsr()
     decisions = out_of_fold_decisions(
         features,
         positive,
@@ -135,5 +148,6 @@ def train_model(
     )
     platt = platt_scaling(decisions, target_labels)
     final = calibrated(fit_logistic(features, positive, negative, config), platt)
+    final.coef_ = final.coef_ * column_weights  # the model now reads unscaled embeddings
     out_of_fold = 1.0 / (1.0 + np.exp(-(platt[0] * decisions + platt[1])))
     return TrainedModel(model=final, out_of_fold=out_of_fold, platt=platt)

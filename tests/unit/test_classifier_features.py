@@ -18,6 +18,9 @@ from classifier.features import (
     prompt_text,
 )
 
+# SHA-256 of one embedding, rounded to 5 decimals; see test_embedding_is_stable_across_...
+EXPECTED_DIGEST = "e3c7f462f03bd9578e25637f8ebf4a57e493019189b9688010b16a5d5b46cefd"
+
 
 def test_prompt_text_is_system_prompts_and_the_last_user_turn() -> None:
     messages = [
@@ -44,7 +47,7 @@ def test_embedding_shape_type_and_norms() -> None:
 
 
 def test_feature_spec_names_the_pipeline() -> None:
-    assert FEATURE_SPEC.startswith("charhash-v1:")
+    assert FEATURE_SPEC.startswith("charhash-v2:")
     assert f"dim={EMBEDDING_DIM}" in FEATURE_SPEC
 
 
@@ -54,9 +57,6 @@ def test_embedding_is_stable_across_processes_and_releases() -> None:
     vector = embed("Write a function to find the maximum of a list.\n\nAnswer: 42 $x^2$")
     digest = hashlib.sha256(np.round(vector, 5).tobytes()).hexdigest()
     assert digest == EXPECTED_DIGEST
-
-
-EXPECTED_DIGEST = "to be filled"
 
 
 def test_case_and_line_breaks_do_not_change_the_ngrams() -> None:

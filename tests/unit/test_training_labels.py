@@ -51,7 +51,9 @@ def test_auxiliary_pairs_add_weight_per_weaker_model() -> None:
         row("b", weak=1, other=0, strong=1),
         row("c", weak=1, other=1, strong=1),
     ]
-    targets = training_targets(rows, "weak", "strong", target_weight=2.0, auxiliary_weight=1.0)
+    targets = training_targets(
+        rows, "weak", "strong", target_weight=2.0, auxiliary_weight=1.0, auxiliary_min_quality=0.0
+    )
     # a: weak and other both fall short; b: only other; c: neither.
     assert targets.positive.tolist() == [3.0, 1.0, 0.0]
     assert targets.negative.tolist() == [0.0, 2.0, 3.0]
@@ -64,7 +66,7 @@ def test_sources_without_the_strong_model_use_their_best_model() -> None:
         row("b", source="other/y", small=1, big=1),
         row("c", source="bench/z", weak=0, strong=1),
     ]
-    targets = training_targets(rows, "weak", "strong")
+    targets = training_targets(rows, "weak", "strong", auxiliary_min_quality=0.0)
     by_id = {r.id: i for i, r in enumerate(targets.rows)}
     assert targets.positive[by_id["a"]] == 1.0
     assert targets.negative[by_id["b"]] == 1.0
