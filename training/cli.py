@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=float,
         default=None,
         metavar="C",
-        help="inverse L2 regularisation strength (default 1.0)",
+        help="inverse L2 regularisation strength (default 3.0)",
     )
     train.add_argument(
         "--ngram-weight",

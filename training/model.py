@@ -48,7 +48,7 @@ class ModelConfig:
     """Hyper-parameters; the defaults are the ones chosen by cross-validation (CLASSIFIER.md)."""
 
     # Inverse L2 strength of the logistic regression.
-    c: float = 1.0
+    c: float = 3.0
     # Scale of the n-gram blocks relative to the structure features while fitting.
     ngram_weight: float = 0.1
     folds: int = 5
