@@ -95,8 +95,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             """\
             Score every prompt with a classifier artifact and report RouteLLM's routing
             metrics for the weak/strong pair: APGR (10 quantile bins, trapezoid rule),
-            CPT(50%%) and CPT(80%%) as shares of strong calls, and the strong-call share and
-            cost relative to always-strong at 95%% of the strong model's quality. Baselines:
+            CPT(50%) and CPT(80%) as shares of strong calls, and the strong-call share and
+            cost relative to always-strong at 95% of the strong model's quality. Baselines:
             random (mean over 100 seeds), prompt length, always-weak, always-strong. Rows
             lacking either model's outcome are skipped and counted. Costs are the recorded
             cost_usd, else catalog prices (see --price)."""

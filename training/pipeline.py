@@ -103,7 +103,7 @@ def train(config: TrainConfig, echo: Echo = print) -> tuple[ArtifactMetadata, Pa
         threshold=thresholds[RECOMMENDED],
     )
     report = {
-        "kind": "out-of-fold predictions on the training data (no test split is read)",
+        "kind": "out-of-fold predictions on the training data",
         "weak_model": config.weak,
         "strong_model": config.strong,
         **evaluation.report,
