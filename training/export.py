@@ -30,8 +30,9 @@ from classifier.artifact import (
     sha256_of,
 )
 from classifier.features import EMBEDDING_DIM, FEATURE_SPEC
+from training.errors import TrainingError
 
-__all__ = ["to_onnx", "write_artifact"]
+__all__ = ["check_replaceable", "to_onnx", "write_artifact"]
 
 # Opset 15 is read by every onnxruntime this project supports (>= 1.20).
 TARGET_OPSET = {"": 15, "ai.onnx.ml": 3}
@@ -63,6 +64,7 @@ def write_artifact(
 ) -> ArtifactMetadata:
     """Write model.onnx, metadata.json and evaluation.json to ``out`` (replacing it)."""
     out = out.resolve()
+    check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -93,6 +95,17 @@ def write_artifact(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return metadata
+
+
+def check_replaceable(out: pathlib.Path) -> None:
+    """TrainingError unless ``out`` is absent, an empty directory, or an artifact directory:
+    replacing it must never delete anything else (think ``--out .``)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise TrainingError(f"{out} exists and is not a directory")
+    if any(out.iterdir()) and not (out / METADATA_FILE).is_file():
+        raise TrainingError(f"refusing to replace {out}: it is not a classifier artifact")
 
 
 def _replace_directory(new: pathlib.Path, destination: pathlib.Path) -> None:

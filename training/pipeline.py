@@ -23,7 +23,7 @@ from training.costs import pair_costs
 from training.dataset import OutcomeFile, OutcomeRow, question_key, read_outcomes
 from training.errors import NoDataError
 from training.evaluation import PairEvaluation, evaluate_pair
-from training.export import to_onnx, write_artifact
+from training.export import check_replaceable, to_onnx, write_artifact
 from training.labels import pair_outcomes, training_targets
 from training.model import ModelConfig, train_model
 from training.thresholds import RECOMMENDED, choose_thresholds
@@ -60,6 +60,7 @@ class EvaluateConfig:
 
 def train(config: TrainConfig, echo: Echo = print) -> tuple[ArtifactMetadata, PairEvaluation]:
     """Train, calibrate, choose thresholds, export and write the artifact to ``config.out``."""
+    check_replaceable(config.out)  # before the work, not after it
     files = _read(config.data, echo)
     rows = [row for outcome_file in files for row in outcome_file.rows]
     rows, excluded = _without_excluded(rows, config.exclude, echo)

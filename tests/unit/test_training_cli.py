@@ -179,6 +179,28 @@ def test_an_absent_model_pair_is_a_clear_error(
     assert "no row has outcomes" in capsys.readouterr().err
 
 
+def test_train_refuses_to_replace_a_directory_that_is_not_an_artifact(
+    files: dict[str, pathlib.Path], tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    code = main(
+        [
+            "train",
+            "--data",
+            str(files["train"]),
+            "--weak",
+            WEAK,
+            "--strong",
+            STRONG,
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 2
+    assert "not a classifier artifact" in capsys.readouterr().err
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
 def test_register_adds_both_subcommands_to_another_parser() -> None:
     parser = argparse.ArgumentParser(prog="llm-router")
     register(parser.add_subparsers(dest="command"))
