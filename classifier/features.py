@@ -1,16 +1,17 @@
 """The prompt embedding: the one feature pipeline that training and serving both run.
 
-A prompt becomes a fixed-length float32 vector in three blocks:
+A prompt becomes a fixed-length float32 vector in two blocks:
 
 * hashed character n-grams (n = 2..4) of the *final block* of the prompt, the paragraph that
-  holds the actual ask (few-shot prompts put their examples first and the question last);
-* hashed character n-grams of the whole prompt (its head and tail when it is very long);
-* a handful of prompt-structure features (length, digits, maths and code symbols, answer
-  options, LaTeX, code fences) that carry over to task families the router never saw.
+  holds the actual ask (few-shot prompts put their examples first and the question last),
+  log-scaled counts, L2-normalised;
+* prompt-structure features of the whole prompt (its head and tail when it is very long):
+  length, digits, maths and code symbols, answer options, LaTeX, code, cue words of the kind
+  of task; these carry over to task families the router never saw.
 
-Counts are log-scaled and each n-gram block is L2-normalised, so the classifier sees the same
-kind of vector whether a prompt has ten characters or ten thousand. Hashing is done on bytes
-with vectorised 64-bit FNV-style arithmetic in numpy: no vocabulary to ship, stable across
+An n-gram block of the whole prompt was measured too and left out: it added nothing in
+cross-validation and cost a third of the time (docs/CLASSIFIER.md). Hashing is done on bytes
+with vectorised 32-bit FNV-1a arithmetic in numpy: no vocabulary to ship, stable across
 processes and platforms (unlike Python's salted ``hash``), and fast enough for the serving
 budget (well under a millisecond for a 2,000-token prompt).
 
@@ -147,12 +148,12 @@ STRUCTURE_FEATURES = (
     *(f"cue_{group}" for group in _CUE_GROUPS),
     *(f"length_bin_{index}" for index in range(LENGTH_BINS)),
 )
-NGRAM_DIM = 2 * HASH_BUCKETS  # the n-gram blocks come first, the structure features last
+NGRAM_DIM = HASH_BUCKETS  # the n-gram block comes first, the structure features last
 EMBEDDING_DIM = NGRAM_DIM + len(STRUCTURE_FEATURES)
 
 FEATURE_SPEC = (
-    f"charhash-v2:ngrams={','.join(map(str, NGRAM_SIZES))}:buckets={HASH_BUCKETS}"
-    f":blocks=final{FINAL_BLOCK_CHARS}+whole{HEAD_CHARS}/{TAIL_CHARS}"
+    f"charhash-v3:ngrams={','.join(map(str, NGRAM_SIZES))}:buckets={HASH_BUCKETS}"
+    f":blocks=final{FINAL_BLOCK_CHARS}:whole={HEAD_CHARS}/{TAIL_CHARS}"
     f":cues=head{CUE_HEAD_BYTES}+final:structure={len(STRUCTURE_FEATURES)}:dim={EMBEDDING_DIM}"
 )
 
@@ -160,7 +161,6 @@ _FNV_PRIME = np.uint32(0x01000193)
 # Fibonacci hashing spreads the FNV value before its top bits pick the bucket.
 _MIX = np.uint32(0x9E3779B1)
 _FINAL_BLOCK_SALT = np.uint32(0x811C9DC5)
-_WHOLE_SALT = np.uint32(0x050C5D1F)
 _BUCKET_SHIFT = np.uint32(32 - HASH_BITS)
 # log1p of a count by table look-up; counts above the table saturate (rare and harmless).
 _LOG1P_MAX = 1023
@@ -246,9 +246,8 @@ def _embed_into(text: str, out: npt.NDArray[np.float32]) -> None:
     final_block = _final_block(text)
     whole = text.encode("utf-8", errors="replace")
     final = final_block.encode("utf-8", errors="replace")
-    _hashed_ngrams_into(final, _FINAL_BLOCK_SALT, out[:HASH_BUCKETS])
-    _hashed_ngrams_into(whole, _WHOLE_SALT, out[HASH_BUCKETS : 2 * HASH_BUCKETS])
-    out[2 * HASH_BUCKETS :] = _structure(text, whole, final)
+    _hashed_ngrams_into(final, _FINAL_BLOCK_SALT, out[:NGRAM_DIM])
+    out[NGRAM_DIM:] = _structure(text, whole, final)
 
 
 def _final_block(text: str) -> str:

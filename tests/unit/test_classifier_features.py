@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from classifier.features import (
     EMBEDDING_DIM,
     FEATURE_SPEC,
-    HASH_BUCKETS,
+    NGRAM_DIM,
     STRUCTURE_FEATURES,
     embed,
     embed_many,
@@ -19,7 +19,7 @@ from classifier.features import (
 )
 
 # SHA-256 of one embedding, rounded to 5 decimals; see test_embedding_is_stable_across_...
-EXPECTED_DIGEST = "e3c7f462f03bd9578e25637f8ebf4a57e493019189b9688010b16a5d5b46cefd"
+EXPECTED_DIGEST = "ba2accb78b04b6959738fc4848fe4f6c59ff6f23375202698357ac4e60eae667"
 
 
 def test_prompt_text_is_system_prompts_and_the_last_user_turn() -> None:
@@ -41,13 +41,12 @@ def test_embedding_shape_type_and_norms() -> None:
     vector = embed("Which of these is a mammal?\nA) shark\nB) whale")
     assert vector.shape == (EMBEDDING_DIM,)
     assert vector.dtype == np.float32
-    for block in (vector[:HASH_BUCKETS], vector[HASH_BUCKETS : 2 * HASH_BUCKETS]):
-        assert np.linalg.norm(block) == np.float32(1.0) or abs(np.linalg.norm(block) - 1) < 1e-5
-    assert len(vector[2 * HASH_BUCKETS :]) == len(STRUCTURE_FEATURES)
+    assert abs(np.linalg.norm(vector[:NGRAM_DIM]) - 1.0) < 1e-5
+    assert len(vector[NGRAM_DIM:]) == len(STRUCTURE_FEATURES)
 
 
 def test_feature_spec_names_the_pipeline() -> None:
-    assert FEATURE_SPEC.startswith("charhash-v2:")
+    assert FEATURE_SPEC.startswith("charhash-v3:")
     assert f"dim={EMBEDDING_DIM}" in FEATURE_SPEC
 
 
@@ -62,7 +61,7 @@ def test_embedding_is_stable_across_processes_and_releases() -> None:
 def test_case_and_line_breaks_do_not_change_the_ngrams() -> None:
     a = embed("Hello World\r\nagain")
     b = embed("hello world\n again")
-    assert np.array_equal(a[: 2 * HASH_BUCKETS] > 0, b[: 2 * HASH_BUCKETS] > 0)
+    assert np.array_equal(a[:NGRAM_DIM] > 0, b[:NGRAM_DIM] > 0)
 
 
 def test_embed_many_matches_embed() -> None:
