@@ -46,6 +46,9 @@ def to_onnx(model: LogisticRegression) -> bytes:
         initial_types=[(ONNX_INPUT, FloatTensorType([None, EMBEDDING_DIM]))],
         options={id(model): {"zipmap": False}},
         target_opset=TARGET_OPSET,
+        # A fixed graph name: the default is a random UUID, and the bytes (hence the checksum
+        # and the version) of a retrained artifact must depend on the data alone.
+        name="difficulty_classifier",
     )
     return bytes(onnx_model.SerializeToString())
 

@@ -42,6 +42,11 @@ def test_onnx_and_scikit_learn_agree_within_1e_5(fitted: tuple[object, np.ndarra
     assert reference[:, 1].std() > 0.01  # a model that says the same for everything proves little
 
 
+def test_export_bytes_depend_on_the_model_alone(fitted: tuple[object, np.ndarray]) -> None:
+    model, _ = fitted
+    assert to_onnx(model) == to_onnx(model)  # type: ignore[arg-type]
+
+
 def test_calibration_is_folded_into_the_logistic_regression() -> None:
     features = sp.csr_matrix(embed_many(prompts(60, seed=3)).astype(np.float64))
     labels = (np.arange(60) % 3 == 0).astype(float)
