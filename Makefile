@@ -60,9 +60,11 @@ test: lint typecheck
 bench: setup
 	$(BIN)/python -m benchmarks.run_all
 
-# Reproduces the classifier artifact shipped in classifier/artifacts/default.
+# Reproduces the classifier artifact shipped in classifier/artifacts/default (docs/CLASSIFIER.md).
+# The test split is passed to --exclude only so that no test prompt is trained on.
 train-default: setup
 	$(BIN)/llm-router train --data ../shared/data/routerbench-0shot/train.jsonl \
+		--exclude ../shared/data/routerbench-0shot/test.jsonl \
 		--weak mistralai/mixtral-8x7b-chat --strong gpt-4-1106-preview \
 		--out classifier/artifacts/default
 

@@ -251,6 +251,12 @@ class CircuitBreakerConfig(Frozen):
     max_retry_after_s: Annotated[float, Field(gt=0)] = 300.0
 
 
+# A difficulty threshold: a number in [0, 1], or the name of one of the classifier artifact's
+# operating points (chosen on its training data, e.g. `quality_95`: the fewest frontier calls
+# that keep 95% of the frontier model's quality), which stays meaningful across retraining.
+Threshold = Annotated[float, Field(ge=0, le=1)] | Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]
+
+
 class TaskConfig(Frozen):
     """A task class: how its requests are routed by default."""
 
@@ -258,7 +264,7 @@ class TaskConfig(Frozen):
     default_tier: Tier = Tier.CHEAP
     # Difficulty at or above which a request escalates to frontier; None: the classifier's
     # recommended threshold.
-    threshold: Annotated[float | None, Field(ge=0, le=1)] = None
+    threshold: Threshold | None = None
     # Every request of this task goes to frontier.
     always_frontier: bool = False
     # Escalate when the prompt is at least this many tokens (long-context reasoning).
@@ -274,7 +280,7 @@ class TaskOverride(Frozen):
     """An app's changes to a task class; unset fields keep the task's values."""
 
     default_tier: Tier | None = None
-    threshold: Annotated[float | None, Field(ge=0, le=1)] = None
+    threshold: Threshold | None = None
     always_frontier: bool | None = None
     long_context_tokens: Annotated[int | None, Field(gt=0)] = None
     default_max_output_tokens: Annotated[int | None, Field(gt=0)] = None

@@ -24,13 +24,15 @@ contain secrets or prompt text.
     │   │   └── ProviderContextExceeded  the prompt does not fit this model: a larger one may fit
     │   └── ProviderStreamBroken the stream ended before the answer was complete
     ├── AllProvidersFailed       every candidate failed before its first token
-    └── DeadlineExceeded         the caller's deadline passed
+    ├── DeadlineExceeded         the caller's deadline passed
+    └── ArtifactRejected         a classifier artifact failed its checks (the old one serves)
 """
 
 from __future__ import annotations
 
 __all__ = [
     "AllProvidersFailed",
+    "ArtifactRejected",
     "BudgetExhausted",
     "DeadlineExceeded",
     "InvalidRequest",
@@ -157,4 +159,8 @@ class AllProvidersFailed(RouterError):
 
 
 class DeadlineExceeded(RouterError):
+    pass
+
+
+class ArtifactRejected(RouterError):
     pass

@@ -11,8 +11,8 @@ healthy before unhealthy, prompt-cache-warm before cold, then by what this reque
 
 from __future__ import annotations
 
-from collections.abc import Set
-from dataclasses import dataclass
+from collections.abc import Mapping, Set
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from router_service.catalog import Catalog, CatalogModel
@@ -37,6 +37,8 @@ class Classification:
     score: float
     version: str
     recommended_threshold: float
+    # The artifact's named operating points, e.g. {"quality_95": 0.16}.
+    thresholds: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,20 +197,27 @@ def _choose_tier(inp: PolicyInput, cheap_fits: bool, reasons: list[str]) -> tupl
     if scored is None:
         reasons.append(f"no classifier score: task default tier {task.default_tier.value}")
         return task.default_tier, False
-    threshold = _threshold(inp)
+    threshold, named = _threshold(inp)
+    which = f" ({named})" if named else ""
     if scored.score >= threshold:
-        reasons.append(f"difficulty {scored.score:.2f} >= {threshold:.2f}")
+        reasons.append(f"difficulty {scored.score:.2f} >= {threshold:.2f}{which}")
         return Tier.FRONTIER, False
-    reasons.append(f"difficulty {scored.score:.2f} < {threshold:.2f}")
+    reasons.append(f"difficulty {scored.score:.2f} < {threshold:.2f}{which}")
     return Tier.CHEAP, False
 
 
-def _threshold(inp: PolicyInput) -> float:
-    if inp.task.threshold is not None:
-        return inp.task.threshold
-    if inp.classification is not None:
-        return inp.classification.recommended_threshold
-    return DEFAULT_THRESHOLD
+def _threshold(inp: PolicyInput) -> tuple[float, str]:
+    """The task's threshold as a number, and the operating point it names, if it names one."""
+    configured = inp.task.threshold
+    scored = inp.classification
+    if isinstance(configured, float | int):
+        return float(configured), ""
+    if scored is None:
+        return DEFAULT_THRESHOLD, ""
+    if configured is not None and configured in scored.thresholds:
+        return scored.thresholds[configured], configured
+    # No threshold configured (or one the artifact lacks, which the runtime refuses to load).
+    return scored.recommended_threshold, "recommended"
 
 
 def _decision(
@@ -227,7 +236,7 @@ def _decision(
         model=candidates[0],
         candidates=tuple(candidates),
         difficulty=None if scored is None else scored.score,
-        threshold=None if scored is None else _threshold(inp),
+        threshold=None if scored is None else _threshold(inp)[0],
         classifier_version="" if scored is None else scored.version,
         reasons=tuple(reasons),
         max_output_tokens=inp.max_output_tokens,

@@ -32,6 +32,7 @@ from router_service.api.router_servicer import RouterServicer
 from router_service.auth import Authenticator
 from router_service.breaker import CircuitBreaker
 from router_service.catalog import Catalog
+from router_service.classification import ClassifierRuntime
 from router_service.config import RouterConfig
 from router_service.feedback_loop import FeedbackLoop
 from router_service.pipeline import Pipeline
@@ -78,12 +79,24 @@ class RouterServer:
         self.providers: dict[str, Provider] = {}
         # Budgets, rate limits, caches and statistics, over Redis or in-process.
         self.accounting: Accounting | None = None
+        # The difficulty classifier, swapped without a restart; None when disabled.
+        self.classifier: ClassifierRuntime | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._released = False
         self._server: aio.Server | None = None
         self.health = HealthServicer()
         self.port: int | None = None
 
     async def start(self, listen: str | None = None) -> int:
-        """Bind, start serving, and return the bound port (useful with port 0)."""
+        """Bind, start serving, and return the bound port (useful with port 0). A failure
+        (a bad artifact, a missing key, a taken port) releases what was built so far."""
+        try:
+            return await self._start(listen)
+        except BaseException:
+            await self._release()
+            raise
+
+    async def _start(self, listen: str | None) -> int:
         config = self.config
         self._http = build_http_client(config.providers, self._environ)
         self.providers = build_providers(config.providers, self._http, self._environ)
@@ -104,10 +117,24 @@ class RouterServer:
             self.redis = Redis.from_pool(pool)
         self.accounting = Accounting.build(config.store, self.redis)
         self.feedback_loop = loop = FeedbackLoop(config, self.redis, self.telemetry)
+        if config.classifier.enabled:
+            named = {t.threshold for t in config.tasks.values() if isinstance(t.threshold, str)}
+            named |= {
+                o.threshold
+                for app in config.apps.values()
+                for o in app.tasks.values()
+                if isinstance(o.threshold, str)
+            }
+            self.classifier = ClassifierRuntime(config.classifier, required_thresholds=named)
+            # A bad artifact stops the start: serving without the classifier it was
+            # configured with would route every request by task defaults unnoticed.
+            await asyncio.to_thread(self.classifier.load_initial)
+            if config.classifier.watch:
+                self._watch = asyncio.create_task(self.classifier.watch(), name="classifier")
         pipeline = Pipeline(
             catalog=self.catalog,
             providers=self.providers,
-            difficulty=None,
+            difficulty=self.classifier,
             observers=(self.accounting.stats, *loop.observers),
             accounting=self.accounting,
             breaker=self.breaker,
@@ -136,7 +163,11 @@ class RouterServer:
                 feedback=loop.feedback,
             ),
             AdminServicer(
-                self.auth, self.catalog, accounting=self.accounting, breaker=self.breaker
+                self.auth,
+                self.catalog,
+                accounting=self.accounting,
+                breaker=self.breaker,
+                classifier=self.classifier,
             ),
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -167,6 +198,16 @@ class RouterServer:
         await self.health.enter_graceful_shutdown()
         await self._server.stop(self.config.server.grace_period_s if grace is None else grace)
         self._server = None
+        await self._release()
+
+    async def _release(self) -> None:
+        """Close everything `start` built, in reverse order of need (once)."""
+        if self._released:
+            return
+        self._released = True
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
         if self.feedback_loop is not None:
             await self.feedback_loop.aclose()
         if self.accounting is not None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
+from pathlib import Path
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
 from router_service._proto import router_pb2 as pb
@@ -15,8 +17,9 @@ from router_service.auth import App, Authenticator
 from router_service.breaker import CircuitBreaker
 from router_service.budgets import BudgetSnapshot
 from router_service.catalog import Catalog
+from router_service.classification import ClassifierRuntime
 from router_service.cost import micro_to_usd
-from router_service.errors import InvalidRequest, NotFound, RouterError
+from router_service.errors import ArtifactRejected, InvalidRequest, NotFound, RouterError
 from router_service.stats import AppStats
 from router_service.store.base import DEFAULT_SOFT_THRESHOLD
 
@@ -68,12 +71,14 @@ class AdminServicer:
         *,
         accounting: Accounting | None = None,
         breaker: CircuitBreaker | None = None,
+        classifier: ClassifierRuntime | None = None,
     ) -> None:
         self._auth = auth
         self._catalog = catalog
         self._accounting = accounting or Accounting.in_memory()
         self._apps = {app.name: app for app in auth.apps}
         self._breaker = breaker
+        self._classifier = classifier
 
     def _app(self, app_id: str) -> App:
         if not app_id:
@@ -168,5 +173,50 @@ class AdminServicer:
                     for app in sorted(apps, key=lambda a: a.name)
                 ]
             )
+        except RouterError as exc:
+            await abort(context, exc)
+
+    def _classifier_info(self) -> pb.ClassifierInfo:
+        runtime = self._classifier
+        if runtime is None:
+            raise ArtifactRejected("the classifier is disabled (classifier.enabled: false)")
+        active = runtime.active
+        if active is None:
+            raise ArtifactRejected("no classifier artifact is loaded")
+        scorer = active.scorer
+        loaded_at = Timestamp()
+        loaded_at.FromNanoseconds(int(active.loaded_at * 1e9))
+        return pb.ClassifierInfo(
+            version=scorer.version,
+            path=str(runtime.path),
+            weak_model=scorer.weak_model,
+            strong_model=scorer.strong_model,
+            recommended_threshold=scorer.recommended_threshold,
+            loaded_at=loaded_at,
+            feature_spec=scorer.feature_spec,
+        )
+
+    async def GetClassifier(
+        self, request: pb.GetClassifierRequest | None, context: Context
+    ) -> pb.GetClassifierResponse:
+        try:
+            self._auth.admin(context.invocation_metadata())
+            if request is None:
+                raise InvalidRequest("malformed request")
+            return pb.GetClassifierResponse(classifier=self._classifier_info())
+        except RouterError as exc:
+            await abort(context, exc)
+
+    async def ReloadClassifier(
+        self, request: pb.ReloadClassifierRequest | None, context: Context
+    ) -> pb.ReloadClassifierResponse:
+        try:
+            self._auth.admin(context.invocation_metadata())
+            if request is None:
+                raise InvalidRequest("malformed request")
+            if self._classifier is None:
+                raise ArtifactRejected("the classifier is disabled (classifier.enabled: false)")
+            await self._classifier.reload(Path(request.path) if request.path else None)
+            return pb.ReloadClassifierResponse(classifier=self._classifier_info())
         except RouterError as exc:
             await abort(context, exc)

@@ -63,6 +63,8 @@ def register(server: aio.Server, router: RouterServicer, admin: AdminServicer) -
             "SetBudget": _unary(admin.SetBudget, pb.SetBudgetRequest),
             "GetBudget": _unary(admin.GetBudget, pb.GetBudgetRequest),
             "GetStats": _unary(admin.GetStats, pb.GetStatsRequest),
+            "GetClassifier": _unary(admin.GetClassifier, pb.GetClassifierRequest),
+            "ReloadClassifier": _unary(admin.ReloadClassifier, pb.ReloadClassifierRequest),
         },
     }
     for name, handlers in services.items():

@@ -15,6 +15,7 @@ from grpc_status import rpc_status
 
 from router_service.errors import (
     AllProvidersFailed,
+    ArtifactRejected,
     DeadlineExceeded,
     InvalidRequest,
     NotFound,
@@ -41,6 +42,7 @@ _STATUS: tuple[tuple[type[RouterError], grpc.StatusCode], ...] = (
     (ProviderStreamBroken, grpc.StatusCode.UNAVAILABLE),
     (ProviderError, grpc.StatusCode.UNAVAILABLE),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (ArtifactRejected, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
 

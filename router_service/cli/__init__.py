@@ -23,6 +23,7 @@ then try `llm-router route "Summarize this ..." --task summarization`.
 
 def build_parser() -> argparse.ArgumentParser:
     from router_service.cli import budget, calllog, client, serve, traffic
+    from training import cli as training_cli
 
     parser = argparse.ArgumentParser(
         prog="llm-router",
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.register(commands)
     traffic.register(commands)
     calllog.register(commands)
+    training_cli.register(commands)
     return parser
 
 

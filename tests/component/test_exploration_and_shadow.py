@@ -30,7 +30,7 @@ async def test_exploration_sends_the_share_to_the_other_tier_with_its_propensity
     arms = []
     async with running_router(config) as running:
         for _ in range(200):
-            decision = await running.router.Explain(route_request(), metadata=auth(DEMO_KEY))
+            decision = (await route(running))[0].decision
             arms.append((decision.experiment_arm, decision.tier, decision.propensity))
         events = await route(running, task="code_review")
     explored = [x for x in arms if x[0] == "explore"]
@@ -47,13 +47,14 @@ async def test_rates_follow_task_and_app_overrides() -> None:
         apps={"demo": {"tasks": {"summarization": {"exploration_rate": 1.0}}}},
     )
     async with running_router(config) as running:
-        explain = running.router.Explain
-        review = await explain(route_request(task="code_review"), metadata=auth(DEMO_KEY))
-        summary = await explain(route_request(), metadata=auth(DEMO_KEY))
-        extraction = await explain(route_request(task="extraction"), metadata=auth(DEMO_KEY))
-        forced = await explain(
-            route_request(hints=pb.RouteHints(money_movement=True)), metadata=auth(DEMO_KEY)
-        )
+
+        async def decided(**changes: Any) -> pb.RouteDecision:
+            return (await route(running, **changes))[0].decision
+
+        review = await decided(task="code_review")
+        summary = await decided()
+        extraction = await decided(task="extraction")
+        forced = await decided(hints=pb.RouteHints(money_movement=True))
     assert (review.experiment_arm, review.tier) == ("explore", pb.TIER_CHEAP)
     assert any("exploration: routed to cheap (p=1)" in r for r in review.reasons)
     assert (summary.experiment_arm, summary.tier) == ("explore", pb.TIER_FRONTIER)

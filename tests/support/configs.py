@@ -35,7 +35,8 @@ def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 def fast_raw(**changes: Any) -> dict[str, Any]:
     """The embedded defaults with simulated providers that answer at once, and deterministic:
-    no exploration or shadow grading, no call log (tests that want them turn them on)."""
+    no classifier (task default tiers decide), no exploration or shadow grading, no call log
+    (tests that want them turn them on)."""
     fast = {"ttft_ms": 0, "tokens_per_second": 100_000}
     raw = merge(
         embedded_raw(),
@@ -44,6 +45,7 @@ def fast_raw(**changes: Any) -> dict[str, Any]:
             "providers": {"sim-openai": fast, "sim-anthropic": fast},
             "exploration": {"rate": 0.0, "shadow_rate": 0.0},
             "call_log": {"enabled": False},
+            "classifier": {"enabled": False},
         },
     )
     return merge(raw, changes)

@@ -12,11 +12,11 @@ CONFIG = load_config()
 CATALOG = Catalog(CONFIG.models)
 
 
-def inp(task: str = "summarization", **changes: object) -> PolicyInput:
+def inp(name: str = "summarization", **changes: object) -> PolicyInput:
     values: dict[str, object] = {
-        "task_name": task,
-        "task": CONFIG.tasks.get(task, CONFIG.tasks["default"]),
-        "task_known": task in CONFIG.tasks,
+        "task_name": name,
+        "task": CONFIG.tasks.get(name, CONFIG.tasks["default"]),
+        "task_known": name in CONFIG.tasks,
         "hints": Hints(),
         "prompt_tokens": 500,
         "max_output_tokens": 1024,
@@ -26,7 +26,12 @@ def inp(task: str = "summarization", **changes: object) -> PolicyInput:
 
 
 def scored(score: float, recommended: float = 0.5) -> Classification:
-    return Classification(score=score, version="test-1", recommended_threshold=recommended)
+    return Classification(
+        score=score,
+        version="test-1",
+        recommended_threshold=recommended,
+        thresholds={"quality_90": 0.3, "quality_95": 0.2, "quality_99": 0.1},
+    )
 
 
 def test_cheap_by_default_and_cheapest_model_first() -> None:
@@ -49,23 +54,38 @@ def test_unknown_task_uses_default_class_and_says_so() -> None:
     assert d.reasons[0] == "task 'poetry' unknown: using the default class"
 
 
-def test_difficulty_above_threshold_escalates() -> None:
-    d = decide(CATALOG, inp(classification=scored(0.82)))
+def test_difficulty_above_a_named_threshold_escalates() -> None:
+    # summarization uses the artifact's quality_95 operating point (0.2 here).
+    d = decide(CATALOG, inp(classification=scored(0.42)))
     assert d.tier is Tier.FRONTIER
-    assert "difficulty 0.82 >= 0.70" in d.reasons
-    assert (d.difficulty, d.threshold, d.classifier_version) == (0.82, 0.7, "test-1")
+    assert "difficulty 0.42 >= 0.20 (quality_95)" in d.reasons
+    assert (d.difficulty, d.threshold, d.classifier_version) == (0.42, 0.2, "test-1")
 
 
 def test_difficulty_below_threshold_stays_cheap() -> None:
-    d = decide(CATALOG, inp(classification=scored(0.2)))
+    d = decide(CATALOG, inp(classification=scored(0.15)))
     assert d.tier is Tier.CHEAP
-    assert "difficulty 0.20 < 0.70" in d.reasons
+    assert "difficulty 0.15 < 0.20 (quality_95)" in d.reasons
+
+
+def test_numeric_threshold() -> None:
+    task = CONFIG.tasks["summarization"].model_copy(update={"threshold": 0.7})
+    d = decide(CATALOG, inp(task=task, classification=scored(0.82)))
+    assert d.tier is Tier.FRONTIER
+    assert "difficulty 0.82 >= 0.70" in d.reasons
+
+
+def test_leaning_frontier_tasks_use_a_lower_operating_point() -> None:
+    # code_review uses quality_99 (0.1): the same score escalates there and not in extraction.
+    assert decide(CATALOG, inp("code_review", classification=scored(0.15))).tier is Tier.FRONTIER
+    assert decide(CATALOG, inp("extraction", classification=scored(0.15))).tier is Tier.CHEAP
 
 
 def test_recommended_threshold_when_task_sets_none() -> None:
     d = decide(CATALOG, inp("default", classification=scored(0.45, recommended=0.4)))
     assert d.tier is Tier.FRONTIER
     assert d.threshold == 0.4
+    assert "difficulty 0.45 >= 0.40 (recommended)" in d.reasons
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,136 @@
+"""The shipped classifier in the service: scores in decisions, Admin reload, a watched
+artifact directory, and refusal of bad artifacts while the old one keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc import aio
+
+from classifier.scorer import DEFAULT_ARTIFACT, load_scorer
+from router_service._proto import router_pb2 as pb
+from router_service.classification import ClassifierRuntime
+from router_service.config import ClassifierConfig
+from router_service.errors import ArtifactRejected
+from tests.component.test_route_api import route_request
+from tests.support.configs import ADMIN_KEY, DEMO_KEY, fast_config
+from tests.support.servers import Running, auth, running_router
+
+SHIPPED = load_scorer(DEFAULT_ARTIFACT)
+
+
+def artifact_copy(target: Path, **metadata_changes: object) -> Path:
+    shutil.copytree(DEFAULT_ARTIFACT, target)
+    if metadata_changes:
+        path = target / "metadata.json"
+        metadata = json.loads(path.read_text())
+        metadata.update(metadata_changes)
+        path.write_text(json.dumps(metadata))
+    return target
+
+
+async def classifier_version(running: Running) -> str:
+    reply = await running.admin.GetClassifier(pb.GetClassifierRequest(), metadata=auth(ADMIN_KEY))
+    return reply.classifier.version
+
+
+async def test_decisions_carry_the_score_threshold_and_version() -> None:
+    async with running_router(fast_config(classifier={"enabled": True})) as running:
+        hard = route_request(
+            task="code_review",
+            messages=[
+                pb.Message(
+                    role="user",
+                    content="Prove that the following concurrent queue is linearizable, then "
+                    "find the race in its dequeue under the C11 memory model:\n"
+                    + "struct node { _Atomic(struct node*) next; int v; };\n"
+                    * 20,
+                )
+            ],
+        )
+        decision = await running.router.Explain(hard, metadata=auth(DEMO_KEY))
+        version = await classifier_version(running)
+    assert decision.classifier_version == SHIPPED.version == version
+    assert 0.0 < decision.difficulty < 1.0
+    assert decision.threshold == pytest.approx(SHIPPED.metadata.thresholds["quality_99"])
+    assert any(r.startswith("difficulty ") and "(quality_99)" in r for r in decision.reasons)
+    expected = pb.TIER_FRONTIER if decision.difficulty >= decision.threshold else pb.TIER_CHEAP
+    assert decision.tier == expected
+
+
+async def test_admin_reload_refuses_a_bad_artifact_and_the_old_one_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    broken = artifact_copy(tmp_path / "broken")
+    (broken / "model.onnx").write_bytes(b"not a model")
+    other = artifact_copy(tmp_path / "other", version="retrained-2", recommended_threshold=0.3)
+    async with running_router(fast_config(classifier={"enabled": True})) as running:
+        with pytest.raises(aio.AioRpcError) as caught:
+            await running.admin.ReloadClassifier(
+                pb.ReloadClassifierRequest(path=str(broken)), metadata=auth(ADMIN_KEY)
+            )
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "the previous one keeps serving" in (caught.value.details() or "")
+        assert await classifier_version(running) == SHIPPED.version
+        decision = await running.router.Explain(route_request(), metadata=auth(DEMO_KEY))
+        assert decision.classifier_version == SHIPPED.version
+
+        reply = await running.admin.ReloadClassifier(
+            pb.ReloadClassifierRequest(path=str(other)), metadata=auth(ADMIN_KEY)
+        )
+        assert reply.classifier.version == "retrained-2"
+        assert reply.classifier.recommended_threshold == 0.3
+        decision = await running.router.Explain(route_request(), metadata=auth(DEMO_KEY))
+        assert decision.classifier_version == "retrained-2"
+        with pytest.raises(aio.AioRpcError) as caught:
+            await running.admin.ReloadClassifier(
+                pb.ReloadClassifierRequest(), metadata=auth(DEMO_KEY)
+            )
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_watched_symlink_swap_loads_without_a_restart(tmp_path: Path) -> None:
+    artifact_copy(tmp_path / "v1")
+    artifact_copy(tmp_path / "v2", version="retrained-2")
+    artifact_copy(tmp_path / "v3", feature_spec="charhash-v0:gone")
+    current = tmp_path / "current"
+    current.symlink_to("v1")
+    config = fast_config(
+        classifier={"enabled": True, "artifact": str(current), "watch_interval_s": 0.05}
+    )
+
+    async def swap(target: str) -> None:
+        staging = tmp_path / "staging"
+        staging.symlink_to(target)
+        staging.replace(current)
+        await asyncio.sleep(0.5)
+
+    async with running_router(config) as running:
+        assert await classifier_version(running) == SHIPPED.version
+        await swap("v2")
+        assert await classifier_version(running) == "retrained-2"
+        # An artifact built for other features is refused; v2 keeps serving.
+        await swap("v3")
+        assert await classifier_version(running) == "retrained-2"
+
+
+async def test_a_bad_configured_artifact_stops_the_start(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(Exception, match="nowhere"):
+        async with running_router(
+            fast_config(classifier={"enabled": True, "artifact": str(missing)})
+        ):
+            pass
+
+
+def test_named_thresholds_must_exist_in_the_artifact() -> None:
+    runtime = ClassifierRuntime(
+        ClassifierConfig(artifact=DEFAULT_ARTIFACT), required_thresholds={"quality_42"}
+    )
+    with pytest.raises(ArtifactRejected, match="quality_42"):
+        runtime.load_initial()

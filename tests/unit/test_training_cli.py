@@ -1,0 +1,213 @@
+"""The train and evaluate commands end to end, on a small synthetic outcome set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from classifier.scorer import load_scorer
+from training.cli import main, register
+
+WEAK, STRONG, OTHER = "cheap-model", "frontier-model", "tiny-model"
+EASY = ["Say hello to {}.", "What colour is the sky over {}?", "Name a fruit from {}."]
+HARD = [
+    "Prove that the sum of the first {} odd numbers is a perfect square, step by step.",
+    "Calculate the probability that {} fair dice sum to at least 20; explain why.",
+    "Write a python function that returns the {}th prime, with tests.\n\ndef prime(n):",
+]
+
+
+def outcome_lines(count: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    lines = []
+    for index in range(count):
+        hard = index % 2 == 0
+        prompt = (HARD if hard else EASY)[index % 3].format(int(rng.integers(2, 99)))
+        weak_score = float(rng.random() < (0.3 if hard else 0.95))
+        outcomes = {
+            STRONG: {"score": 1.0, "cost_usd": 0.01, "response": None},
+            WEAK: {"score": weak_score, "cost_usd": 0.001, "response": None},
+            OTHER: {
+                "score": float(rng.random() < (0.1 if hard else 0.8)),
+                "cost_usd": None,
+                "response": None,
+            },
+        }
+        if index % 17 == 5:
+            del outcomes[WEAK]  # rows lacking an outcome must be skipped and counted
+        lines.append(
+            json.dumps(
+                {
+                    "id": f"synthetic.{seed}.{index}",
+                    "source": "synthetic/mixed",
+                    "split": "train",
+                    "task": "hard" if hard else "easy",
+                    "messages": [{"role": "user", "content": prompt}],
+                    "outcomes": outcomes,
+                }
+            )
+        )
+    return lines
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pathlib.Path]:
+    root = tmp_path_factory.mktemp("outcomes")
+    paths = {"train": root / "train.jsonl", "test": root / "test.jsonl"}
+    paths["train"].write_text("\n".join(outcome_lines(90, seed=1)) + "\n")
+    paths["test"].write_text("\n".join(outcome_lines(40, seed=2)) + "\nnot json\n")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def artifact(
+    files: dict[str, pathlib.Path], tmp_path_factory: pytest.TempPathFactory
+) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("artifacts") / "tiny"
+    code = main(
+        [
+            "train",
+            "--data",
+            str(files["train"]),
+            "--weak",
+            WEAK,
+            "--strong",
+            STRONG,
+            "--out",
+            str(out),
+            "--folds",
+            "3",
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_train_writes_a_loadable_artifact(artifact: pathlib.Path) -> None:
+    scorer = load_scorer(artifact)
+    assert (scorer.weak_model, scorer.strong_model) == (WEAK, STRONG)
+    report = json.loads((artifact / "evaluation.json").read_text())
+    assert report["apgr"] > 0.6  # the synthetic difficulty is easy to learn
+    metadata = json.loads((artifact / "metadata.json").read_text())
+    assert metadata["training"]["onnx_parity_max_abs_diff"] <= 1e-5
+    hard = scorer.score([("user", HARD[0].format(7))])
+    easy = scorer.score([("user", EASY[0].format("Oslo"))])
+    assert hard > easy
+
+
+def test_evaluate_writes_json_table_and_plot(
+    artifact: pathlib.Path,
+    files: dict[str, pathlib.Path],
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out, plot = tmp_path / "eval.json", tmp_path / "curve.png"
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(artifact),
+            "--data",
+            str(files["test"]),
+            "--weak",
+            WEAK,
+            "--strong",
+            STRONG,
+            "--json",
+            str(out),
+            "--plot",
+            str(plot),
+        ]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())
+    for key in ("apgr", "cpt50", "cpt80", "strong_share_at_95", "cost_ratio_at_95"):
+        assert key in report
+        for baseline in ("random", "prompt_length", "always_weak", "always_strong"):
+            assert key in report["baselines"][baseline]
+    assert report["rows_skipped"] == sum(1 for i in range(40) if i % 17 == 5)
+    assert report["rejected_lines"] == 1
+    assert report["cost_basis"] == "recorded"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = capsys.readouterr().out
+    assert "APGR" in table
+    assert "prompt_length" in table
+
+
+def test_evaluate_defaults_to_the_shipped_artifact(
+    files: dict[str, pathlib.Path], tmp_path: pathlib.Path
+) -> None:
+    out = tmp_path / "eval.json"
+    code = main(
+        [
+            "evaluate",
+            "--data",
+            str(files["test"]),
+            "--weak",
+            WEAK,
+            "--strong",
+            STRONG,
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    assert json.loads(out.read_text())["artifact"]["path"].endswith("artifacts/default")
+
+
+def test_an_absent_model_pair_is_a_clear_error(
+    files: dict[str, pathlib.Path], tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "train",
+            "--data",
+            str(files["train"]),
+            "--weak",
+            "nobody",
+            "--strong",
+            STRONG,
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
+    assert code == 2
+    assert "no row has outcomes" in capsys.readouterr().err
+
+
+def test_train_refuses_to_replace_a_directory_that_is_not_an_artifact(
+    files: dict[str, pathlib.Path], tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    code = main(
+        [
+            "train",
+            "--data",
+            str(files["train"]),
+            "--weak",
+            WEAK,
+            "--strong",
+            STRONG,
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 2
+    assert "not a classifier artifact" in capsys.readouterr().err
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_register_adds_both_subcommands_to_another_parser() -> None:
+    parser = argparse.ArgumentParser(prog="llm-router")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["evaluate", "--data", "f", "--weak", "a", "--strong", "b", "--json", "o"]
+    )
+    assert args.model is None
+    assert callable(args.run)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])

@@ -1,0 +1,324 @@
+"""The ``train`` and ``evaluate`` subcommands of ``llm-router`` (and of ``python -m training``).
+
+``register`` only declares arguments; everything heavy (scikit-learn, onnx, matplotlib) is
+imported when a command runs, so ``llm-router --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import textwrap
+from collections.abc import Callable
+
+__all__ = ["main", "register"]
+
+EXIT_USAGE = 2
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``train``, ``evaluate`` and ``promote`` to a command's subparsers."""
+    train = subparsers.add_parser(
+        "train",
+        help="train a difficulty classifier artifact from outcome data",
+        description=textwrap.dedent(
+            """\
+            Train the difficulty classifier for one weak (cheap) and one strong (frontier)
+            model from outcome JSONL (SPEC.md, "Outcome dataset"). Labels: does the weak
+            model's answer score below the strong one's. Other model pairs in the data are
+            used as auxiliary labels. The model is cross-validated, calibrated, exported to
+            ONNX and written with its metadata and an evaluation report (out-of-fold, on the
+            training data only) to --out, replacing what is there."""
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _pair_and_data(train, data_help="outcome JSONL to train on (repeatable)")
+    train.add_argument(
+        "--out", type=pathlib.Path, required=True, metavar="DIR", help="artifact directory to write"
+    )
+    train.add_argument(
+        "--exclude",
+        type=pathlib.Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="drop training rows whose prompt also appears in this outcome "
+        "file, e.g. an evaluation split (repeatable; only prompts are read)",
+    )
+    train.add_argument(
+        "--c",
+        type=float,
+        default=None,
+        metavar="C",
+        help="inverse L2 regularisation strength (default 3.0)",
+    )
+    train.add_argument(
+        "--ngram-weight",
+        type=float,
+        default=None,
+        metavar="W",
+        help="scale of the n-gram features against the structure features while fitting; "
+        "smaller generalises better to unseen task families (default 0.1)",
+    )
+    train.add_argument(
+        "--target-weight",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="weight of the target pair's labels (default 1.0)",
+    )
+    train.add_argument(
+        "--auxiliary-weight",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="weight of each auxiliary pair's labels; 0 trains on the target "
+        "pair alone (default 1.0)",
+    )
+    train.add_argument(
+        "--auxiliary-min-quality",
+        type=float,
+        default=0.6,
+        metavar="R",
+        help="auxiliary weak models must reach R x the reference model's mean score (0.6)",
+    )
+    train.add_argument("--folds", type=int, default=None, help="cross-validation folds (5)")
+    train.add_argument("--seed", type=int, default=0, help="seed of the fold split (0)")
+    train.set_defaults(run=_reporting_errors(_run_train))
+
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="measure an artifact on outcome data against baselines",
+        description=textwrap.dedent(
+            """\
+            Score every prompt with a classifier artifact and report RouteLLM's routing
+            metrics for the weak/strong pair: APGR (10 quantile bins, trapezoid rule),
+            CPT(50%) and CPT(80%) as shares of strong calls, and the strong-call share and
+            cost relative to always-strong at 95% of the strong model's quality. Baselines:
+            random (mean over 100 seeds), prompt length, always-weak, always-strong. Rows
+            lacking either model's outcome are skipped and counted. Costs are the recorded
+            cost_usd, else catalog prices (see --price)."""
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument(
+        "--model",
+        type=pathlib.Path,
+        default=None,
+        metavar="DIR",
+        help="artifact directory (default: the shipped default artifact)",
+    )
+    _pair_and_data(evaluate, data_help="outcome JSONL to evaluate on (repeatable)")
+    evaluate.add_argument(
+        "--json",
+        type=pathlib.Path,
+        required=True,
+        metavar="OUT",
+        help="where to write the metrics as JSON",
+    )
+    evaluate.add_argument(
+        "--plot",
+        type=pathlib.Path,
+        default=None,
+        metavar="OUT.png",
+        help="also draw the cost-quality curves to this PNG",
+    )
+    evaluate.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        metavar="MODEL=USD",
+        help="blended USD per million tokens for MODEL, used where the data "
+        "has no cost_usd (defaults: weak 1.20, strong 5.00)",
+    )
+    evaluate.add_argument(
+        "--split",
+        default=None,
+        metavar="SPLIT",
+        help="evaluate only the rows marked with this split, e.g. test (default: every row)",
+    )
+    evaluate.set_defaults(run=_reporting_errors(_run_evaluate))
+
+    promote = subparsers.add_parser(
+        "promote",
+        help="roll out a retrained classifier if it routes at least as well as the current one",
+        description=textwrap.dedent(
+            """\
+            Evaluate a candidate artifact and the current one on the same held-out rows (by
+            default those marked split=test, which `train` never reads) and, when the
+            candidate's APGR is at least the current one's (plus --min-gain), point the
+            --current symlink at it atomically. Routers watching the link load the new
+            artifact without a restart. Exit status 0 either way; the decision is printed."""
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    promote.add_argument("--candidate", type=pathlib.Path, required=True, metavar="DIR")
+    promote.add_argument(
+        "--current",
+        type=pathlib.Path,
+        required=True,
+        metavar="LINK",
+        help="the symlink the routers load (created if missing)",
+    )
+    _pair_and_data(promote, data_help="outcome JSONL with held-out rows (repeatable)")
+    promote.add_argument(
+        "--split", default="test", help="rows to compare on (default: test; 'all': every row)"
+    )
+    promote.add_argument(
+        "--min-gain", type=float, default=0.0, help="APGR gain required to promote (default 0)"
+    )
+    promote.set_defaults(run=_reporting_errors(_run_promote))
+
+
+def _reporting_errors(
+    run: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """The command, with expected failures (bad data, bad artifact) shown as one line and
+    exit status 2 instead of a traceback."""
+
+    def reporting(args: argparse.Namespace) -> int:
+        from classifier.errors import ClassifierError
+        from training.errors import TrainingError
+
+        try:
+            return run(args)
+        except (TrainingError, ClassifierError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+
+    return reporting
+
+
+def _pair_and_data(parser: argparse.ArgumentParser, data_help: str) -> None:
+    parser.add_argument(
+        "--data", type=pathlib.Path, action="append", required=True, metavar="FILE", help=data_help
+    )
+    parser.add_argument(
+        "--weak", required=True, metavar="MODEL", help="the cheap model, as named in the outcomes"
+    )
+    parser.add_argument(
+        "--strong",
+        required=True,
+        metavar="MODEL",
+        help="the frontier model, as named in the outcomes",
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=0.0,
+        help="weak falls short when strong - weak exceeds this (default 0)",
+    )
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from training.model import ModelConfig
+    from training.pipeline import TrainConfig, train
+    from training.report import format_table
+
+    defaults = ModelConfig()
+    config = TrainConfig(
+        data=tuple(args.data),
+        weak=args.weak,
+        strong=args.strong,
+        out=args.out,
+        exclude=tuple(args.exclude),
+        margin=args.margin,
+        target_weight=args.target_weight,
+        auxiliary_weight=args.auxiliary_weight,
+        auxiliary_min_quality=args.auxiliary_min_quality,
+        model=ModelConfig(
+            c=defaults.c if args.c is None else args.c,
+            ngram_weight=defaults.ngram_weight if args.ngram_weight is None else args.ngram_weight,
+            folds=defaults.folds if args.folds is None else args.folds,
+            seed=args.seed,
+        ),
+    )
+    metadata, evaluation = train(config, echo=_echo)
+    print(
+        format_table(
+            evaluation.report, title="out-of-fold on the training data (for a test split: evaluate)"
+        )
+    )
+    print(
+        f"wrote {args.out} (version {metadata.version}, "
+        f"recommended threshold {metadata.recommended_threshold:.3f})"
+    )
+    return 0
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from classifier.scorer import DEFAULT_ARTIFACT
+    from training.pipeline import EvaluateConfig, evaluate
+    from training.report import format_table, plot_curves
+
+    config = EvaluateConfig(
+        data=tuple(args.data),
+        weak=args.weak,
+        strong=args.strong,
+        model=DEFAULT_ARTIFACT if args.model is None else args.model,
+        margin=args.margin,
+        prices_per_mtok=_prices(args.price),
+        split=args.split,
+    )
+    evaluation = evaluate(config, echo=_echo)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(evaluation.report, indent=2) + "\n", encoding="utf-8")
+    title = f"{args.weak} -> {args.strong}"
+    print(format_table(evaluation.report, title=title))
+    if evaluation.report["rows_skipped"]:
+        print(f"skipped {evaluation.report['rows_skipped']} rows lacking either outcome")
+    print(f"wrote {args.json}")
+    if args.plot is not None:
+        plot_curves(evaluation, args.plot, title)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _run_promote(args: argparse.Namespace) -> int:
+    from training.promote import promote
+
+    result = promote(
+        args.candidate,
+        args.current,
+        args.data,
+        weak=args.weak,
+        strong=args.strong,
+        split=None if args.split == "all" else args.split,
+        min_gain=args.min_gain,
+        echo=_echo,
+    )
+    print(result.reason)
+    return 0
+
+
+def _prices(items: list[str]) -> dict[str, float]:
+    prices = {}
+    for item in items:
+        model, _, value = item.rpartition("=")
+        try:
+            prices[model] = float(value)
+        except ValueError:
+            raise SystemExit(
+                f"--price expects MODEL=USD_PER_MILLION_TOKENS, got {item!r}"
+            ) from None
+        if not model:
+            raise SystemExit(f"--price expects MODEL=USD_PER_MILLION_TOKENS, got {item!r}")
+    return prices
+
+
+def _echo(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training``: the same subcommands as ``llm-router``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train and evaluate the LLM Router's difficulty classifier.",
+    )
+    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    code: int = args.run(args)
+    return code

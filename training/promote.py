@@ -1,0 +1,95 @@
+"""Rolling out a retrained classifier: the candidate replaces the current one only if it routes
+at least as well on held-out outcomes.
+
+The current artifact is a symlink (`/models/current -> 20261130T030000Z`). Promotion points it at
+the candidate with an atomic rename; every router watching the link notices and loads the new
+artifact, and one that fails the router's own checks is refused there and the old one keeps
+serving. A candidate that routes worse is left where it is, for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from classifier.errors import ArtifactError
+from training.errors import TrainingError
+from training.pipeline import TEST_SPLIT, EvaluateConfig, evaluate
+
+__all__ = ["Promotion", "promote"]
+
+Echo = Callable[[str], None]
+_COMPARED = ("apgr", "cpt50", "cost_ratio_at_95")
+
+
+@dataclass(frozen=True, slots=True)
+class Promotion:
+    promoted: bool
+    reason: str
+    candidate: dict[str, Any]
+    # The current artifact's figures on the same rows, when there is a current artifact.
+    current: dict[str, Any] | None
+
+
+def _figures(report: dict[str, Any]) -> dict[str, Any]:
+    return {key: report.get(key) for key in ("rows", *_COMPARED)} | {
+        "version": report["artifact"]["version"]
+    }
+
+
+def promote(
+    candidate: pathlib.Path,
+    current: pathlib.Path,
+    data: Sequence[pathlib.Path],
+    *,
+    weak: str,
+    strong: str,
+    split: str | None = TEST_SPLIT,
+    min_gain: float = 0.0,
+    echo: Echo = print,
+) -> Promotion:
+    """Evaluate both artifacts on the same rows and point `current` at `candidate` when its
+    APGR is at least the current one's plus `min_gain` (or when there is no usable current)."""
+    if current.exists() and not current.is_symlink():
+        raise TrainingError(
+            f"{current} is a directory, not a symlink: move it aside and link it "
+            f"(ln -s <version> {current}) so promotions can replace it atomically"
+        )
+
+    def measure(model: pathlib.Path) -> dict[str, Any]:
+        config = EvaluateConfig(tuple(data), weak, strong, model, split=split)
+        return _figures(evaluate(config, echo).report)
+
+    ours = measure(candidate)
+    theirs = None
+    reason = "no current artifact"
+    if current.exists():
+        try:
+            theirs = measure(current.resolve())
+        except ArtifactError as exc:
+            reason = f"the current artifact does not load ({exc})"
+        else:
+            gain = (ours["apgr"] or 0.0) - (theirs["apgr"] or 0.0)
+            if gain < min_gain:
+                return Promotion(
+                    False,
+                    f"kept {theirs['version']}: candidate APGR {ours['apgr']:.3f} vs "
+                    f"{theirs['apgr']:.3f} (needs a gain of {min_gain:+.3f})",
+                    ours,
+                    theirs,
+                )
+            reason = f"APGR {ours['apgr']:.3f} vs {theirs['apgr']:.3f} ({gain:+.3f})"
+    _point(current, candidate)
+    return Promotion(True, f"promoted {ours['version']}: {reason}", ours, theirs)
+
+
+def _point(link: pathlib.Path, target: pathlib.Path) -> None:
+    """Make `link` point at `target`, atomically (a new link renamed over the old one)."""
+    relative = os.path.relpath(target.resolve(), link.parent.resolve())
+    staging = link.with_name(f".{link.name}.{os.getpid()}")
+    staging.unlink(missing_ok=True)
+    staging.symlink_to(relative)
+    staging.replace(link)
