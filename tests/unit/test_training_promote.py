@@ -1,0 +1,98 @@
+"""Promotion: the candidate replaces the current artifact only when it routes at least as well
+on held-out rows, by an atomic symlink swap."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from classifier.scorer import DEFAULT_ARTIFACT
+from training.errors import TrainingError
+from training.promote import promote
+
+WEAK, STRONG = "glm-5.2", "gpt-5.5"
+
+
+@pytest.fixture
+def held_out(tmp_path: Path) -> Path:
+    """Outcome rows marked split=test, as `llm-router export` marks its held-out share."""
+    rng = random.Random(7)
+    rows = []
+    for i in range(300):
+        hard = rng.random() < 0.4
+        prompt = (
+            ("Prove the lemma and derive the bound step by step. " * rng.randint(1, 9))
+            if hard
+            else "Summarize: the meeting moved to Tuesday."
+        )
+        rows.append(
+            {
+                "id": f"r{i}",
+                "source": "test",
+                "split": "test",
+                "task": "reasoning" if hard else "summarization",
+                "messages": [{"role": "user", "content": f"{prompt} ({i})"}],
+                "outcomes": {
+                    WEAK: {
+                        "score": float(rng.random() > (0.7 if hard else 0.1)),
+                        "cost_usd": 0.0001,
+                        "response": None,
+                    },
+                    STRONG: {
+                        "score": float(rng.random() > 0.1),
+                        "cost_usd": 0.002,
+                        "response": None,
+                    },
+                },
+            }
+        )
+    path = tmp_path / "outcomes.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def version_copy(target: Path, version: str) -> Path:
+    shutil.copytree(DEFAULT_ARTIFACT, target)
+    metadata = json.loads((target / "metadata.json").read_text())
+    (target / "metadata.json").write_text(json.dumps(metadata | {"version": version}))
+    return target
+
+
+def test_first_promotion_creates_the_link(tmp_path: Path, held_out: Path) -> None:
+    candidate = version_copy(tmp_path / "v1", "v1")
+    current = tmp_path / "current"
+    result = promote(candidate, current, [held_out], weak=WEAK, strong=STRONG, echo=lambda _: None)
+    assert result.promoted
+    assert "no current artifact" in result.reason
+    assert current.is_symlink()
+    assert current.resolve() == candidate.resolve()
+
+
+def test_promotes_only_when_at_least_as_good(tmp_path: Path, held_out: Path) -> None:
+    v1 = version_copy(tmp_path / "v1", "v1")
+    v2 = version_copy(tmp_path / "v2", "v2")
+    current = tmp_path / "current"
+    current.symlink_to("v1")
+    kept = promote(
+        v2, current, [held_out], weak=WEAK, strong=STRONG, min_gain=0.01, echo=lambda _: None
+    )
+    assert not kept.promoted
+    assert kept.reason.startswith("kept v1")
+    assert current.resolve() == v1.resolve()
+    # The same routing quality (gain 0) is enough with the default min_gain.
+    done = promote(v2, current, [held_out], weak=WEAK, strong=STRONG, echo=lambda _: None)
+    assert done.promoted
+    assert current.resolve() == v2.resolve()
+    assert done.current is not None
+    assert done.current["apgr"] == done.candidate["apgr"]
+
+
+def test_a_directory_in_place_of_the_link_is_refused(tmp_path: Path, held_out: Path) -> None:
+    candidate = version_copy(tmp_path / "v1", "v1")
+    (tmp_path / "current").mkdir()
+    with pytest.raises(TrainingError, match="not a symlink"):
+        promote(candidate, tmp_path / "current", [held_out], weak=WEAK, strong=STRONG)
