@@ -383,6 +383,9 @@ class StoreConfig(Frozen):
 
     backend: Literal["memory", "redis"] | None = None
     redis_url: str | None = None
+    # The URL names one node of a Redis Cluster (keys carry per-app hash tags, so every
+    # script's keys live in one slot).
+    cluster: bool = False
     # What to do when Redis cannot be reached: keep serving with local counters, or refuse.
     on_unavailable: Literal["fail_open", "fail_closed"] = "fail_open"
     # Every key this service writes starts with this (then the app as a Cluster hash tag).

@@ -9,14 +9,13 @@ then the call log writes what is queued.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from router_service.calllog import CallLog, FeedbackRecorder, build_call_log
 from router_service.config import RouterConfig
 from router_service.exploration import Exploration
 from router_service.pipeline import Pipeline
 from router_service.records import CallObserver
 from router_service.shadow.runner import ShadowRunner
+from router_service.store.redis import RedisClient
 from router_service.telemetry import Telemetry
 from router_service.telemetry.attributes import CALLLOG_DROP_REASON, SHADOW_OUTCOME
 from router_service.telemetry.metrics import CALLLOG_DROPPED, SHADOW_CALLS
@@ -25,7 +24,9 @@ __all__ = ["FeedbackLoop"]
 
 
 class FeedbackLoop:
-    def __init__(self, config: RouterConfig, redis: Redis | None, telemetry: Telemetry) -> None:
+    def __init__(
+        self, config: RouterConfig, redis: RedisClient | None, telemetry: Telemetry
+    ) -> None:
         self.call_log: CallLog | None = None
         self.feedback: FeedbackRecorder | None = None
         self.shadow: ShadowRunner | None = None

@@ -21,9 +21,6 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from router_service.accounting import Accounting
 from router_service.api.admin_servicer import AdminServicer
@@ -39,6 +36,8 @@ from router_service.pipeline import Pipeline
 from router_service.providers.base import Provider
 from router_service.providers.http import build_http_client
 from router_service.providers.registry import build_providers
+from router_service.store import RedisClient
+from router_service.store.connect import connect
 from router_service.telemetry import Telemetry
 from router_service.telemetry.sdk import configure_sdk
 
@@ -75,7 +74,7 @@ class RouterServer:
         self._http: httpx.AsyncClient | None = None
         self.redis_url = config.store.resolved_redis_url(env)
         # The one Redis client (with its connection pool), when a Redis is configured.
-        self.redis: Redis | None = None
+        self.redis: RedisClient | None = None
         self.providers: dict[str, Provider] = {}
         # Budgets, rate limits, caches and statistics, over Redis or in-process.
         self.accounting: Accounting | None = None
@@ -101,20 +100,7 @@ class RouterServer:
         self._http = build_http_client(config.providers, self._environ)
         self.providers = build_providers(config.providers, self._http, self._environ)
         if self.redis_url is not None:
-            # Under load, wait briefly for a pooled connection rather than fail at once (the
-            # default pool raises "Too many connections" past 100 in use).
-            pool = BlockingConnectionPool.from_url(
-                self.redis_url,
-                max_connections=64,
-                timeout=1.0,
-                socket_connect_timeout=1.0,
-                socket_timeout=1.0,
-                health_check_interval=10,
-                # redis-py's default retries ten times with backoff, which turns an outage into
-                # seconds-long stalls; one quick retry covers a dropped idle connection.
-                retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
-            )
-            self.redis = Redis.from_pool(pool)
+            self.redis = await connect(config.store, self.redis_url)
         self.accounting = Accounting.build(config.store, self.redis)
         self.feedback_loop = loop = FeedbackLoop(config, self.redis, self.telemetry)
         if config.classifier.enabled:

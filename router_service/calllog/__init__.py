@@ -6,19 +6,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from redis.asyncio import Redis
-
 from router_service.calllog.feedback import FeedbackRecorder
 from router_service.calllog.owners import RequestOwners
 from router_service.calllog.sinks import JsonlSink, RedisStreamSink, Sink
 from router_service.calllog.writer import DEFAULT_BACKOFF, Backoff, CallLog
 from router_service.config import CallLogConfig
+from router_service.store.redis import RedisClient
 
 __all__ = ["Backoff", "CallLog", "FeedbackRecorder", "build_call_log"]
 
 
 def build_call_log(
-    config: CallLogConfig, redis: Redis | None, *, backoff: Backoff = DEFAULT_BACKOFF
+    config: CallLogConfig, redis: RedisClient | None, *, backoff: Backoff = DEFAULT_BACKOFF
 ) -> CallLog:
     """The call log the config asks for: Redis Stream when `redis` is given, else JSONL."""
     sink: Sink

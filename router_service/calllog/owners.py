@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router_service.errors import StoreUnavailable
+from router_service.store.redis import RedisClient
 
 __all__ = ["RequestOwners", "owner_key"]
 
@@ -28,7 +28,9 @@ def owner_key(stream: str, app: str, request_id: str) -> str:
 
 
 class RequestOwners:
-    def __init__(self, capacity: int, *, redis: Redis | None = None, stream: str = "") -> None:
+    def __init__(
+        self, capacity: int, *, redis: RedisClient | None = None, stream: str = ""
+    ) -> None:
         self._capacity = capacity
         self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._redis = redis

@@ -11,12 +11,11 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from redis.asyncio import Redis
-
 from router_service.calllog.codec import MalformedEntry, loads
 from router_service.calllog.entries import LogEntry
 from router_service.calllog.sinks import STREAM_FIELD
 from router_service.records import CallRecord
+from router_service.store.redis import RedisClient
 
 __all__ = ["LogScan", "entry_time"]
 
@@ -66,7 +65,7 @@ class LogScan:
                     if line.strip() and (entry := self._keep(line)) is not None:
                         yield entry
 
-    async def stream(self, redis: Redis, key: str) -> AsyncIterator[LogEntry]:
+    async def stream(self, redis: RedisClient, key: str) -> AsyncIterator[LogEntry]:
         """The entries of the Redis Stream `key`, read a page at a time."""
         start = "-" if self.since is None else f"{int(self.since * 1000)}-0"
         while True:

@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router_service.calllog.codec import dumps
 from router_service.calllog.entries import LogEntry
 from router_service.calllog.owners import owner_key
 from router_service.records import CallRecord
+from router_service.store.redis import RedisClient
 
 __all__ = ["JsonlSink", "RedisStreamSink", "Sink", "SinkError", "jsonl_name"]
 
@@ -92,7 +92,9 @@ class RedisStreamSink:
     cost record also the request's owner key (see `calllog.owners`), expiring after the
     feedback window."""
 
-    def __init__(self, redis: Redis, stream: str, *, max_len: int, owner_ttl_s: float) -> None:
+    def __init__(
+        self, redis: RedisClient, stream: str, *, max_len: int, owner_ttl_s: float
+    ) -> None:
         self._redis = redis
         self._stream = stream
         self._max_len = max_len

@@ -3,6 +3,7 @@ one script touches in one slot, so budgets stay exact on a cluster."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 
@@ -10,13 +11,17 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, ResponseError
 
+from router_service._proto import router_pb2 as pb
 from router_service.auth import App
 from router_service.budgets import BudgetLedger, period_of
 from router_service.config import AppConfig, BudgetConfig
 from router_service.store import BudgetLimit, RedisStore, scripts
 from router_service.store.keys import Keys
+from tests.component.test_route_api import route_request
 from tests.support.budget_load import concurrent_calls
+from tests.support.configs import ADMIN_KEY, DEMO_KEY, fast_config
 from tests.support.redis_cluster import redis_cluster
+from tests.support.servers import auth, running_router
 
 pytestmark = pytest.mark.integration
 
@@ -120,3 +125,47 @@ async def test_concurrent_calls_from_several_clients_stay_within_the_limit(
             await ledger.aclose()
         for client in clients:
             await client.aclose()
+
+
+async def test_a_router_serves_budgets_and_its_call_log_from_the_cluster(
+    cluster_ports: list[int],
+) -> None:
+    """The whole service on `store.cluster`: routed calls settle in the cluster, Admin reads
+    the budget from it, and the call log's stream and owner keys are written there."""
+    prefix = "clusterrouter"
+    config = fast_config(
+        store={
+            "backend": "redis",
+            "cluster": True,
+            "redis_url": f"redis://127.0.0.1:{cluster_ports[0]}/0",
+            "key_prefix": prefix,
+        },
+        call_log={"enabled": True, "stream": f"{prefix}:calllog"},
+    )
+    async with running_router(config) as running:
+        await running.admin.SetBudget(
+            pb.SetBudgetRequest(app_id="demo", monthly_limit_usd=5.0), metadata=auth(ADMIN_KEY)
+        )
+        costs = []
+        for _ in range(5):
+            events = [
+                e async for e in running.router.Route(route_request(), metadata=auth(DEMO_KEY))
+            ]
+            costs.append(events[-1].done.cost_micro_usd)
+        budget = await running.admin.GetBudget(
+            pb.GetBudgetRequest(app_id="demo"), metadata=auth(ADMIN_KEY)
+        )
+        deadline = asyncio.get_running_loop().time() + 5
+        while budget.reserved_usd > 0 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+            budget = await running.admin.GetBudget(
+                pb.GetBudgetRequest(app_id="demo"), metadata=auth(ADMIN_KEY)
+            )
+    assert budget.monthly_limit_usd == 5.0
+    assert round(budget.spent_usd * 1e6) == sum(costs) > 0
+    assert budget.reserved_usd == 0
+    client = RedisCluster(host="127.0.0.1", port=cluster_ports[0])
+    try:
+        assert await client.xlen(f"{prefix}:calllog") >= 5
+    finally:
+        await client.aclose()
