@@ -455,6 +455,9 @@ class ExplorationConfig(Frozen):
     judge_model: str | None = None
     # Shadow calls running at once; a sampled call beyond this is not shadowed (and counted).
     max_shadow_in_flight: Annotated[int, Field(gt=0)] = 8
+    # The shadow budget (`<app>:shadow`) is this share of the app's own monthly limit, so
+    # grading can never spend more than that; `Admin.SetBudget` on `<app>:shadow` overrides it.
+    shadow_budget_share: Annotated[Decimal, Field(ge=0, le=1)] = Decimal("0.1")
 
 
 class RouterConfig(Frozen):

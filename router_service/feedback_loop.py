@@ -44,6 +44,7 @@ class FeedbackLoop:
                 call_log=self.call_log,
                 tracing=telemetry.tracing,
                 max_in_flight=config.exploration.max_shadow_in_flight,
+                budget_share=config.exploration.shadow_budget_share,
             )
         metrics = telemetry.metrics
         if metrics is not None:

@@ -154,6 +154,7 @@ class RouterServer:
                 accounting=self.accounting,
                 breaker=self.breaker,
                 classifier=self.classifier,
+                shadow_budget_share=config.exploration.shadow_budget_share,
             ),
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

@@ -20,6 +20,7 @@ from router_service.catalog import Catalog
 from router_service.classification import ClassifierRuntime
 from router_service.cost import micro_to_usd
 from router_service.errors import ArtifactRejected, InvalidRequest, NotFound, RouterError
+from router_service.shadow import SHADOW_SUFFIX, shadow_app
 from router_service.stats import AppStats
 from router_service.store.base import DEFAULT_SOFT_THRESHOLD
 
@@ -72,6 +73,7 @@ class AdminServicer:
         accounting: Accounting | None = None,
         breaker: CircuitBreaker | None = None,
         classifier: ClassifierRuntime | None = None,
+        shadow_budget_share: Decimal = Decimal("0.1"),
     ) -> None:
         self._auth = auth
         self._catalog = catalog
@@ -79,11 +81,17 @@ class AdminServicer:
         self._apps = {app.name: app for app in auth.apps}
         self._breaker = breaker
         self._classifier = classifier
+        self._shadow_share = shadow_budget_share
 
     def _app(self, app_id: str) -> App:
         if not app_id:
             raise InvalidRequest("app_id is empty: name an app from the configuration")
         app = self._apps.get(app_id)
+        if app is None and app_id.endswith(SHADOW_SUFFIX):
+            # Shadow grading's own budget: `<app>:shadow`.
+            base = self._apps.get(app_id.removesuffix(SHADOW_SUFFIX))
+            if base is not None:
+                return shadow_app(base, self._shadow_share)
         if app is None:
             raise NotFound(f"unknown app {app_id!r}")
         return app

@@ -9,9 +9,9 @@ the prompt). Outcomes, keyed by model:
   answer, with what the shadow call cost.
 
 So a shadow-graded call yields both arms, which is what `llm-router train` learns from.
-Feedback and the judge are different graders, possibly on different scales; with
-`served_score="judge"` a shadow-graded call is scored by the judge for both arms (feedback then
-scores only the calls that were not shadow-graded), so each pair is compared by one grader.
+Feedback and the judge are different graders, possibly on different scales; so by default
+(`served_score="judge"`) a shadow-graded call is scored by the judge for both arms, and feedback
+scores only the calls that were not shadow-graded: each pair is compared by one grader.
 Everything that cannot become a row is counted in `ExportSummary`, by reason, so an app that
 forgot to opt in shows up in the summary instead of silently missing from the data.
 """
@@ -117,7 +117,7 @@ def build_outcomes(
     entries: Iterable[LogEntry],
     *,
     test_share: float = 0.0,
-    served_score: ServedScore = "feedback",
+    served_score: ServedScore = "judge",
 ) -> tuple[list[dict[str, Any]], ExportSummary]:
     """The outcome rows `entries` support, oldest call first, and what could not be used."""
     summary = ExportSummary()

@@ -90,9 +90,10 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     export.add_argument(
         "--served-score",
         choices=["feedback", "judge"],
-        default="feedback",
-        help="score of the served model in shadow-graded calls: the app's feedback "
-        "(default), or the judge's grade, so both arms are compared by one grader",
+        default="judge",
+        help="score of the served model in shadow-graded calls: the judge's grade (default: "
+        "both arms compared by one grader, so the labels are not biased by two scales), or "
+        "the app's feedback",
     )
     _add_source_arguments(export)
     export.set_defaults(run=_export)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import aclosing
 from dataclasses import replace
+from decimal import Decimal
 
 from router_service.auth import App
 from router_service.calllog.entries import Grade, GradedAnswer
@@ -31,7 +32,7 @@ from router_service.exploration import Exploration
 from router_service.pipeline import CallSummary, Pipeline, Plan
 from router_service.providers.base import TextDelta
 from router_service.records import CallRecord
-from router_service.shadow import SHADOW_SUFFIX
+from router_service.shadow import shadow_app
 from router_service.shadow.judge import JudgeError, judge_request, parse_verdict, served_is_a
 from router_service.telemetry import attributes as a
 from router_service.telemetry.tracing import CallTrace, Tracing
@@ -64,6 +65,7 @@ class ShadowRunner:
         call_log: CallLog | None,
         tracing: Tracing,
         max_in_flight: int,
+        budget_share: Decimal = Decimal("0.1"),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._exploration = exploration
@@ -71,6 +73,7 @@ class ShadowRunner:
         self._log = call_log
         self._tracing = tracing
         self._max_in_flight = max_in_flight
+        self._budget_share = budget_share
         self._clock = clock
         self._pipeline: Pipeline | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -114,22 +117,9 @@ class ShadowRunner:
         task.add_done_callback(self._tasks.discard)
 
     def _shadow_app(self, app: App) -> App:
-        """`<app>:shadow`: the app's task classes without exploration or shadowing of their
-        own, no prompt text in its records (the grade keeps both answers), no response
-        cache."""
         shadow = self._shadow_apps.get(app.name)
         if shadow is None:
-            shadow = App(
-                name=app.name + SHADOW_SUFFIX,
-                config=app.config.model_copy(
-                    update={"training_data_opt_in": False, "response_cache": False}
-                ),
-                tasks={
-                    name: task.model_copy(update={"exploration_rate": 0.0, "shadow_rate": 0.0})
-                    for name, task in app.tasks.items()
-                },
-            )
-            self._shadow_apps[app.name] = shadow
+            shadow = self._shadow_apps[app.name] = shadow_app(app, self._budget_share)
         return shadow
 
     async def _grade(

@@ -14,7 +14,7 @@ from router_service.config import RouterConfig
 from router_service.records import CallRecord
 from router_service.shadow.runner import SHADOW_OF, ShadowRunner
 from tests.component.test_route_api import route_request
-from tests.support.configs import DEMO_KEY, fast_config
+from tests.support.configs import ADMIN_KEY, DEMO_KEY, fast_config, fast_raw, merge
 from tests.support.servers import Running, auth, running_router
 
 OTHER_KEY = "other-app-key"
@@ -65,12 +65,15 @@ async def test_rates_follow_task_and_app_overrides() -> None:
 
 def shadow_config(directory: Path, max_in_flight: int = 8, **changes: Any) -> RouterConfig:
     other = {"key_sha256": hashlib.sha256(OTHER_KEY.encode()).hexdigest()}
-    return fast_config(
-        exploration={"shadow_rate": 1.0, "max_shadow_in_flight": max_in_flight},
-        call_log={"enabled": True, "directory": str(directory), "flush_interval_s": 0.01},
-        apps={"other": other},
-        **changes,
+    raw = merge(
+        fast_raw(
+            exploration={"shadow_rate": 1.0, "max_shadow_in_flight": max_in_flight},
+            call_log={"enabled": True, "directory": str(directory), "flush_interval_s": 0.01},
+            apps={"other": other},
+        ),
+        changes,
     )
+    return RouterConfig.model_validate(raw)
 
 
 def runner(running: Running) -> ShadowRunner:
@@ -139,3 +142,29 @@ async def test_shadow_calls_never_hold_up_the_caller_and_stop_at_shutdown(tmp_pa
         assert shadow.counts["skipped_busy"] == 1
     assert shadow.in_flight == 0 and shadow.counts["cancelled"] == 1
     assert not [e for e in LogScan().jsonl(tmp_path) if isinstance(e, Grade)]
+
+
+async def test_shadow_spend_goes_to_its_own_budget(tmp_path: Path) -> None:
+    config = shadow_config(
+        tmp_path,
+        exploration={"shadow_rate": 1.0, "shadow_budget_share": "0.25"},
+        apps={"demo": {"budget": {"monthly_limit_usd": 40}}},
+    )
+    async with running_router(config) as running:
+        done = (await route(running, request_id="b-1"))[-1].done
+        await settled(runner(running))
+
+        async def budget(app_id: str) -> pb.GetBudgetResponse:
+            request = pb.GetBudgetRequest(app_id=app_id)
+            for _ in range(100):
+                reply = await running.admin.GetBudget(request, metadata=auth(ADMIN_KEY))
+                if reply.reserved_usd == 0:
+                    return reply
+                await asyncio.sleep(0.02)
+            raise AssertionError("reservations did not settle")
+
+        app, shadow = await budget("demo"), await budget("demo:shadow")
+    assert round(app.spent_usd * 1e6) == done.cost_micro_usd
+    assert app.monthly_limit_usd == 40 and shadow.monthly_limit_usd == 10
+    # The shadow answer and the judge's grading, charged to the shadow budget only.
+    assert shadow.spent_usd > 0
