@@ -128,13 +128,18 @@ async def test_export_reads_the_stream(redis_url_fixture: str, stream: str, tmp_
         await eventually(graded)
     out = tmp_path / "outcomes.jsonl"
     code = await asyncio.to_thread(
-        main, ["export", "--redis", redis_url_fixture, "--stream", stream, "--out", str(out)]
+        main,
+        [
+            *("export", "--redis", redis_url_fixture, "--stream", stream, "--out", str(out)),
+            *("--served-score", "feedback"),
+        ],
     )
     assert code == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     for row in rows:
         check_outcome_row(row)
     assert sorted(r["id"] for r in rows) == [f"demo/ex-{i}" for i in range(3)]
+    # The served model scored by the feedback sent (--served-score feedback).
     assert all(r["outcomes"]["glm-5.2"]["score"] == 1.0 for r in rows)
     assert all(set(r["outcomes"]) == {"glm-5.2", "gpt-5.5"} for r in rows)
 

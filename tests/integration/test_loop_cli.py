@@ -73,7 +73,10 @@ async def test_traffic_feedback_export_and_report(
     assert png.read_bytes()[:4] == b"\x89PNG"
 
     out = tmp_path / "outcomes.jsonl"
-    code = await asyncio.to_thread(main, ["export", "--calllog", str(calllog), "--out", str(out)])
+    code = await asyncio.to_thread(
+        main,
+        ["export", "--calllog", str(calllog), "--out", str(out), "--served-score", "feedback"],
+    )
     assert code == 0
     assert "exported 20 rows (20 with both arms)" in capsys.readouterr().out
     rows = [json.loads(line) for line in out.read_text().splitlines()]

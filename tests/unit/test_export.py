@@ -11,7 +11,9 @@ from tests.support.records import call_record, feedback, grade
 
 
 def test_feedback_scores_the_served_model_and_a_grade_adds_the_other_tier() -> None:
-    rows, summary = build_outcomes([call_record(), feedback(score=0.9), grade()])
+    rows, summary = build_outcomes(
+        [call_record(), feedback(score=0.9), grade()], served_score="feedback"
+    )
     assert summary.rows == 1 and summary.both_arms == 1
     (row,) = rows
     check_outcome_row(row)
@@ -28,10 +30,10 @@ def test_feedback_scores_the_served_model_and_a_grade_adds_the_other_tier() -> N
     }
 
 
-def test_one_grader_for_both_arms_on_request() -> None:
+def test_one_grader_for_both_arms_by_default() -> None:
     entries = [call_record(), feedback(score=0.9), grade()]
     entries += [call_record(request_id="r2", started_at=2e9), feedback(request_id="r2")]
-    (shadowed, plain), _ = build_outcomes(entries, served_score="judge")
+    (shadowed, plain), _ = build_outcomes(entries)
     assert shadowed["outcomes"]["glm-5.2"]["score"] == 0.6
     assert shadowed["outcomes"]["gpt-5.5"]["score"] == 0.8
     assert plain["outcomes"]["glm-5.2"]["score"] == 0.9
