@@ -29,6 +29,7 @@ calls already holding their worst case finish.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -40,7 +41,7 @@ from decimal import Decimal
 
 from router_service import alerts
 from router_service.auth import App
-from router_service.config import AppConfig
+from router_service.config import AppConfig, BudgetConfig
 from router_service.cost import usd_to_micro
 from router_service.errors import BudgetExhausted, StoreUnavailable
 from router_service.policy import BudgetState
@@ -63,21 +64,38 @@ _KEEP_AFTER_PERIOD_S = 35 * 24 * 3600
 _SNAPSHOT_TTL_S = 1.0
 
 
+# The month every request of the next weeks falls in: [start, end) and its Period. Every call
+# asks for its period several times; the calendar arithmetic runs once a month.
+_current: tuple[float, float, Period] = (0.0, 0.0, Period("", 0))
+
+
 def period_of(unix_time: float) -> Period:
     """The UTC calendar month containing `unix_time`."""
+    global _current  # noqa: PLW0603 - a one-entry cache of an immutable value
+    start, end, period = _current
+    if start <= unix_time < end:
+        return period
     moment = datetime.fromtimestamp(unix_time, UTC)
+    first = datetime(moment.year, moment.month, 1, tzinfo=UTC)
     year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
     next_month = datetime(year, month, 1, tzinfo=UTC)
-    return Period(
+    period = Period(
         name=f"{moment.year:04d}-{moment.month:02d}",
         expire_at=int(next_month.timestamp()) + _KEEP_AFTER_PERIOD_S,
     )
+    _current = (first.timestamp(), next_month.timestamp(), period)
+    return period
+
+
+@functools.lru_cache(maxsize=1024)
+def _limit(budget: BudgetConfig | None) -> BudgetLimit:
+    if budget is None:
+        return BudgetLimit(None)
+    return BudgetLimit(usd_to_micro(budget.monthly_limit_usd), budget.soft_threshold)
 
 
 def configured_limit(config: AppConfig) -> BudgetLimit:
-    if config.budget is None:
-        return BudgetLimit(None)
-    return BudgetLimit(usd_to_micro(config.budget.monthly_limit_usd), config.budget.soft_threshold)
+    return _limit(config.budget)
 
 
 def budget_state(usage: BudgetUsage) -> BudgetState:

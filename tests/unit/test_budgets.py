@@ -174,3 +174,11 @@ async def test_reserve_settle_sequences_never_overspend(ops: list[tuple]) -> Non
         assert usage.reserved_micro_usd == sum(open_holds.values())
         if not lowered:
             assert usage.spent_micro_usd + usage.reserved_micro_usd <= 1000
+
+
+@given(st.lists(st.integers(0, 4_000_000_000), min_size=1, max_size=20))
+def test_period_of_agrees_with_the_calendar_in_any_order(times: list[int]) -> None:
+    # period_of keeps the last month it computed; jumping around must never reuse it wrongly.
+    for t in times:
+        moment = datetime.fromtimestamp(t, UTC)
+        assert period_of(t).name == moment.strftime("%Y-%m")
