@@ -22,7 +22,7 @@ then try `llm-router route "Summarize this ..." --task summarization`.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from router_service.cli import budget, calllog, client, serve, traffic
+    from router_service.cli import budget, calllog, classifier_admin, client, serve, traffic
     from training import cli as training_cli
 
     parser = argparse.ArgumentParser(
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(commands)
     client.register(commands)
     budget.register(commands)
+    classifier_admin.register(commands)
     traffic.register(commands)
     calllog.register(commands)
     training_cli.register(commands)

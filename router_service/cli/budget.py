@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any, TextIO
 
-DEFAULT_TARGET = "127.0.0.1:50051"
-# The embedded defaults' local admin key; real deployments set LLM_ROUTER_ADMIN_KEY.
-DEFAULT_ADMIN_KEY = "demo-admin-key"
+from router_service.cli.admin_client import add_admin_arguments, admin_call
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
@@ -41,17 +38,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     show_parser.add_argument("app", help="the app's name in the configuration")
     show_parser.set_defaults(run=_show)
     for sub in (set_parser, show_parser):
-        sub.add_argument(
-            "--target",
-            default=os.environ.get("LLM_ROUTER_TARGET", DEFAULT_TARGET),
-            help=f"HOST:PORT of the router (env LLM_ROUTER_TARGET, default {DEFAULT_TARGET})",
-        )
-        sub.add_argument(
-            "--key",
-            default=os.environ.get("LLM_ROUTER_ADMIN_KEY", DEFAULT_ADMIN_KEY),
-            help="admin key (env LLM_ROUTER_ADMIN_KEY, default: the local key demo-admin-key)",
-        )
-        sub.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+        add_admin_arguments(sub)
 
 
 def _money(usd: float) -> str:
@@ -75,19 +62,10 @@ def print_budget(budget: Any, out: TextIO) -> None:
     )
 
 
-def _admin_call(args: argparse.Namespace, method: str, request: Any) -> int:
-    import grpc
-
-    from router_service._proto import router_pb2_grpc
-
-    metadata = (("authorization", f"Bearer {args.key}"),)
-    with grpc.insecure_channel(args.target) as channel:
-        stub = router_pb2_grpc.AdminStub(channel)
-        try:
-            response = getattr(stub, method)(request, metadata=metadata, timeout=args.timeout)
-        except grpc.RpcError as exc:
-            print(f"llm-router: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 1
+def _budget_call(args: argparse.Namespace, method: str, request: Any) -> int:
+    response = admin_call(args, method, request)
+    if response is None:
+        return 1
     print_budget(response.budget if method == "SetBudget" else response, sys.stdout)
     return 0
 
@@ -98,10 +76,10 @@ def _set(args: argparse.Namespace) -> int:
     request = pb.SetBudgetRequest(
         app_id=args.app, monthly_limit_usd=args.limit_usd, soft_threshold=args.soft
     )
-    return _admin_call(args, "SetBudget", request)
+    return _budget_call(args, "SetBudget", request)
 
 
 def _show(args: argparse.Namespace) -> int:
     from router_service._proto import router_pb2 as pb
 
-    return _admin_call(args, "GetBudget", pb.GetBudgetRequest(app_id=args.app))
+    return _budget_call(args, "GetBudget", pb.GetBudgetRequest(app_id=args.app))

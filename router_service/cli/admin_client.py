@@ -1,0 +1,42 @@
+"""What the Admin subcommands share: where the router is, the admin key, and one call."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+# The embedded defaults' local admin key; real deployments set LLM_ROUTER_ADMIN_KEY.
+DEFAULT_ADMIN_KEY = "demo-admin-key"
+
+
+def add_admin_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target",
+        default=os.environ.get("LLM_ROUTER_TARGET", DEFAULT_TARGET),
+        help=f"HOST:PORT of the router (env LLM_ROUTER_TARGET, default {DEFAULT_TARGET})",
+    )
+    parser.add_argument(
+        "--key",
+        default=os.environ.get("LLM_ROUTER_ADMIN_KEY", DEFAULT_ADMIN_KEY),
+        help="admin key (env LLM_ROUTER_ADMIN_KEY, default: the local key demo-admin-key)",
+    )
+    parser.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+
+
+def admin_call(args: argparse.Namespace, method: str, request: Any) -> Any | None:
+    """The response of `Admin.<method>`, or None after printing why the call failed."""
+    import grpc
+
+    from router_service._proto import router_pb2_grpc
+
+    metadata = (("authorization", f"Bearer {args.key}"),)
+    with grpc.insecure_channel(args.target) as channel:
+        stub = router_pb2_grpc.AdminStub(channel)
+        try:
+            return getattr(stub, method)(request, metadata=metadata, timeout=args.timeout)
+        except grpc.RpcError as exc:
+            print(f"llm-router: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return None

@@ -1,0 +1,61 @@
+"""`llm-router classifier show|reload`: the running router's classifier, through Admin."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from router_service.cli.admin_client import add_admin_arguments, admin_call
+
+
+def register(commands: argparse._SubParsersAction[Any]) -> None:
+    parser = commands.add_parser(
+        "classifier",
+        help="show or reload the running router's difficulty classifier",
+        description="Show the classifier artifact a running router uses, or make it load one "
+        "(the configured path again, or another) without a restart. A bad artifact is "
+        "refused with the reason and the current one keeps serving. Needs an admin key.",
+    )
+    actions = parser.add_subparsers(title="actions", metavar="ACTION", required=True)
+    show = actions.add_parser("show", help="the active artifact: version, models, thresholds")
+    show.set_defaults(run=_show)
+    reload = actions.add_parser("reload", help="load an artifact now")
+    reload.add_argument(
+        "path", nargs="?", default="", help="artifact directory (default: the configured one)"
+    )
+    reload.set_defaults(run=_reload)
+    for sub in (show, reload):
+        add_admin_arguments(sub)
+
+
+def print_classifier(info: Any, out: TextIO) -> None:
+    loaded = datetime.fromtimestamp(info.loaded_at.seconds, UTC).isoformat(timespec="seconds")
+    out.write(
+        f"classifier {info.version}\n"
+        f"  {info.weak_model} -> {info.strong_model} · recommended threshold "
+        f"{info.recommended_threshold:.3f}\n"
+        f"  from {info.path} · loaded {loaded}\n"
+        f"  features {info.feature_spec}\n"
+    )
+
+
+def _show(args: argparse.Namespace) -> int:
+    from router_service._proto import router_pb2 as pb
+
+    response = admin_call(args, "GetClassifier", pb.GetClassifierRequest())
+    if response is None:
+        return 1
+    print_classifier(response.classifier, sys.stdout)
+    return 0
+
+
+def _reload(args: argparse.Namespace) -> int:
+    from router_service._proto import router_pb2 as pb
+
+    response = admin_call(args, "ReloadClassifier", pb.ReloadClassifierRequest(path=args.path))
+    if response is None:
+        return 1
+    print_classifier(response.classifier, sys.stdout)
+    return 0
