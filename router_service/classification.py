@@ -51,7 +51,9 @@ class ClassifierRuntime:
         self, config: ClassifierConfig, *, required_thresholds: Set[str] = frozenset()
     ) -> None:
         self._config = config
-        self.path = config.artifact or DEFAULT_ARTIFACT
+        self._configured = config.artifact or DEFAULT_ARTIFACT
+        # The artifact loaded now, and watched: the configured one until a reload names another.
+        self.path = self._configured
         # Operating points the task classes name: an artifact must define them all.
         self._required = frozenset(required_thresholds)
         self._active: ActiveClassifier | None = None
@@ -96,9 +98,10 @@ class ClassifierRuntime:
         )
 
     async def reload(self, path: Path | None = None) -> ActiveClassifier:
-        """Load the artifact at `path` (default: the current one) and make it active."""
+        """Load the artifact at `path` (default: the configured one) and make it active; from
+        then on the watcher follows `path`."""
         async with self._lock:
-            target = path or self.path
+            target = path or self._configured
             fingerprint = _fingerprint(target)
             try:
                 scorer = await asyncio.to_thread(self._load, target)

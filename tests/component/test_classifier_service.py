@@ -134,3 +134,17 @@ def test_named_thresholds_must_exist_in_the_artifact() -> None:
     )
     with pytest.raises(ArtifactRejected, match="quality_42"):
         runtime.load_initial()
+
+
+async def test_reload_without_a_path_goes_back_to_the_configured_artifact(tmp_path: Path) -> None:
+    other = artifact_copy(tmp_path / "other", version="retrained-2")
+    async with running_router(fast_config(classifier={"enabled": True})) as running:
+        await running.admin.ReloadClassifier(
+            pb.ReloadClassifierRequest(path=str(other)), metadata=auth(ADMIN_KEY)
+        )
+        assert await classifier_version(running) == "retrained-2"
+        reply = await running.admin.ReloadClassifier(
+            pb.ReloadClassifierRequest(), metadata=auth(ADMIN_KEY)
+        )
+    assert reply.classifier.version == SHIPPED.version
+    assert Path(reply.classifier.path) == DEFAULT_ARTIFACT
