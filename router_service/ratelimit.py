@@ -13,6 +13,7 @@ allowance) and the following requests wait until it has refilled.
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 from router_service.auth import App
@@ -49,6 +50,20 @@ class RateLimiter:
             description=f"{decision.limited_by} per minute: {per_minute}",
         )
 
+    def admission(self, app: App, prompt_tokens: int) -> asyncio.Task[None] | None:
+        """`admit` started as a task, so its round trip can overlap other work; None when the
+        app has no limits (nothing to wait for)."""
+        limits = app.config.rate_limits
+        if not limits.requests_per_minute and not limits.tokens_per_minute:
+            return None
+        task = asyncio.get_running_loop().create_task(
+            self.admit(app, prompt_tokens), name="rate-limit"
+        )
+        # A caller that gives up early (its request failed validation of its own) never awaits
+        # the task; its outcome is then of no interest and must not be reported as lost.
+        task.add_done_callback(_consume)
+        return task
+
     async def charge_output(self, app: App, output_tokens: int) -> None:
         """Take the answer's tokens from the token bucket, into debt if need be."""
         tpm = app.config.rate_limits.tokens_per_minute
@@ -62,3 +77,8 @@ class RateLimiter:
             tokens=output_tokens,
             force=True,
         )
+
+
+def _consume(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()

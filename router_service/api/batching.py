@@ -6,15 +6,20 @@ deliver several tokens per network read; the producer task below drains the sour
 would wait for the network, while the consumer sends what has gathered as one message. Nothing
 waits on purpose: the first token goes out as soon as it is there, and under a slow upstream
 every token still goes out alone.
+
+The producer starts when the `Batches` is made, not when it is first read, so the source's
+first request (the upstream call) is already on its way while the caller sends something
+else (the routing decision).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from types import TracebackType
 from typing import Generic, TypeVar
 
-__all__ = ["batches"]
+__all__ = ["HIGH_WATER", "Batches"]
 
 T = TypeVar("T")
 
@@ -23,67 +28,74 @@ T = TypeVar("T")
 HIGH_WATER = 512
 
 
-class _Pump(Generic[T]):
-    def __init__(self) -> None:
-        self.items: list[T] = []
-        self.error: BaseException | None = None
-        self.finished = False
+class Batches(Generic[T]):
+    """The items of `source`, in order, grouped as they were ready. An exception of `source`
+    is raised after the items that came before it; `aclose` (or leaving `async with`) cancels
+    and closes `source` if it has not finished."""
+
+    def __init__(self, source: AsyncGenerator[T, None]) -> None:
+        self._items: list[T] = []
+        self._error: BaseException | None = None
+        self._finished = False
         self._wake_consumer: asyncio.Future[None] | None = None
         self._wake_producer: asyncio.Future[None] | None = None
+        self._producer = asyncio.get_running_loop().create_task(self._run(source), name="batches")
 
     def _notify(self) -> None:
         waiter = self._wake_consumer
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def run(self, source: AsyncGenerator[T, None]) -> None:
+    async def _run(self, source: AsyncGenerator[T, None]) -> None:
         loop = asyncio.get_running_loop()
         try:
             async for item in source:
-                self.items.append(item)
+                self._items.append(item)
                 self._notify()
-                if len(self.items) >= HIGH_WATER:
+                if len(self._items) >= HIGH_WATER:
                     self._wake_producer = loop.create_future()
                     await self._wake_producer
         except BaseException as exc:
             # Handed to the consumer, who raises it after the items before it.
-            self.error = exc
+            self._error = exc
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
             await source.aclose()
-            self.finished = True
+            self._finished = True
             self._notify()
 
-    async def take(self) -> list[T]:
-        """The items gathered so far, waiting for at least one unless the source has ended."""
-        if not self.items and not self.finished:
+    def __aiter__(self) -> Batches[T]:
+        return self
+
+    async def __anext__(self) -> list[T]:
+        if not self._items and not self._finished:
             self._wake_consumer = asyncio.get_running_loop().create_future()
             await self._wake_consumer
             self._wake_consumer = None
-        items, self.items = self.items, []
+        items, self._items = self._items, []
         producer = self._wake_producer
         if producer is not None and not producer.done():
             producer.set_result(None)
-        return items
+        if items:
+            return items
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        raise StopAsyncIteration
 
+    async def aclose(self) -> None:
+        if not self._producer.done():
+            self._producer.cancel()
+        await asyncio.gather(self._producer, return_exceptions=True)
 
-async def batches(source: AsyncGenerator[T, None]) -> AsyncGenerator[list[T], None]:
-    """The items of `source`, in order, grouped as they were ready. An exception of `source`
-    is raised after the items that came before it; closing this generator (the caller went
-    away) cancels and closes `source`."""
-    pump: _Pump[T] = _Pump()
-    producer = asyncio.get_running_loop().create_task(pump.run(source), name="batches")
-    try:
-        while True:
-            items = await pump.take()
-            if items:
-                yield items
-            elif pump.finished:
-                break
-        if pump.error is not None:
-            raise pump.error
-    finally:
-        if not producer.done():
-            producer.cancel()
-        await asyncio.gather(producer, return_exceptions=True)
+    async def __aenter__(self) -> Batches[T]:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
-from contextlib import aclosing
 from typing import NoReturn, TypeVar
 
 from google.protobuf.message import Message
 from grpc import aio
 
 from router_service._proto import router_pb2 as pb
-from router_service.api.batching import batches
+from router_service.api.batching import Batches
 from router_service.api.convert import decision_message, delta_events, done_event
 from router_service.api.status import abort, status_code
 from router_service.api.validation import validate_feedback_request, validate_route_request
@@ -72,17 +71,17 @@ class RouterServicer:
         try:
             app, request = self._caller(trace, metadata, request)
             chat = validate_route_request(request, self._limits)
-            plan = await self._pipeline.plan(app, chat, trace=trace)
-            trace.set_decision(plan.decision, chat.request_id)
-            call = await self._pipeline.start(app, plan, trace=trace, arrived_at=arrived_at)
+            call = await self._pipeline.route(app, chat, trace=trace, arrived_at=arrived_at)
+            plan = call.plan
             try:
-                yield pb.RouteEvent(decision=decision_message(plan, chat.request_id))
                 remaining = context.time_remaining()
                 deadline = (
                     None if remaining is None else asyncio.get_running_loop().time() + remaining
                 )
-                # Deltas that arrive together go out as one message (see `batching`).
-                async with aclosing(batches(call.stream(deadline=deadline))) as stream:
+                # The upstream call starts now, while the decision is being sent; deltas that
+                # arrive together go out as one message (see `batching`).
+                async with Batches(call.stream(deadline=deadline)) as stream:
+                    yield pb.RouteEvent(decision=decision_message(plan, chat.request_id))
                     async for batch in stream:
                         for event in delta_events(batch):
                             yield event

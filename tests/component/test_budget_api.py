@@ -179,6 +179,18 @@ async def test_rate_limit_refuses_with_quota_failure() -> None:
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         [violation] = quota_violations(caught.value.trailing_metadata())
         assert violation.description == "requests per minute: 2"
+        # The rate limit is checked while the budget hold is taken; the refused call's hold
+        # is given back and nothing is charged for it.
+        for _ in range(100):
+            budget = await running.admin.GetBudget(
+                pb.GetBudgetRequest(app_id="demo"), metadata=ADMIN
+            )
+            if budget.reserved_usd == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert budget.reserved_usd == 0
+        stats = await running.admin.GetStats(pb.GetStatsRequest(app_id="demo"), metadata=ADMIN)
+        assert round(stats.apps[0].budget.spent_usd * 1e6) > 0
 
 
 async def test_response_cache_serves_repeats_for_nothing(router: Running) -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router_service.api.batching import HIGH_WATER, batches
+from router_service.api.batching import HIGH_WATER, Batches
 from router_service.api.convert import delta_events
 from router_service.providers.base import TextDelta, ToolCallDelta
 
@@ -26,7 +26,7 @@ async def paced(items: list[int], pauses: set[int]) -> AsyncGenerator[int, None]
 @given(st.lists(st.integers(), max_size=60), st.sets(st.integers(0, 60)))
 def test_every_item_in_order(items: list[int], pauses: set[int]) -> None:
     async def collect() -> list[list[int]]:
-        return [batch async for batch in batches(paced(items, pauses))]
+        return [batch async for batch in Batches(paced(items, pauses))]
 
     got = asyncio.run(collect())
     assert [x for batch in got for x in batch] == items
@@ -40,7 +40,7 @@ async def test_items_ready_together_go_together() -> None:
         for i in range(2, 6):
             yield i
 
-    assert [b async for b in batches(burst())] == [[1], [2, 3, 4, 5]]
+    assert [b async for b in Batches(burst())] == [[1], [2, 3, 4, 5]]
 
 
 async def test_an_error_comes_after_the_items_before_it() -> None:
@@ -51,7 +51,7 @@ async def test_an_error_comes_after_the_items_before_it() -> None:
 
     seen: list[int] = []
     with pytest.raises(RuntimeError, match="upstream broke"):
-        async for batch in batches(failing()):
+        async for batch in Batches(failing()):
             seen += batch
     assert seen == [1, 2]
 
@@ -69,7 +69,7 @@ async def test_leaving_early_closes_the_source() -> None:
         finally:
             closed.set()
 
-    stream = batches(endless())
+    stream = Batches(endless())
     await anext(stream)
     await stream.aclose()
     assert closed.is_set()
@@ -84,7 +84,7 @@ async def test_a_slow_consumer_pauses_the_producer() -> None:
             produced += 1
             yield i
 
-    stream = batches(fast())
+    stream = Batches(fast())
     first = await anext(stream)
     await asyncio.sleep(0.01)
     assert produced <= len(first) + HIGH_WATER
