@@ -84,9 +84,14 @@ class Arm:
     startup_s: float | None = None
     ttft_ms: list[float] = field(default_factory=list)
     cpu_s: float = 0.0
+    # CPU of this benchmark process spent in this arm's client: for `direct`, what merely
+    # reading the upstream's stream with httpx costs, the floor any gateway pays too.
+    client_cpu_s: float = 0.0
 
     async def once(self) -> None:
+        cpu = time.process_time()
         self.ttft_ms.append(await self.call() * 1000)
+        self.client_cpu_s += time.process_time() - cpu
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], proc: subprocess.Popen[bytes]) -> float:
@@ -267,6 +272,7 @@ def summarize(arm: Arm, direct: Arm, rounds: int) -> dict[str, Any]:
     if arm is not direct:
         out["added_ttft_p50_ms"] = out["ttft_p50_ms"] - statistics.median(direct.ttft_ms)
         out["added_ttft_p99_ms"] = out["ttft_p99_ms"] - percentile(direct.ttft_ms, 0.99)
+    out["client_cpu_per_stream_ms"] = arm.client_cpu_s / rounds * 1000
     if arm.pid is not None:
         out["cpu_per_stream_ms"] = arm.cpu_s / rounds * 1000
         out.update(memory_mb(arm.pid))
