@@ -95,12 +95,16 @@ def format_verdict(a: float, b: float) -> str:
 
 def parse_verdict(text: str) -> Verdict:
     grades: dict[str, float] = {}
-    for line in text.replace("*", "").strip().splitlines():
+    for number, line in enumerate(text.replace("*", "").strip().splitlines(), start=1):
         if not line.strip():
             continue
         match = _LINE.match(line)
         if match is None:
-            raise JudgeError(f"unexpected line in the judge's reply: {line[:80]!r}")
+            # Not the line itself: a judge's reply can quote the prompt, which stays out of logs.
+            raise JudgeError(
+                f"line {number} of the judge's reply ({len(line)} characters) is not "
+                "'A: <grade>' or 'B: <grade>'"
+            )
         label, value = match.group(1).upper(), float(match.group(2))
         if label in grades:
             raise JudgeError(f"the judge graded {label} twice")
