@@ -354,6 +354,9 @@ class ServerConfig(Frozen):
     listen: str = "127.0.0.1:50051"
     # SIGTERM: how long in-flight streams get to finish.
     grace_period_s: Annotated[float, Field(ge=0)] = 20.0
+    # SIGTERM: how long health reports NOT_SERVING while new calls are still served, so load
+    # balancers (Kubernetes endpoints) stop sending them before the server starts refusing.
+    drain_delay_s: Annotated[float, Field(ge=0)] = 0.0
 
     @field_validator("listen")
     @classmethod

@@ -234,6 +234,10 @@ async def serve(config: RouterConfig, listen: str | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    await server.health.enter_graceful_shutdown()
+    if config.server.drain_delay_s:
+        log.info("NOT_SERVING; still taking calls for %.1f s", config.server.drain_delay_s)
+        await asyncio.sleep(config.server.drain_delay_s)
     log.info("draining: up to %.0f s for in-flight calls", config.server.grace_period_s)
     await server.stop()
     # Export what the batch processors still hold before the process exits.

@@ -1,5 +1,6 @@
-"""SIGTERM on `llm-router serve`: health turns NOT_SERVING, new calls are refused, and a stream
-in flight finishes within the grace period before the process exits cleanly."""
+"""SIGTERM on `llm-router serve`: health turns NOT_SERVING at once (calls are still taken for
+the drain delay, while load balancers catch up), then new calls are refused, and a stream in
+flight finishes within the grace period before the process exits cleanly."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ async def test_sigterm_drains_in_flight_streams(tmp_path: Path) -> None:
     # About a second of streaming per answer; five seconds of grace.
     paced = {"ttft_ms": 0, "tokens_per_second": 100, "answer_tokens": 100}
     config = tmp_path / "router.yaml"
-    raw = fast_raw(providers={"sim-openai": paced}, server={"grace_period_s": 5})
+    raw = fast_raw(
+        providers={"sim-openai": paced}, server={"grace_period_s": 5, "drain_delay_s": 0.5}
+    )
     config.write_text(yaml.safe_dump(raw))
     with replicas(config, 1, tmp_path) as (replica,):
         await wait_serving([replica.target])
@@ -46,6 +49,7 @@ async def test_sigterm_drains_in_flight_streams(tmp_path: Path) -> None:
                 await asyncio.sleep(0.01)
             assert status == health_pb2.HealthCheckResponse.NOT_SERVING
 
+            await asyncio.sleep(0.7)  # past the drain delay: the server now refuses new calls
             with pytest.raises(aio.AioRpcError) as refused:
                 await router.Explain(route_request(), metadata=auth(DEMO_KEY), timeout=5)
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -89,7 +89,8 @@ def test_the_mounted_config_is_valid_and_drains_within_the_grace_period(
     raw = yaml.safe_load(find(docs, "ConfigMap", "llm-router-config")["data"]["router.yaml"])
     config = RouterConfig.model_validate(raw)
     pod = find(docs, "Deployment", "llm-router")["spec"]["template"]["spec"]
-    assert pod["terminationGracePeriodSeconds"] > config.server.grace_period_s
+    server = config.server
+    assert pod["terminationGracePeriodSeconds"] > server.drain_delay_s + server.grace_period_s
     assert config.store.backend == "redis"
     for app in config.apps.values():
         assert app.key_sha256 is None  # cluster apps read their keys from mounted Secrets
