@@ -56,6 +56,7 @@ class Accounting:
         self.warmth = PrefixWarmth(store, ttl_s=config.prefix_warm_ttl_s)
         self.stats = StatsRecorder(store, flush_interval_s=config.stats_flush_interval_s)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     @classmethod
     def build(cls, config: StoreConfig, redis: RedisClient | None) -> Accounting:
@@ -67,6 +68,10 @@ class Accounting:
 
     def after_call(self, work: AfterCall) -> None:
         """Record what a call leaves behind, in the background; never raises."""
+        if self._closed:
+            # Nothing may reach a closed store; the hold's lease releases it.
+            log.error("app %s: call finished after shutdown; not settled", work.app.name)
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -98,6 +103,7 @@ class Accounting:
 
     async def aclose(self) -> None:
         await self.drain()
+        self._closed = True
         await self.budgets.aclose()
         await self.stats.aclose()
         await self.store.aclose()

@@ -82,6 +82,7 @@ class RouterServer:
         self.classifier: ClassifierRuntime | None = None
         self._watch: asyncio.Task[None] | None = None
         self._released = False
+        self._router: RouterServicer | None = None
         self._server: aio.Server | None = None
         self.health = HealthServicer()
         self.port: int | None = None
@@ -139,15 +140,16 @@ class RouterServer:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ]
         )
+        self._router = RouterServicer(
+            self.auth,
+            pipeline,
+            config.limits,
+            tracing=self.telemetry.tracing,
+            feedback=loop.feedback,
+        )
         register(
             server,
-            RouterServicer(
-                self.auth,
-                pipeline,
-                config.limits,
-                tracing=self.telemetry.tracing,
-                feedback=loop.feedback,
-            ),
+            self._router,
             AdminServicer(
                 self.auth,
                 self.catalog,
@@ -192,6 +194,10 @@ class RouterServer:
         if self._released:
             return
         self._released = True
+        if self._router is not None:
+            # Calls the drain cut off are costed and recorded by their own cleanup; it must
+            # finish before the accounting and the store it uses close.
+            await self._router.drain()
         if self._watch is not None:
             self._watch.cancel()
             await asyncio.gather(self._watch, return_exceptions=True)

@@ -33,13 +33,20 @@ class Batches(Generic[T]):
     is raised after the items that came before it; `aclose` (or leaving `async with`) cancels
     and closes `source` if it has not finished."""
 
-    def __init__(self, source: AsyncGenerator[T, None]) -> None:
+    def __init__(
+        self, source: AsyncGenerator[T, None], *, tracker: set[asyncio.Task[None]] | None = None
+    ) -> None:
         self._items: list[T] = []
         self._error: BaseException | None = None
         self._finished = False
         self._wake_consumer: asyncio.Future[None] | None = None
         self._wake_producer: asyncio.Future[None] | None = None
         self._producer = asyncio.get_running_loop().create_task(self._run(source), name="batches")
+        if tracker is not None:
+            # Whoever shuts down can wait for the producer's cleanup (costing and recording a
+            # call the shutdown cut off) before closing what that cleanup uses.
+            tracker.add(self._producer)
+            self._producer.add_done_callback(tracker.discard)
 
     def _notify(self) -> None:
         waiter = self._wake_consumer

@@ -53,6 +53,14 @@ class RouterServicer:
         self._limits = limits
         self._tracing = tracing or Tracing()
         self._feedback = feedback
+        # The streams in flight (their producer tasks), for `drain`.
+        self._streams: set[asyncio.Task[None]] = set()
+
+    async def drain(self) -> None:
+        """Wait until every stream's producer has finished, its call costed and recorded (at
+        shutdown, after gRPC has ended the RPCs)."""
+        while self._streams:
+            await asyncio.gather(*self._streams, return_exceptions=True)
 
     def _caller(self, trace: CallTrace, metadata: Metadata, request: M | None) -> tuple[App, M]:
         """The calling app (noted on the RPC's span) and its request, once that parsed."""
@@ -80,7 +88,7 @@ class RouterServicer:
                 )
                 # The upstream call starts now, while the decision is being sent; deltas that
                 # arrive together go out as one message (see `batching`).
-                async with Batches(call.stream(deadline=deadline)) as stream:
+                async with Batches(call.stream(deadline=deadline), tracker=self._streams) as stream:
                     yield pb.RouteEvent(decision=decision_message(plan, chat.request_id))
                     async for batch in stream:
                         for event in delta_events(batch):
