@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
-DEFAULT_TARGET = "127.0.0.1:50051"
+from router_service.cli.client import add_connection_arguments
+
 # The embedded defaults' local admin key; real deployments set LLM_ROUTER_ADMIN_KEY.
 DEFAULT_ADMIN_KEY = "demo-admin-key"
 
 
 def add_admin_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--target",
-        default=os.environ.get("LLM_ROUTER_TARGET", DEFAULT_TARGET),
-        help=f"HOST:PORT of the router (env LLM_ROUTER_TARGET, default {DEFAULT_TARGET})",
-    )
-    parser.add_argument(
-        "--key",
-        default=os.environ.get("LLM_ROUTER_ADMIN_KEY", DEFAULT_ADMIN_KEY),
-        help="admin key (env LLM_ROUTER_ADMIN_KEY, default: the local key demo-admin-key)",
+    add_connection_arguments(
+        parser, key_env="LLM_ROUTER_ADMIN_KEY", default_key=DEFAULT_ADMIN_KEY, role="admin"
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
 

@@ -43,8 +43,14 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         parser.set_defaults(run=run)
 
 
-def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    """--target and --key, shared by every command that calls the Router service."""
+def add_connection_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    key_env: str = "LLM_ROUTER_KEY",
+    default_key: str = DEFAULT_KEY,
+    role: str = "app",
+) -> None:
+    """--target and --key, shared by every command that calls the router."""
     parser.add_argument(
         "--target",
         default=os.environ.get("LLM_ROUTER_TARGET", DEFAULT_TARGET),
@@ -52,8 +58,8 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--key",
-        default=os.environ.get("LLM_ROUTER_KEY", DEFAULT_KEY),
-        help="app key (env LLM_ROUTER_KEY, default: the local development key demo-key)",
+        default=os.environ.get(key_env, default_key),
+        help=f"{role} key (env {key_env}, default: the local development key {default_key})",
     )
 
 
