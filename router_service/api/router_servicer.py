@@ -89,6 +89,9 @@ class RouterServicer:
                 # The upstream call starts now, while the decision is being sent; deltas that
                 # arrive together go out as one message (see `batching`).
                 async with Batches(call.stream(deadline=deadline), tracker=self._streams) as stream:
+                    # Let the producer put the upstream request on the wire before gRPC
+                    # writes the decision (a system call of its own).
+                    await asyncio.sleep(0)
                     yield pb.RouteEvent(decision=decision_message(plan, chat.request_id))
                     async for batch in stream:
                         for event in delta_events(batch):
