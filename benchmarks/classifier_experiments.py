@@ -482,6 +482,43 @@ def paired_bootstrap(a: Array, b: Array, weak: Array, strong: Array) -> list[flo
     return [float(np.mean(diffs)), *np.percentile(diffs, [2.5, 97.5]).tolist()]
 
 
+def bootstrap_interval(scores: Array, weak: Array, strong: Array) -> list[float]:
+    rng = np.random.default_rng(0)
+    values = []
+    for _ in range(BOOTSTRAP):
+        i = rng.integers(0, len(weak), len(weak))
+        values.append(apgr(quantile_curve(scores[i], weak[i], strong[i])))
+    return [float(v) for v in np.percentile(values, [2.5, 97.5])]
+
+
+def reference_figures(
+    rb: Dataset, dc: Dataset, shipped_scores: tuple[Array, Array]
+) -> dict[str, Any]:
+    """What the recipes are measured against: the noise of the shipped recipe's figures,
+    two oracles on RouterBench train, and prompt length alone on DC-Router train."""
+    ok, w, s = rb.pair(WEAK, STRONG)
+    w, s, y = w[ok], s[ok], rb.outcomes[ok]
+    others = [j for j, m in enumerate(rb.models) if m not in (WEAK, STRONG)]
+    share_wrong = np.nanmean(1 - y[:, others], axis=1)
+    ok_dc, w_dc, s_dc = dc.pair(DC_WEAK, DC_STRONG)
+    w_dc, s_dc, family = w_dc[ok_dc], s_dc[ok_dc], dc.family[ok_dc]
+    length = np.array([len(t) for t, keep in zip(dc.texts, ok_dc, strict=True) if keep], float)
+    return {
+        "shipped_cv_apgr_interval": bootstrap_interval(shipped_scores[0], w, s),
+        "shipped_transfer_apgr_interval": bootstrap_interval(shipped_scores[1], w_dc, s_dc),
+        "oracle_share_of_other_models_wrong": apgr(quantile_curve(share_wrong, w, s)),
+        # Ties broken by position, so that a threshold can split them.
+        "oracle_own_outcome": apgr(quantile_curve(s - w + 1e-9 * np.arange(len(w)), w, s)),
+        "dc_train_prompt_length": metrics(length, w_dc, s_dc),
+        "dc_train_prompt_length_within_family": {
+            name: metrics(length[family == name], w_dc[family == name], s_dc[family == name])[
+                "apgr"
+            ]
+            for name in DC_FAMILIES
+        },
+    }
+
+
 def with_extra(data: Dataset, rarity: bool) -> Dataset:
     extra = np.vstack([ask_features(text, rarity) for text in data.texts])
     return Dataset(
@@ -530,6 +567,7 @@ def main() -> None:
     ok_rb, w_rb, s_rb = rb.pair(WEAK, STRONG)
     ok_dc, w_dc, s_dc = dc.pair(DC_WEAK, DC_STRONG)
     names = [*RECIPES, *FAMILY_RECIPES, *EXTRA_FEATURES]
+    # The shipped recipe always runs first: the others are compared with it.
     names = [n for n in names if args.only is None or n in args.only or n == "shipped"]
     # A partial run (--only) updates the entries it ran and keeps the others.
     results: dict[str, Any] = (
@@ -553,6 +591,8 @@ def main() -> None:
             entry["cv_seeds"] = [cv["apgr"]] + [
                 cross_validate(recipe, data_rb, seed)[0]["apgr"] for seed in (1, 2)
             ]
+            results["reference"] = reference_figures(rb, dc, reference)
+            print(json.dumps(results["reference"], indent=1))
         elif reference is not None:
             entry["vs_shipped"] = {
                 "cv": paired_bootstrap(cv_scores, reference[0], w_rb[ok_rb], s_rb[ok_rb]),
