@@ -257,6 +257,10 @@ def _final_block(text: str) -> str:
     return stripped[start:][-FINAL_BLOCK_CHARS:]
 
 
+# Below this many n-grams, the sparse path is faster than a pass over every bucket.
+_SPARSE_BELOW = 4096
+
+
 def _hashed_ngrams_into(data: bytes, salt: np.uint32, out: npt.NDArray[np.float32]) -> None:
     # Written in place, without temporaries the size of the block: large arrays are mapped
     # and unmapped by the allocator on every call, and the page faults cost more than the
@@ -266,15 +270,32 @@ def _hashed_ngrams_into(data: bytes, salt: np.uint32, out: npt.NDArray[np.float3
     if not per_size:  # shorter than the smallest n-gram
         out[:] = 0.0
         return
-    counts = np.bincount(np.concatenate(per_size).astype(np.intp), minlength=HASH_BUCKETS)
+    indices = np.concatenate(per_size).astype(np.intp)
+    if len(indices) < _SPARSE_BELOW:
+        # A short prompt fills a few hundred of the 32,768 buckets: work on those alone rather
+        # than on every bucket (the same numbers, in the same float32 operations).
+        buckets, counts = np.unique(indices, return_counts=True)
+        np.minimum(counts, _LOG1P_MAX, out=counts)
+        out[:] = 0.0
+        norm = _norm(counts)
+        values = _LOG1P[counts]
+        if norm > 0.0:
+            values /= np.float32(norm)
+        out[buckets] = values
+        return
+    counts = np.bincount(indices, minlength=HASH_BUCKETS)
     np.minimum(counts, _LOG1P_MAX, out=counts)
     np.take(_LOG1P, counts, out=out)
-    # The squared norm from the histogram of the counts: a sum over a few dozen distinct
-    # counts in float64 instead of over every bucket.
-    count_histogram = np.bincount(counts)
-    norm = math.sqrt(float(np.sum(count_histogram * _LOG1P_SQUARED[: len(count_histogram)])))
+    norm = _norm(counts)
     if norm > 0.0:
         out /= np.float32(norm)
+
+
+def _norm(counts: npt.NDArray[np.intp]) -> float:
+    # The L2 norm from the histogram of the counts: a sum over a few dozen distinct counts in
+    # float64 instead of over every bucket (buckets of count 0 add nothing, in either path).
+    histogram = np.bincount(counts)
+    return math.sqrt(float(np.sum(histogram[1:] * _LOG1P_SQUARED[1 : len(histogram)])))
 
 
 def _ngram_buckets(codes: npt.NDArray[np.uint32], salt: np.uint32) -> list[npt.NDArray[np.uint32]]:

@@ -8,6 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from classifier import features
 from classifier.features import (
     EMBEDDING_DIM,
     FEATURE_SPEC,
@@ -82,3 +83,19 @@ def test_any_text_embeds_to_finite_values(text: str) -> None:
     assert vector.shape == (EMBEDDING_DIM,)
     assert np.isfinite(vector).all()
     assert (vector >= 0).all()
+
+
+@given(st.text(max_size=3000))
+@settings(max_examples=60, deadline=None)
+def test_the_sparse_and_dense_paths_embed_alike(text: str) -> None:
+    # Short prompts take a sparse path through the n-gram buckets; it must give the very
+    # numbers the pass over every bucket gives.
+    sparse = embed(text)
+    dense = np.zeros_like(sparse)
+    original = features._SPARSE_BELOW
+    features._SPARSE_BELOW = 0
+    try:
+        features._embed_into(text, dense)
+    finally:
+        features._SPARSE_BELOW = original
+    assert np.array_equal(sparse, dense)
