@@ -250,7 +250,7 @@ async def run(requests: int, seed: int) -> dict[str, object]:
     }
 
 
-if __name__ == "__main__":
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1200)
     parser.add_argument("--seed", type=int, default=11)
@@ -273,3 +273,7 @@ if __name__ == "__main__":
         f"(>= 60% vs <= 10%): {'met' if result['meets_target'] else 'NOT met'}"
     )
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
