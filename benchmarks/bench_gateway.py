@@ -9,6 +9,8 @@ at once. Each round sends one request per arm, in turn, so machine noise hits ev
             limits, stats, prefix warmth), the shipped classifier, OpenTelemetry traces and
             metrics exported over OTLP/gRPC to a receiver, the call log to a Redis Stream, 5%
             exploration; called over gRPC `Route`;
+- grpc floor: `benchmarks/echo_router.py`, a Route that streams a fixed answer at once with no
+            upstream: what the gRPC hop alone costs in Python on this machine;
 - ablations (--ablations): the router with fewer features, to show what each costs: `bare`
             (in-process store, no telemetry, call log to files), `+redis`, `+otel`;
 - litellm:  LiteLLM's proxy (its own process and virtualenv, installed on first use under
@@ -56,6 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 BENCH_DIR = ROOT / ".bench"
 LITELLM_VERSION = "1.108.7"
+LITELLM_KEY = "sk-bench-0123456789abcdef"
 TOKENS = 50
 PROMPT = "Summarize the attached incident report in three bullet points for the on-call channel."
 
@@ -193,6 +196,24 @@ def litellm_python() -> Path:
     return venv / "bin" / "litellm"
 
 
+async def start_echo(workdir: Path) -> tuple[subprocess.Popen[bytes], aio.Channel]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.echo_router", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    channel = aio.insecure_channel(f"127.0.0.1:{port}")
+
+    async def ready() -> bool:
+        await asyncio.wait_for(channel.channel_ready(), timeout=1)
+        return True
+
+    await wait_until(ready, proc)
+    return proc, channel
+
+
 async def start_litellm(workdir: Path, upstream: str) -> tuple[subprocess.Popen[bytes], str, float]:
     binary = litellm_python()
     port = free_port()
@@ -208,6 +229,9 @@ async def start_litellm(workdir: Path, upstream: str) -> tuple[subprocess.Popen[
             }
         ],
         "litellm_settings": {"drop_params": True},
+        # LiteLLM refuses to start without one; budgets and spend tracking would also need
+        # its Postgres, which this comparison leaves out (it runs LiteLLM at its lightest).
+        "general_settings": {"master_key": LITELLM_KEY},
     }
     path = workdir / "litellm.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -295,7 +319,11 @@ async def run(rounds: int, warmup: int, with_litellm: bool, ablations: bool) -> 
                     Arm("direct", lambda: stream_openai(client, f"{upstream_url}/v1", "bench-key"))
                 ]
 
-                channels = []
+                echo, echo_channel = await start_echo(workdir)
+                procs.append(echo)
+                echo_stub = router_pb2_grpc.RouterStub(echo_channel)
+                arms.append(Arm("grpc floor", lambda: stream_router(echo_stub), echo.pid))
+                channels = [echo_channel]
                 for name, uses_redis, exports in (FULL, *(ABLATIONS if ablations else ())):
                     router, channel, startup = await start_router(
                         workdir,
@@ -316,7 +344,7 @@ async def run(rounds: int, warmup: int, with_litellm: bool, ablations: bool) -> 
                     arms.append(
                         Arm(
                             "litellm",
-                            lambda: stream_openai(client, litellm_url, "bench-key"),
+                            lambda: stream_openai(client, litellm_url, LITELLM_KEY),
                             litellm.pid,
                             lstart,
                         )
