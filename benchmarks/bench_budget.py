@@ -15,12 +15,15 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlparse
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
@@ -50,6 +53,27 @@ def summary(samples: list[float]) -> dict[str, float]:
         "p99_ms": round(percentile(samples, 0.99), 4),
         "mean_ms": round(statistics.fmean(samples), 4),
     }
+
+
+def machine_floor(url: str) -> dict[str, float] | None:
+    """One PING from C (`redis-benchmark`, one client): what this machine's loopback and Redis
+    cost before any Python; None when the tool is not installed."""
+    binary = shutil.which("redis-benchmark")
+    if binary is None:
+        return None
+    parsed = urlparse(url)
+    out = subprocess.run(
+        [binary, "-h", parsed.hostname or "127.0.0.1", "-p", str(parsed.port or 6379)]
+        + ["-t", "ping", "-n", "20000", "-c", "1", "--csv"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    # CSV: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95..","p99..",...
+    row = next(line for line in out.splitlines() if line.startswith('"PING_MBULK"'))
+    fields = [float(v.strip('"')) for v in row.split(",")[1:]]
+    return {"p50_ms": fields[3], "p99_ms": fields[5], "mean_ms": fields[1]}
 
 
 # A variant: one iteration; returns the seconds to count, or None to count the whole iteration.
@@ -151,6 +175,9 @@ async def measure_all(pairs: int) -> dict[str, object]:
             await client.delete(*keys)
         await client.aclose()
     results = {name: summary(values) for name, values in samples.items()}
+    floor_c = machine_floor(url)
+    if floor_c is not None:
+        results["one PING from C (redis-benchmark)"] = floor_c
     floor, ledger = results["two PINGs (floor)"], results["BudgetLedger on Redis"]
     return {
         "method": f"{pairs} sequential pairs per variant in 10 interleaved rounds after 200 "
