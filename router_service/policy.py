@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum, StrEnum
 
 from router_service.catalog import Catalog, CatalogModel
 from router_service.chat import Hints, TierPreference
@@ -128,13 +128,19 @@ def decide(catalog: Catalog, inp: PolicyInput) -> Decision:
             + " exceeds every model's context window or capabilities"
         )
 
-    tier, required = _choose_tier(inp, bool(cheap), reasons)
+    tier, basis = _choose_tier(inp, bool(cheap), reasons)
     arm, propensity = "policy", 1.0
-    if not required and cheap and frontier:
+    if basis is not _Basis.REQUIRED and cheap and frontier:
         if inp.budget is BudgetState.SOFT and tier is Tier.FRONTIER:
             tier = Tier.CHEAP
             reasons.append("budget past its soft threshold: downgraded to cheap")
-        elif inp.exploration_rate > 0:
+        elif (
+            # Only the learned choice is explored: a rule, a caller's preference or a
+            # budget past its soft threshold is never overridden by chance.
+            basis is _Basis.LEARNED
+            and inp.budget is BudgetState.OK
+            and inp.exploration_rate > 0
+        ):
             if inp.exploration_draw < inp.exploration_rate:
                 tier = Tier.CHEAP if tier is Tier.FRONTIER else Tier.FRONTIER
                 arm, propensity = "explore", inp.exploration_rate
@@ -164,46 +170,57 @@ def _why_model(chosen: CatalogModel, tier: Tier, inp: PolicyInput) -> str:
     return f"{chosen.name}: cheapest healthy {tier.value} model for this request"
 
 
-def _choose_tier(inp: PolicyInput, cheap_fits: bool, reasons: list[str]) -> tuple[Tier, bool]:
-    """The tier before budget and exploration, and whether frontier is required."""
+class _Basis(Enum):
+    """What decided the tier: whether budget downgrades and exploration may change it."""
+
+    # Frontier is required (nothing cheap fits, money movement, a frontier hint): nothing may.
+    REQUIRED = "required"
+    # A rule or the caller's preference: a soft budget may downgrade it; exploration may not.
+    RULE = "rule"
+    # The difficulty score, or the task's default tier without one: both may.
+    LEARNED = "learned"
+
+
+def _choose_tier(inp: PolicyInput, cheap_fits: bool, reasons: list[str]) -> tuple[Tier, _Basis]:
+    """The tier before budget and exploration, and what decided it."""
     hints, task = inp.hints, inp.task
     if not cheap_fits:
         reasons.append(
             f"no cheap model fits ~{inp.prompt_tokens} prompt tokens + "
             f"{inp.max_output_tokens} output" + (" with tools" if inp.needs_tools else "")
         )
-        return Tier.FRONTIER, True
+        return Tier.FRONTIER, _Basis.REQUIRED
     if hints.money_movement:
         reasons.append("money movement escalates")
-        return Tier.FRONTIER, True
+        return Tier.FRONTIER, _Basis.REQUIRED
     if hints.tier is TierPreference.FRONTIER:
         reasons.append("frontier required by hint")
-        return Tier.FRONTIER, True
+        return Tier.FRONTIER, _Basis.REQUIRED
     if hints.tier is TierPreference.CHEAP:
         reasons.append("cheap requested by hint")
-        return Tier.CHEAP, False
+        return Tier.CHEAP, _Basis.RULE
     if hints.customer_escalation:
         reasons.append("customer escalation escalates")
-        return Tier.FRONTIER, False
+        return Tier.FRONTIER, _Basis.RULE
     if task.always_frontier:
         reasons.append(f"task {inp.task_name} escalates")
-        return Tier.FRONTIER, False
+        return Tier.FRONTIER, _Basis.RULE
     if task.long_context_tokens is not None and inp.prompt_tokens >= task.long_context_tokens:
         reasons.append(
             f"long context: ~{inp.prompt_tokens} prompt tokens >= {task.long_context_tokens}"
         )
-        return Tier.FRONTIER, False
+        return Tier.FRONTIER, _Basis.RULE
     scored = inp.classification
     if scored is None:
         reasons.append(f"no classifier score: task default tier {task.default_tier.value}")
-        return task.default_tier, False
+        return task.default_tier, _Basis.LEARNED
     threshold, named = _threshold(inp)
     which = f" ({named})" if named else ""
     if scored.score >= threshold:
         reasons.append(f"difficulty {scored.score:.2f} >= {threshold:.2f}{which}")
-        return Tier.FRONTIER, False
+        return Tier.FRONTIER, _Basis.LEARNED
     reasons.append(f"difficulty {scored.score:.2f} < {threshold:.2f}{which}")
-    return Tier.CHEAP, False
+    return Tier.CHEAP, _Basis.LEARNED
 
 
 def _threshold(inp: PolicyInput) -> tuple[float, str]:

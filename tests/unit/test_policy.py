@@ -165,3 +165,23 @@ def test_tools_need_a_capable_model() -> None:
     task = TaskConfig()
     d = decide(CATALOG, inp(task=task, needs_tools=True))
     assert all("tools" in CATALOG[name].capabilities for name in d.candidates)
+
+
+@pytest.mark.parametrize(
+    ("changes", "tier"),
+    [
+        ({"hints": Hints(customer_escalation=True)}, Tier.FRONTIER),
+        ({"hints": Hints(tier=TierPreference.CHEAP)}, Tier.CHEAP),
+        ({"prompt_tokens": 70_000}, Tier.FRONTIER),  # summarization's long-context rule
+        ({"budget": BudgetState.SOFT}, Tier.CHEAP),  # never flipped to frontier past soft
+    ],
+)
+def test_exploration_never_overrides_rules_preferences_or_a_soft_budget(
+    changes: dict[str, object], tier: Tier
+) -> None:
+    d = decide(
+        CATALOG,
+        inp(classification=scored(0.1), exploration_rate=1.0, exploration_draw=0.0, **changes),
+    )
+    assert (d.tier, d.arm) == (tier, "policy")
+    assert not any(r.startswith("exploration") for r in d.reasons)
