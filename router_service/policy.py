@@ -137,9 +137,7 @@ def decide(catalog: Catalog, inp: PolicyInput) -> Decision:
         elif (
             # Only the learned choice is explored: a rule, a caller's preference or a
             # budget past its soft threshold is never overridden by chance.
-            basis is _Basis.LEARNED
-            and inp.budget is BudgetState.OK
-            and inp.exploration_rate > 0
+            basis is _Basis.LEARNED and inp.budget is BudgetState.OK and inp.exploration_rate > 0
         ):
             if inp.exploration_draw < inp.exploration_rate:
                 tier = Tier.CHEAP if tier is Tier.FRONTIER else Tier.FRONTIER

@@ -31,6 +31,7 @@ __all__ = ["validate_feedback_request", "validate_route_request"]
 _TASK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}")
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_.:/@-]{1,128}")
 _MAX_METADATA_KEY = 128
 _MAX_METADATA_VALUE = 1024
 _TIERS = {
@@ -88,7 +89,8 @@ def _messages(message: pb.RouteRequest, limits: LimitsConfig) -> tuple[ChatMessa
     for i, m in enumerate(message.messages):
         if m.role not in ROLES:
             raise InvalidRequest(
-                f"messages[{i}].role is {m.role!r}; expected one of " + ", ".join(sorted(ROLES))
+                f"messages[{i}].role is {shown(m.role)}; expected one of "
+                + ", ".join(sorted(ROLES))
             )
         if not m.content and not m.tool_calls:
             raise InvalidRequest(f"messages[{i}] has no content")
@@ -113,7 +115,7 @@ def _tools(message: pb.RouteRequest, limits: LimitsConfig) -> tuple[ToolSpec, ..
     for i, tool in enumerate(message.tools):
         if not _TOOL_NAME.fullmatch(tool.name):
             raise InvalidRequest(
-                f"tools[{i}].name must be 1-64 letters, digits, _ or -; got {tool.name!r}"
+                f"tools[{i}].name must be 1-64 letters, digits, _ or -; got {shown(tool.name)}"
             )
         if tool.name in seen:
             raise InvalidRequest(f"tools[{i}]: duplicate tool name {tool.name!r}")
@@ -137,10 +139,20 @@ def _tool_parameters(tool: pb.Tool, index: int) -> dict[str, Any]:
     return schema
 
 
+def shown(value: str, limit: int = 40) -> str:
+    """A caller's value quoted in an error message, cut short: a message must stay small (gRPC
+    sends it as metadata) and must not carry a prompt back."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} chars)"
+
+
 def _hints(hints: pb.RouteHints) -> Hints:
     tier = _TIERS.get(hints.tier)
     if tier is None:
         raise InvalidRequest(f"hints.tier has unknown value {hints.tier}")
+    if hints.force_model and not _MODEL_NAME.fullmatch(hints.force_model):
+        raise InvalidRequest(
+            f"hints.force_model is {shown(hints.force_model)}: not a model name from the catalog"
+        )
     return Hints(
         tier=tier,
         force_model=hints.force_model,

@@ -97,3 +97,17 @@ def test_arbitrary_input_is_accepted_or_refused_cleanly(
         assert exc.message
     else:
         assert chat.task == task and 0 <= chat.max_output_tokens <= LIMITS.max_output_tokens
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"messages": [pb.Message(role="r" * 200_000, content="x")]},
+        {"tools": [pb.Tool(name="n " * 100_000)]},
+        {"hints": pb.RouteHints(force_model="m" * 200_000)},
+    ],
+)
+def test_error_messages_stay_small_whatever_was_sent(changes: dict[str, object]) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        validate_route_request(request(**changes), LIMITS)
+    assert len(caught.value.message) < 300
