@@ -101,7 +101,11 @@ def load_scorer(path: pathlib.Path) -> DifficultyScorer:
     model_path = path / metadata.model_file
     if model_path.parent != path or not model_path.is_file():
         raise ArtifactError(f"{path}: model file {metadata.model_file!r} is missing")
-    if sha256_of(model_path) != metadata.model_sha256:
+    try:
+        digest = sha256_of(model_path)
+    except OSError as exc:  # replaced or removed while being read (a deploy mid-swap)
+        raise ArtifactError(f"{model_path}: cannot be read: {exc.strerror}") from exc
+    if digest != metadata.model_sha256:
         raise ArtifactError(f"{model_path}: checksum does not match metadata; file corrupt?")
     session = _open_session(model_path)
     scorer = DifficultyScorer(path, metadata, session)

@@ -73,6 +73,12 @@ class ClassifierRuntime:
 
     def _load(self, path: Path) -> DifficultyScorer:
         scorer = load_scorer(path)
+        pair = self._config.model_pair
+        if pair is not None and (scorer.weak_model, scorer.strong_model) != pair:
+            raise ArtifactError(
+                f"the artifact is trained for {scorer.weak_model} -> {scorer.strong_model}; "
+                f"classifier.model_pair asks for {pair[0]} -> {pair[1]}"
+            )
         missing = self._required - scorer.metadata.thresholds.keys()
         if missing:
             raise ArtifactError(
@@ -116,14 +122,20 @@ class ClassifierRuntime:
             return self._active
 
     async def watch(self) -> None:
-        """Poll the artifact directory and load what changes there, until cancelled."""
+        """Poll the artifact now loaded (the configured one, or the one a reload named) and
+        load what changes there, until cancelled. Nothing but cancellation stops it."""
         while True:
             await asyncio.sleep(self._config.watch_interval_s)
-            if _fingerprint(self.path) == self._fingerprint:
+            path = self.path
+            if _fingerprint(path) == self._fingerprint:
                 continue
             try:
-                await self.reload()
+                await self.reload(path)
             except ArtifactRejected:
                 # Remember the bad version so it is not retried every poll; a fixed one has
                 # another fingerprint.
-                self._fingerprint = _fingerprint(self.path)
+                self._fingerprint = _fingerprint(path)
+            except Exception:
+                # Files swapped under the loader (a retraining job mid-write), or anything else
+                # unforeseen: the artifact loaded before keeps serving; look again next poll.
+                log.exception("classifier artifact %s could not be checked", path)

@@ -371,6 +371,8 @@ class ClassifierConfig(Frozen):
     # The artifact directory; None: the one shipped with the service.
     artifact: Path | None = None
     enabled: bool = True
+    # The (weak, strong) model pair artifacts must be trained for; unset: any pair.
+    model_pair: tuple[str, str] | None = None
     # Poll the artifact directory and load a new artifact when its files change.
     watch: bool = True
     watch_interval_s: Annotated[float, Field(gt=0)] = 2.0

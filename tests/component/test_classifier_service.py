@@ -148,3 +148,42 @@ async def test_reload_without_a_path_goes_back_to_the_configured_artifact(tmp_pa
         )
     assert reply.classifier.version == SHIPPED.version
     assert Path(reply.classifier.path) == DEFAULT_ARTIFACT
+
+
+async def test_the_watcher_follows_a_reloaded_path_and_survives_bad_reads(tmp_path: Path) -> None:
+    other = artifact_copy(tmp_path / "other", version="retrained-2")
+    config = fast_config(classifier={"enabled": True, "watch_interval_s": 0.05})
+    async with running_router(config) as running:
+        await running.admin.ReloadClassifier(
+            pb.ReloadClassifierRequest(path=str(other)), metadata=auth(ADMIN_KEY)
+        )
+        # A retrain writes into the reloaded directory: the watcher loads it from there, and
+        # does not fall back to the configured artifact.
+        metadata = json.loads((other / "metadata.json").read_text())
+        (other / "metadata.json").write_text(json.dumps(metadata | {"version": "retrained-3"}))
+        await asyncio.sleep(0.4)
+        assert await classifier_version(running) == "retrained-3"
+        # The model file vanishes for a moment (a swap in progress): refused, still serving.
+        (other / "model.onnx").rename(other / "model.onnx.moving")
+        (other / "metadata.json").write_text(json.dumps(metadata | {"version": "retrained-4"}))
+        await asyncio.sleep(0.4)
+        assert await classifier_version(running) == "retrained-3"
+        (other / "model.onnx.moving").rename(other / "model.onnx")
+        (other / "metadata.json").write_text(json.dumps(metadata | {"version": "retrained-5"}))
+        await asyncio.sleep(0.4)
+        assert await classifier_version(running) == "retrained-5"
+
+
+async def test_a_configured_model_pair_refuses_other_pairs(tmp_path: Path) -> None:
+    other = artifact_copy(tmp_path / "other", weak_model="glm-5.2", strong_model="gpt-5.5")
+    config = fast_config(
+        classifier={"enabled": True, "model_pair": [SHIPPED.weak_model, SHIPPED.strong_model]}
+    )
+    async with running_router(config) as running:
+        with pytest.raises(aio.AioRpcError) as caught:
+            await running.admin.ReloadClassifier(
+                pb.ReloadClassifierRequest(path=str(other)), metadata=auth(ADMIN_KEY)
+            )
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "model_pair" in (caught.value.details() or "")
+        assert await classifier_version(running) == SHIPPED.version
