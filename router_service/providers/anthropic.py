@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -298,7 +299,8 @@ class AnthropicProvider:
             stream=config.stream,
             cache_min_tokens=config.cache_min_tokens_for(request.model),
         )
-        async for event in self._endpoint.answer(
-            "/v1/messages", encode_json(body), EventParser(request)
-        ):
-            yield event
+        # Closed here, at once, when this stream is closed: the upstream response with it.
+        answer = self._endpoint.answer("/v1/messages", encode_json(body), EventParser(request))
+        async with aclosing(answer) as events:
+            async for event in events:
+                yield event

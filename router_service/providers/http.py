@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, Protocol, TypeVar, cast
 
 import httpx
@@ -201,16 +201,17 @@ class HttpEndpoint:
                 for event in self._parsed(parser.whole, await self._read(response, deadline)):
                     yield event
                 return
-            async for sse in self._events(response, deadline):
-                if parser.done:
-                    continue  # reading to the end of the body keeps the connection pooled
-                events = self._parsed(parser.feed, sse.data)
-                if parser.started and not deadline.streaming:
-                    deadline.first_token()
-                if parser.done:
-                    deadline.answer_complete()
-                for event in events:
-                    yield event
+            async with aclosing(self._events(response, deadline)) as events:
+                async for sse in events:
+                    if parser.done:
+                        continue  # reading to the end of the body keeps the connection pooled
+                    parsed = self._parsed(parser.feed, sse.data)
+                    if parser.started and not deadline.streaming:
+                        deadline.first_token()
+                    if parser.done:
+                        deadline.answer_complete()
+                    for event in parsed:
+                        yield event
             if not parser.complete:
                 raise self.errors.broken("the stream ended before the answer was complete")
             yield parser.end()

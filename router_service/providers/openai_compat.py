@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -281,8 +282,11 @@ class OpenAICompatProvider:
         config = self._config
         body = request_body(request, stream=config.stream, max_tokens_field=config.max_tokens_field)
         parser = ChunkParser(request, on_missing_usage=self._missing_usage)
-        async for event in self._endpoint.answer("/chat/completions", encode_json(body), parser):
-            yield event
+        # Closed here, at once, when this stream is closed: the upstream response with it.
+        answer = self._endpoint.answer("/chat/completions", encode_json(body), parser)
+        async with aclosing(answer) as events:
+            async for event in events:
+                yield event
 
     def _missing_usage(self) -> None:
         if not self._warned_no_usage:

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from router_service.chat import ChatMessage, ToolCall, ToolSpec
+from router_service.config import OpenAIProviderConfig
 from router_service.cost import Usage
 from router_service.providers.base import ProviderRequest, StreamEnd, TextDelta, ToolCallDelta
 from router_service.providers.errors import UpstreamErrorEvent
 from router_service.providers.openai_compat import (
     ChunkParser,
+    OpenAICompatProvider,
     parse_completion,
     parse_usage,
     request_body,
@@ -223,3 +228,29 @@ def test_a_golden_stream_split_anywhere_parses_the_same(cuts: list[int]) -> None
     assert parser.done
     assert text == "Revenue grew 12% — driven by renewals."
     assert parser.end().usage == Usage(2006, 1920, 0, 12)
+
+
+async def test_closing_the_stream_closes_the_upstream_response_at_once() -> None:
+    closed: list[bool] = []
+
+    class Endless(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for i in range(1000):
+                chunk = {"choices": [{"index": 0, "delta": {"content": f"t{i} "}}]}
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+                await asyncio.sleep(0.001)
+
+        async def aclose(self) -> None:
+            closed.append(True)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Endless())
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        config = OpenAIProviderConfig(kind="openai", base_url="http://upstream/v1")
+        stream = OpenAICompatProvider("p", config, client, {}).stream(REQUEST)
+        for _ in range(3):
+            await anext(stream)
+        await stream.aclose()
+        # Not left to the garbage collector: the caller went away, the upstream stops now.
+        assert closed == [True]
