@@ -40,7 +40,7 @@ from router_service.providers.base import (
 from router_service.records import CallRecord, CallStatus
 from router_service.response_cache import AnswerRecorder, CachedAnswer
 from router_service.telemetry.tracing import NO_TRACE, CallTrace
-from router_service.tokens import PromptSize, tokens_for_length
+from router_service.tokens import PromptSize, TextSize
 
 __all__ = ["CallServices", "CallSummary", "Plan", "RouteCall", "Shadowing", "refusal"]
 
@@ -212,7 +212,7 @@ class RouteCall:
         started_at = time.time()
         t0 = time.perf_counter()
         first_at: float | None = None
-        output_chars = 0
+        output = TextSize()
         end: StreamEnd | None = None
         # The provider's own usage counts so far, for billing a stream that ends early.
         reported: Usage | None = None
@@ -234,7 +234,7 @@ class RouteCall:
                     if first_at is None:
                         first_at = time.perf_counter()
                     if type(event) is TextDelta:
-                        output_chars += len(event.text)
+                        output.add(event.text)
                         if self._answer is not None:
                             self._answer.append(event.text)
                     if recorder is not None:
@@ -256,7 +256,7 @@ class RouteCall:
                 started_at=started_at,
                 t0=t0,
                 first_at=first_at,
-                output_chars=output_chars,
+                output=output,
                 recorder=recorder,
             )
 
@@ -271,7 +271,7 @@ class RouteCall:
         started_at: float,
         t0: float,
         first_at: float | None,
-        output_chars: int,
+        output: TextSize,
         recorder: AnswerRecorder | None = None,
     ) -> None:
         self._finished = True
@@ -283,8 +283,10 @@ class RouteCall:
             # from its own counts where it reported them (never more output than the request
             # allowed, which the provider enforces).
             usage = reported or Usage(input_tokens=self.plan.prompt.estimate)
-            output = max(usage.output_tokens, tokens_for_length(output_chars))
-            usage = replace(usage, output_tokens=min(output, self.plan.decision.max_output_tokens))
+            produced = max(usage.output_tokens, output.tokens)
+            usage = replace(
+                usage, output_tokens=min(produced, self.plan.decision.max_output_tokens)
+            )
         else:
             usage = Usage()
         cost = serving.model.prices.cost_micro_usd(usage) if serving is not None else 0

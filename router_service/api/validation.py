@@ -33,6 +33,7 @@ _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_.:/@-]{1,128}")
 _MAX_METADATA_KEY = 128
+_MAX_ID = 128
 _MAX_METADATA_VALUE = 1024
 _TIERS = {
     pb.TIER_PREFERENCE_UNSPECIFIED: TierPreference.AUTO,
@@ -98,6 +99,14 @@ def _messages(message: pb.RouteRequest, limits: LimitsConfig) -> tuple[ChatMessa
             raise InvalidRequest(f"messages[{i}]: only assistant messages carry tool_calls")
         if m.role == "tool" and not m.tool_call_id:
             raise InvalidRequest(f"messages[{i}]: a tool message needs tool_call_id")
+        if len(m.tool_call_id) > _MAX_ID or any(
+            len(c.id) > _MAX_ID or (c.name and not _TOOL_NAME.fullmatch(c.name))
+            for c in m.tool_calls
+        ):
+            raise InvalidRequest(
+                f"messages[{i}]: tool call ids are at most {_MAX_ID} characters and tool names "
+                "1-64 letters, digits, _ or -"
+            )
         calls = tuple(
             ToolCall(id=c.id, name=c.name, arguments_json=c.arguments_json) for c in m.tool_calls
         )

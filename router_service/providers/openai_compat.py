@@ -33,7 +33,7 @@ from router_service.providers.base import (
 )
 from router_service.providers.errors import UpstreamErrorEvent
 from router_service.providers.http import HttpEndpoint, encode_json
-from router_service.tokens import tokens_for_length
+from router_service.tokens import TextSize, estimate_tokens
 
 __all__ = ["ChunkParser", "OpenAICompatProvider", "parse_completion", "parse_usage", "request_body"]
 
@@ -117,7 +117,7 @@ class ChunkParser:
         "done",
         "finish_reason",
         "model",
-        "output_chars",
+        "output",
         "started",
         "usage",
     )
@@ -133,7 +133,7 @@ class ChunkParser:
         self.finish_reason: str | None = None
         self.model = ""
         self.usage: Usage | None = None
-        self.output_chars = 0
+        self.output = TextSize()
 
     @property
     def complete(self) -> bool:
@@ -171,7 +171,7 @@ class ChunkParser:
             self.started = True
             events: list[ProviderEvent] = []
             if content:
-                self.output_chars += len(content)
+                self.output.add(content)
                 events.append(TextDelta(content))
             for call in calls:
                 function = call.get("function") or {}
@@ -186,7 +186,7 @@ class ChunkParser:
             return tuple(events)
         if content:
             self.started = True
-            self.output_chars += len(content)
+            self.output.add(content)
             return (TextDelta(content),)
         if delta.get("reasoning_content") or delta.get("reasoning"):
             # Reasoning is not part of the answer, but it is tokens: the model is working.
@@ -198,7 +198,7 @@ class ChunkParser:
         if usage is None:
             if self._on_missing_usage is not None:
                 self._on_missing_usage()
-            usage = _estimated_usage(self._request, self.output_chars)
+            usage = _estimated_usage(self._request, self.output.tokens)
         return StreamEnd(
             finish_reason=self.finish_reason or "stop",
             usage=usage,
@@ -211,9 +211,9 @@ class ChunkParser:
         return parse_completion(body, self._request)
 
 
-def _estimated_usage(request: ProviderRequest, output_chars: int) -> Usage:
+def _estimated_usage(request: ProviderRequest, output_tokens: int) -> Usage:
     """What to bill when a server reports no usage at all."""
-    return Usage(input_tokens=request.prompt_tokens, output_tokens=tokens_for_length(output_chars))
+    return Usage(input_tokens=request.prompt_tokens, output_tokens=output_tokens)
 
 
 def parse_completion(body: Mapping[str, Any], request: ProviderRequest) -> list[ProviderEvent]:
@@ -231,7 +231,9 @@ def parse_completion(body: Mapping[str, Any], request: ProviderRequest) -> list[
     events.append(
         StreamEnd(
             finish_reason=choice.get("finish_reason") or "stop",
-            usage=parse_usage(usage) if usage else _estimated_usage(request, len(content)),
+            usage=parse_usage(usage)
+            if usage
+            else _estimated_usage(request, estimate_tokens(content)),
             model=body.get("model") or request.model,
         )
     )
