@@ -17,6 +17,7 @@ class CatalogModel:
     tier: Tier
     prices: PriceTable
     context_window: int
+    max_output_tokens: int | None
     capabilities: frozenset[str]
     deployments: tuple[Deployment, ...]
     fallbacks: tuple[str, ...]
@@ -35,6 +36,7 @@ class Catalog:
                 tier=cfg.tier,
                 prices=PriceTable.from_config(cfg.prices),
                 context_window=cfg.context_window,
+                max_output_tokens=cfg.max_output_tokens,
                 capabilities=frozenset(cfg.capabilities),
                 deployments=cfg.deployments,
                 fallbacks=cfg.fallbacks,

@@ -91,6 +91,9 @@ class ModelConfig(Frozen):
     tier: Tier
     prices: Prices
     context_window: Annotated[int, Field(gt=0)]
+    # The most output tokens the model may be asked for (providers refuse more with a 400);
+    # None: only the context window limits it.
+    max_output_tokens: Annotated[int | None, Field(gt=0)] = None
     capabilities: tuple[str, ...] = ("streaming",)
     deployments: Annotated[tuple[Deployment, ...], Field(min_length=1)]
     # Models to try after the same tier's others when every one of them failed.

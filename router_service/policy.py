@@ -82,6 +82,8 @@ class Decision:
 def _fits(model: CatalogModel, inp: PolicyInput) -> bool:
     if inp.prompt_tokens + inp.max_output_tokens > model.context_window:
         return False
+    if model.max_output_tokens is not None and inp.max_output_tokens > model.max_output_tokens:
+        return False
     return not inp.needs_tools or "tools" in model.capabilities
 
 
@@ -102,6 +104,11 @@ def _forced(catalog: Catalog, inp: PolicyInput, reasons: list[str]) -> Decision:
             f"hints.force_model: {model.name} cannot serve this request "
             f"(~{inp.prompt_tokens} prompt tokens + {inp.max_output_tokens} output, "
             f"context window {model.context_window}"
+            + (
+                f", at most {model.max_output_tokens} output tokens"
+                if model.max_output_tokens is not None
+                else ""
+            )
             + (", no tool support" if inp.needs_tools and "tools" not in model.capabilities else "")
             + ")"
         )

@@ -185,3 +185,11 @@ def test_exploration_never_overrides_rules_preferences_or_a_soft_budget(
     )
     assert (d.tier, d.arm) == (tier, "policy")
     assert not any(r.startswith("exploration") for r in d.reasons)
+
+
+def test_models_asked_for_more_output_than_they_give_are_left_out() -> None:
+    config = CONFIG.models["glm-5.2"].model_copy(update={"max_output_tokens": 512})
+    catalog = Catalog({**CONFIG.models, "glm-5.2": config})
+    d = decide(catalog, inp(max_output_tokens=1024))
+    assert d.candidates == ("kimi-2.7",)
+    assert decide(catalog, inp(max_output_tokens=256)).model == "glm-5.2"
