@@ -4,8 +4,9 @@ Two kinds of named operating points go into the artifact:
 
 * ``quality_90`` / ``quality_95`` / ``quality_99``: the highest threshold whose routing reaches
   that share of the strong model's mean quality with the fewest strong calls;
-* ``strong_share_20`` / ``_30`` / ``_50``: the threshold that sends about that share of prompts
-  to the strong model.
+* ``strong_share_5`` / ``_10`` / ``_20`` / ``_30`` / ``_50``: the threshold that sends about
+  that share of the training prompts to the strong model (a task that should rarely escalate
+  names a small share).
 
 The recommended threshold is ``quality_95``: the playbook's "95% of frontier quality".
 """
@@ -22,7 +23,7 @@ __all__ = ["RECOMMENDED", "choose_thresholds"]
 FloatArray = npt.NDArray[np.float64]
 RECOMMENDED = "quality_95"
 QUALITY_TARGETS = (0.90, 0.95, 0.99)
-STRONG_SHARES = (0.20, 0.30, 0.50)
+STRONG_SHARES = (0.05, 0.10, 0.20, 0.30, 0.50)
 
 
 def choose_thresholds(scores: FloatArray, weak: FloatArray, strong: FloatArray) -> dict[str, float]:

@@ -57,8 +57,8 @@ async def test_decisions_carry_the_score_threshold_and_version() -> None:
         version = await classifier_version(running)
     assert decision.classifier_version == SHIPPED.version == version
     assert 0.0 < decision.difficulty < 1.0
-    assert decision.threshold == pytest.approx(SHIPPED.metadata.thresholds["quality_99"])
-    assert any(r.startswith("difficulty ") and "(quality_99)" in r for r in decision.reasons)
+    assert decision.threshold == pytest.approx(SHIPPED.metadata.thresholds["strong_share_50"])
+    assert any(r.startswith("difficulty ") and "(strong_share_50)" in r for r in decision.reasons)
     expected = pb.TIER_FRONTIER if decision.difficulty >= decision.threshold else pb.TIER_CHEAP
     assert decision.tier == expected
 

@@ -66,4 +66,4 @@ def test_app_overrides_apply_to_their_tasks_only() -> None:
     auth = Authenticator(RouterConfig.model_validate(raw), {})
     app = auth.app(md(f"Bearer {DEMO_KEY}"))
     assert app.tasks["summarization"].threshold == 0.1
-    assert app.tasks["extraction"].threshold == "quality_90"
+    assert app.tasks["extraction"].threshold == "strong_share_5"

@@ -30,7 +30,14 @@ def scored(score: float, recommended: float = 0.5) -> Classification:
         score=score,
         version="test-1",
         recommended_threshold=recommended,
-        thresholds={"quality_90": 0.3, "quality_95": 0.2, "quality_99": 0.1},
+        thresholds={
+            "quality_90": 0.3,
+            "quality_95": 0.2,
+            "quality_99": 0.1,
+            "strong_share_5": 0.4,
+            "strong_share_10": 0.35,
+            "strong_share_50": 0.15,
+        },
     )
 
 
@@ -55,17 +62,17 @@ def test_unknown_task_uses_default_class_and_says_so() -> None:
 
 
 def test_difficulty_above_a_named_threshold_escalates() -> None:
-    # summarization uses the artifact's quality_95 operating point (0.2 here).
+    # summarization uses the artifact's strong_share_10 operating point (0.35 here).
     d = decide(CATALOG, inp(classification=scored(0.42)))
     assert d.tier is Tier.FRONTIER
-    assert "difficulty 0.42 >= 0.20 (quality_95)" in d.reasons
-    assert (d.difficulty, d.threshold, d.classifier_version) == (0.42, 0.2, "test-1")
+    assert "difficulty 0.42 >= 0.35 (strong_share_10)" in d.reasons
+    assert (d.difficulty, d.threshold, d.classifier_version) == (0.42, 0.35, "test-1")
 
 
 def test_difficulty_below_threshold_stays_cheap() -> None:
     d = decide(CATALOG, inp(classification=scored(0.15)))
     assert d.tier is Tier.CHEAP
-    assert "difficulty 0.15 < 0.20 (quality_95)" in d.reasons
+    assert "difficulty 0.15 < 0.35 (strong_share_10)" in d.reasons
 
 
 def test_numeric_threshold() -> None:
@@ -76,13 +83,15 @@ def test_numeric_threshold() -> None:
 
 
 def test_leaning_frontier_tasks_use_a_lower_operating_point() -> None:
-    # code_review uses quality_99 (0.1): the same score escalates there and not in extraction.
+    # code_review uses strong_share_50 (0.15): the same score escalates there, not in extraction
+    # (strong_share_5, 0.4).
     assert decide(CATALOG, inp("code_review", classification=scored(0.15))).tier is Tier.FRONTIER
     assert decide(CATALOG, inp("extraction", classification=scored(0.15))).tier is Tier.CHEAP
 
 
 def test_recommended_threshold_when_task_sets_none() -> None:
-    d = decide(CATALOG, inp("default", classification=scored(0.45, recommended=0.4)))
+    default = CONFIG.tasks["default"].model_copy(update={"threshold": None})
+    d = decide(CATALOG, inp("default", task=default, classification=scored(0.45, recommended=0.4)))
     assert d.tier is Tier.FRONTIER
     assert d.threshold == 0.4
     assert "difficulty 0.45 >= 0.40 (recommended)" in d.reasons
