@@ -1,10 +1,12 @@
-"""`llm-router classifier show|reload`: the running router's classifier, through Admin."""
+"""`llm-router classifier show|reload|seed`: the running router's classifier, through Admin, and
+the first artifact of a fresh deployment's artifact volume."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 from router_service.cli.admin_client import add_admin_arguments, admin_call
@@ -28,6 +30,16 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     reload.set_defaults(run=_reload)
     for sub in (show, reload):
         add_admin_arguments(sub)
+    seed = actions.add_parser(
+        "seed",
+        help="put the shipped artifact in an empty artifact directory and link it as current",
+        description="For a fresh deployment whose routers load DIR/current (a symlink the "
+        "retraining job's `promote` swaps): when DIR/current does not exist yet, copy the "
+        "artifact shipped with the service to DIR/<its version> and point DIR/current at it. "
+        "Does nothing when DIR/current exists. Runs locally (a Kubernetes init container).",
+    )
+    seed.add_argument("directory", type=Path, help="the artifact directory, e.g. /models")
+    seed.set_defaults(run=_seed)
 
 
 def print_classifier(info: Any, out: TextIO) -> None:
@@ -48,6 +60,30 @@ def _show(args: argparse.Namespace) -> int:
     if response is None:
         return 1
     print_classifier(response.classifier, sys.stdout)
+    return 0
+
+
+def _seed(args: argparse.Namespace) -> int:
+    import shutil
+
+    from classifier.scorer import DEFAULT_ARTIFACT, load_scorer
+
+    current = args.directory / "current"
+    if current.is_symlink() or current.exists():
+        print(f"{current} exists; nothing to do")
+        return 0
+    version = load_scorer(DEFAULT_ARTIFACT).version
+    target = args.directory / version
+    if not target.exists():
+        staging = args.directory / f".{version}.seeding"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(DEFAULT_ARTIFACT, staging)
+        staging.rename(target)
+    link = args.directory / ".current.seeding"
+    link.unlink(missing_ok=True)
+    link.symlink_to(version)
+    link.replace(current)
+    print(f"{current} -> {version} (the shipped artifact)")
     return 0
 
 

@@ -31,6 +31,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from router_service.config import ConfigError, load_config
+    from router_service.errors import ArtifactRejected
     from router_service.server import serve
 
     logging.basicConfig(
@@ -45,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(serve(config, args.listen))
     except ConfigError as exc:
         print(f"llm-router: {exc}", file=sys.stderr)
+        return 2
+    except ArtifactRejected as exc:
+        print(f"llm-router: {exc.message}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"llm-router: {exc}", file=sys.stderr)

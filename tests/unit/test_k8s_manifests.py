@@ -102,3 +102,13 @@ def test_only_the_dev_overlay_runs_its_own_redis() -> None:
     assert ("Deployment", "redis") in dev
     assert ("Deployment", "redis") not in production
     assert not any(kind == "Secret" for kind, _ in production)
+
+
+def test_a_fresh_artifact_volume_is_seeded_before_the_router_starts() -> None:
+    docs = build("production")
+    pod = find(docs, "Deployment", "llm-router")["spec"]["template"]["spec"]
+    (seed,) = pod["initContainers"]
+    assert seed["args"] == ["classifier", "seed", "/models"]
+    assert {"name": "models", "mountPath": "/models"} in seed["volumeMounts"]
+    raw = yaml.safe_load(find(docs, "ConfigMap", "llm-router-config")["data"]["router.yaml"])
+    assert RouterConfig.model_validate(raw).classifier.artifact == Path("/models/current")
