@@ -3,7 +3,9 @@
 #   docker build --target trainer -t llm-router-trainer .   the retraining job
 FROM python:3.11-slim AS build
 WORKDIR /src
-RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir grpcio-tools mypy-protobuf
+# The same code generator as `make setup` (pyproject.toml pins it with the protobuf runtime).
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir "grpcio-tools>=1.85.1,<1.86" "mypy-protobuf>=3.6"
 COPY pyproject.toml README.md ./
 COPY protos/ protos/
 COPY router_service/ router_service/
@@ -15,7 +17,10 @@ RUN python -m venv /opt/runtime && /opt/runtime/bin/pip install --no-cache-dir .
  && python -m venv /opt/trainer && /opt/trainer/bin/pip install --no-cache-dir '.[training]'
 
 FROM python:3.11-slim AS runtime
-RUN useradd --uid 10001 --user-group --no-create-home router
+RUN useradd --uid 10001 --user-group --no-create-home router \
+ && install -d -o 10001 -g 10001 /var/lib/llm-router
+# Relative paths in the config (the call log's JSONL directory, var/calllog) land here.
+WORKDIR /var/lib/llm-router
 COPY --from=build /opt/runtime /opt/runtime
 ENV PATH=/opt/runtime/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 USER 10001
@@ -24,7 +29,9 @@ ENTRYPOINT ["llm-router"]
 CMD ["serve", "--listen", "0.0.0.0:50051"]
 
 FROM python:3.11-slim AS trainer
-RUN useradd --uid 10001 --user-group --no-create-home router
+RUN useradd --uid 10001 --user-group --no-create-home router \
+ && install -d -o 10001 -g 10001 /var/lib/llm-router
+WORKDIR /var/lib/llm-router
 COPY --from=build /opt/trainer /opt/trainer
 ENV PATH=/opt/trainer/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 MPLCONFIGDIR=/tmp
 USER 10001
