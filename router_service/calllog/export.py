@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,6 +28,7 @@ from router_service.calllog.entries import Feedback, Grade, LogEntry
 from router_service.cost import micro_to_usd
 from router_service.records import CallRecord, CallStatus
 from router_service.shadow import SHADOW_SUFFIX
+from training.dataset import question_key
 
 __all__ = ["ExportSummary", "build_outcomes"]
 
@@ -46,6 +47,8 @@ class ExportSummary:
     no_prompt: Counter[str] = field(default_factory=Counter)
     # Answered calls with prompt text but neither feedback nor a grade.
     no_outcome: int = 0
+    # Answers replayed from the response cache.
+    from_cache: int = 0
     # Feedback and grades for calls not in the exported range.
     unmatched: int = 0
     # Records of shadow and judge calls: spend only, never rows.
@@ -54,9 +57,10 @@ class ExportSummary:
     grades: int = 0
 
 
-def _split(row_id: str, test_share: float) -> str:
-    """A stable split: the same call always falls on the same side."""
-    digest = hashlib.blake2b(row_id.encode(), digest_size=8).digest()
+def _split(prompt: Sequence[tuple[str, str]], test_share: float) -> str:
+    """A stable split by prompt: every call of the same (normalized) prompt falls on the same
+    side, so a prompt seen in training never inflates the held-out figures."""
+    digest = hashlib.blake2b(question_key(prompt).encode(), digest_size=8).digest()
     return "test" if int.from_bytes(digest) / 2**64 < test_share else "train"
 
 
@@ -135,6 +139,10 @@ def build_outcomes(
         if record.prompt is None:
             summary.no_prompt[record.app] += 1
             continue
+        if record.served_from_cache:
+            # A replayed answer says nothing new about the model and cost nothing.
+            summary.from_cache += 1
+            continue
         outcomes = _outcomes(record, joined.feedback.get(key), joined.grades.get(key), served_score)
         if not outcomes:
             summary.no_outcome += 1
@@ -144,7 +152,7 @@ def build_outcomes(
             {
                 "id": row_id,
                 "source": SOURCE_PREFIX + record.app,
-                "split": _split(row_id, test_share),
+                "split": _split(record.prompt, test_share),
                 "task": record.decision.task,
                 "messages": [{"role": role, "content": content} for role, content in record.prompt],
                 "outcomes": outcomes,

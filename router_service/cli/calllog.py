@@ -164,6 +164,7 @@ def _export(args: argparse.Namespace) -> int:
     rows, summary = build_outcomes(
         entries, test_share=args.test_share, served_score=args.served_score
     )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     partial = args.out.with_name(args.out.name + ".partial")
     with partial.open("w", encoding="utf-8") as out:
         for row in rows:
@@ -178,7 +179,8 @@ def _export(args: argparse.Namespace) -> int:
         print("  outcomes per model: " + ", ".join(f"{m} {n}" for m, n in models.most_common()))
     print(
         f"  skipped: {summary.unanswered} unanswered calls, {summary.no_outcome} answered "
-        "without feedback or a judge grade"
+        f"without feedback or a judge grade, {summary.from_cache} answered from the response "
+        "cache"
     )
     if summary.no_prompt:
         apps = ", ".join(f"{app}: {n}" for app, n in summary.no_prompt.most_common())

@@ -82,11 +82,15 @@ def test_shadow_records_are_spend_only() -> None:
     assert len(rows) == 1 and summary.shadow_calls == 1 and summary.calls == 1
 
 
-def test_the_split_is_stable_and_follows_the_share() -> None:
+def test_the_split_is_stable_follows_the_share_and_keeps_a_prompt_on_one_side() -> None:
     entries = []
     for i in range(400):
+        # Every prompt is asked twice (the second time with other spacing and case).
+        question = (
+            f"Summarize report number {i // 2}." if i % 2 else f"summarize  REPORT number {i // 2}"
+        )
         entries += [
-            call_record(request_id=f"r{i}", started_at=float(i)),
+            call_record(request_id=f"r{i}", started_at=float(i), prompt=(("user", question),)),
             feedback(request_id=f"r{i}"),
         ]
     rows, _ = build_outcomes(entries, test_share=0.25)
@@ -94,4 +98,14 @@ def test_the_split_is_stable_and_follows_the_share() -> None:
     assert [r["split"] for r in rows] == [r["split"] for r in again]
     assert 60 < sum(r["split"] == "test" for r in rows) < 140
     assert [r["id"] for r in rows] == [f"demo/r{i}" for i in range(400)]
+    for first, second in zip(rows[::2], rows[1::2], strict=True):
+        assert first["split"] == second["split"]
     assert {r["split"] for r in build_outcomes(entries)[0]} == {"train"}
+
+
+def test_answers_replayed_from_the_response_cache_are_not_outcomes() -> None:
+    rows, summary = build_outcomes(
+        [call_record(served_from_cache=True, cost_micro_usd=0), feedback()]
+    )
+    assert rows == []
+    assert summary.from_cache == 1
