@@ -169,6 +169,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     promote.add_argument(
         "--min-gain", type=float, default=0.0, help="APGR gain required to promote (default 0)"
     )
+    promote.add_argument(
+        "--min-rows",
+        type=int,
+        default=100,
+        help="held-out rows needed to decide anything (default 100)",
+    )
     promote.set_defaults(run=_reporting_errors(_run_promote))
 
 
@@ -287,6 +293,7 @@ def _run_promote(args: argparse.Namespace) -> int:
         strong=args.strong,
         split=None if args.split == "all" else args.split,
         min_gain=args.min_gain,
+        min_rows=args.min_rows,
         echo=_echo,
     )
     print(result.reason)

@@ -49,10 +49,13 @@ def promote(
     strong: str,
     split: str | None = TEST_SPLIT,
     min_gain: float = 0.0,
+    min_rows: int = 100,
     echo: Echo = print,
 ) -> Promotion:
     """Evaluate both artifacts on the same rows and point `current` at `candidate` when its
-    APGR is at least the current one's plus `min_gain` (or when there is no usable current)."""
+    APGR is at least the current one's plus `min_gain` (or when there is no usable current).
+    Fewer than `min_rows` comparable rows, or an APGR that is undefined (the two models equally
+    good on these rows), decide nothing: the current artifact stays."""
     if current.exists() and not current.is_symlink():
         raise TrainingError(
             f"{current} is a directory, not a symlink: move it aside and link it "
@@ -64,6 +67,13 @@ def promote(
         return _figures(evaluate(config, echo).report)
 
     ours = measure(candidate)
+    if ours["rows"] < min_rows:
+        return Promotion(
+            False,
+            f"kept the current artifact: only {ours['rows']} held-out rows (needs {min_rows})",
+            ours,
+            None,
+        )
     theirs = None
     reason = "no current artifact"
     if current.exists():
@@ -72,7 +82,15 @@ def promote(
         except ArtifactError as exc:
             reason = f"the current artifact does not load ({exc})"
         else:
-            gain = (ours["apgr"] or 0.0) - (theirs["apgr"] or 0.0)
+            if ours["apgr"] is None or theirs["apgr"] is None:
+                return Promotion(
+                    False,
+                    f"kept {theirs['version']}: APGR is undefined on these rows (the weak and "
+                    "strong models score alike), so they cannot tell the two apart",
+                    ours,
+                    theirs,
+                )
+            gain = ours["apgr"] - theirs["apgr"]
             if gain < min_gain:
                 return Promotion(
                     False,

@@ -96,3 +96,42 @@ def test_a_directory_in_place_of_the_link_is_refused(tmp_path: Path, held_out: P
     (tmp_path / "current").mkdir()
     with pytest.raises(TrainingError, match="not a symlink"):
         promote(candidate, tmp_path / "current", [held_out], weak=WEAK, strong=STRONG)
+
+
+def test_too_few_rows_decide_nothing(tmp_path: Path, held_out: Path) -> None:
+    candidate = version_copy(tmp_path / "v1", "v1")
+    current = tmp_path / "current"
+    result = promote(
+        candidate, current, [held_out], weak=WEAK, strong=STRONG, min_rows=1000, echo=print
+    )
+    assert not result.promoted
+    assert "only 300 held-out rows (needs 1000)" in result.reason
+    assert not current.exists()
+
+
+def test_an_undefined_apgr_keeps_the_current_artifact(tmp_path: Path) -> None:
+    # The two models score alike on every row: APGR is undefined, nothing can be compared.
+    rows = [
+        {
+            "id": f"r{i}",
+            "source": "test",
+            "split": "test",
+            "task": "t",
+            "messages": [{"role": "user", "content": f"Question {i}?"}],
+            "outcomes": {
+                WEAK: {"score": 1.0, "cost_usd": 0.0001, "response": None},
+                STRONG: {"score": 1.0, "cost_usd": 0.002, "response": None},
+            },
+        }
+        for i in range(150)
+    ]
+    data = tmp_path / "same.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    version_copy(tmp_path / "v1", "v1")
+    candidate = version_copy(tmp_path / "v2", "v2")
+    current = tmp_path / "current"
+    current.symlink_to("v1")
+    result = promote(candidate, current, [data], weak=WEAK, strong=STRONG, echo=lambda _: None)
+    assert not result.promoted
+    assert "undefined" in result.reason
+    assert current.resolve() == (tmp_path / "v1").resolve()
