@@ -113,7 +113,9 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         "--target", metavar="HOST:PORT", help="a router to ask for budget state (Admin RPCs)"
     )
     report.add_argument(
+        "--key",
         "--admin-key",
+        dest="admin_key",
         default=os.environ.get("LLM_ROUTER_ADMIN_KEY", DEFAULT_ADMIN_KEY),
         help="admin key for --target (env LLM_ROUTER_ADMIN_KEY, default: the local one)",
     )
