@@ -18,7 +18,7 @@ from typing import Protocol
 from router_service.accounting import Accounting, AfterCall
 from router_service.auth import App
 from router_service.breaker import CircuitBreaker
-from router_service.budgets import BudgetSnapshot, Hold
+from router_service.budgets import Hold
 from router_service.chat import ChatRequest
 from router_service.cost import Usage
 from router_service.errors import (
@@ -72,8 +72,6 @@ class Plan:
     targets: tuple[Target, ...]
     # The budget hold for this call: the dearest candidate's worst case (see `budgets`).
     hold_micro_usd: int = 0
-    # The app's budget the decision was made with.
-    budget: BudgetSnapshot | None = None
     # Whether the prefix is long enough for provider caches (and so for cache affinity).
     cacheable_prefix: bool = False
 

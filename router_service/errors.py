@@ -24,7 +24,6 @@ contain secrets or prompt text.
     │   │   └── ProviderContextExceeded  the prompt does not fit this model: a larger one may fit
     │   └── ProviderStreamBroken the stream ended before the answer was complete
     ├── AllProvidersFailed       every candidate failed before its first token
-    ├── DeadlineExceeded         the caller's deadline passed
     └── ArtifactRejected         a classifier artifact failed its checks (the old one serves)
 """
 
@@ -34,7 +33,6 @@ __all__ = [
     "AllProvidersFailed",
     "ArtifactRejected",
     "BudgetExhausted",
-    "DeadlineExceeded",
     "InvalidRequest",
     "NotFound",
     "PermissionDenied",
@@ -155,10 +153,6 @@ class ProviderStreamBroken(ProviderError):
 
 
 class AllProvidersFailed(RouterError):
-    pass
-
-
-class DeadlineExceeded(RouterError):
     pass
 
 

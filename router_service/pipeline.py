@@ -186,7 +186,6 @@ class Pipeline:
             targets=self._targets(decision, key),
             cacheable_prefix=cacheable,
             hold_micro_usd=hold,
-            budget=budget,
         )
 
     def _worst_case(self, decision: Decision, prompt: PromptSize) -> int:

@@ -16,12 +16,10 @@ from grpc_status import rpc_status
 from router_service.errors import (
     AllProvidersFailed,
     ArtifactRejected,
-    DeadlineExceeded,
     InvalidRequest,
     NotFound,
     PermissionDenied,
     ProviderError,
-    ProviderStreamBroken,
     QuotaExceeded,
     RouterError,
     StoreUnavailable,
@@ -39,9 +37,7 @@ _STATUS: tuple[tuple[type[RouterError], grpc.StatusCode], ...] = (
     (QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
     (AllProvidersFailed, grpc.StatusCode.UNAVAILABLE),
-    (ProviderStreamBroken, grpc.StatusCode.UNAVAILABLE),
     (ProviderError, grpc.StatusCode.UNAVAILABLE),
-    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (ArtifactRejected, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
