@@ -103,6 +103,7 @@ class Accounting:
 
     async def aclose(self) -> None:
         await self.drain()
+        await self.rate_limits.drain()
         self._closed = True
         await self.budgets.aclose()
         await self.stats.aclose()

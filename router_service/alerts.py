@@ -55,11 +55,10 @@ def store_unavailable(operation: str, policy: str, error: BaseException) -> None
     now = time.monotonic()
     if now - _last_unavailable_log >= _UNAVAILABLE_LOG_INTERVAL_S:
         _last_unavailable_log = now
-        action = (
-            "counting budgets and limits locally in this replica (fail_open)"
-            if policy == "fail_open"
-            else "refusing requests with UNAVAILABLE (fail_closed)"
-        )
+        action = {
+            "fail_open": "counting budgets and limits locally in this replica (fail_open)",
+            "fail_closed": "refusing requests with UNAVAILABLE (fail_closed)",
+        }.get(policy, "kept to retry when Redis returns")
         log.warning(
             "store unavailable during %s (%s: %s): %s",
             operation,
@@ -96,7 +95,13 @@ def lease_lost(app: str, count: int) -> None:
     )
 
 
-def settle_failed(app: str, error: BaseException) -> None:
+def settle_failed(app: str, cost_micro_usd: int, error: BaseException) -> None:
     """A call's cost could not be recorded; its reservation is released when its lease ends."""
     COUNTS["settle_failed"] += 1
-    log.error("app %s: could not settle a call's cost (%s: %s)", app, type(error).__name__, error)
+    log.error(
+        "app %s: a call's cost of %d micro-USD was never recorded (%s: %s)",
+        app,
+        cost_micro_usd,
+        type(error).__name__,
+        error,
+    )

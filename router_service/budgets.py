@@ -20,6 +20,12 @@ Why settled spend never exceeds the limit, under any concurrency and across repl
    neither leak nor overlap with a settle (a settle whose lease is gone still records the cost,
    which only happens if a live replica stalled for a whole lease; it is counted as an alert).
 
+4. Every budget script is idempotent per lease id (see `store.scripts`), so a settle can be
+   retried until it lands: when Redis cannot be reached, the settle of a hold it granted is
+   queued here, its lease kept renewed, and retried with backoff (never diverted to the local
+   store, where the hold is not). A reserve the caller gave up on mid-flight is released as
+   soon as its outcome is known (a settle of nothing), not left to its lease.
+
 If a provider ever bills more than the hold (it would have to bill more tokens than bytes), the
 settle records the true cost, which is the bill, and `alerts.reservation_shortfall` reports it.
 A limit lowered through Admin.SetBudget below what is already spent and held refuses new calls;
@@ -45,7 +51,7 @@ from router_service.config import AppConfig, BudgetConfig
 from router_service.cost import usd_to_micro
 from router_service.errors import BudgetExhausted, StoreUnavailable
 from router_service.policy import BudgetState
-from router_service.store import BudgetLimit, BudgetUsage, Period, Store
+from router_service.store import BudgetLimit, BudgetUsage, Period, ReserveResult, Store
 
 __all__ = [
     "BudgetLedger",
@@ -62,6 +68,9 @@ log = logging.getLogger(__name__)
 _KEEP_AFTER_PERIOD_S = 35 * 24 * 3600
 # Explain and routing read the budget state at most this stale; refusals never use it.
 _SNAPSHOT_TTL_S = 1.0
+# Queued settles are retried after this pause, doubling while the store stays away.
+_FIRST_RETRY_S = 0.25
+_MAX_RETRY_S = 5.0
 
 
 # The month every request of the next weeks falls in: [start, end) and its Period. Every call
@@ -163,6 +172,11 @@ class BudgetLedger:
         # lease id -> hold, for every hold this replica has not settled yet.
         self._held: dict[str, Hold] = {}
         self._keeper: asyncio.Task[None] | None = None
+        # lease id -> (hold, actual cost): settles the store could not take yet, retried.
+        self._unsettled: dict[str, tuple[Hold, int]] = {}
+        self._retrier: asyncio.Task[None] | None = None
+        # Releases of reservations whose caller left before the store answered.
+        self._releases: set[asyncio.Task[None]] = set()
 
     @property
     def open_holds(self) -> int:
@@ -201,14 +215,23 @@ class BudgetLedger:
         period = period_of(self._clock())
         default = configured_limit(app.config)
         lease_id = uuid.uuid4().hex
-        result = await self._store.reserve(
-            app.name,
-            period,
-            lease_id=lease_id,
-            amount_micro_usd=amount_micro_usd,
-            lease_ms=self._lease_ms,
-            default=default,
+        attempt = asyncio.ensure_future(
+            self._store.reserve(
+                app.name,
+                period,
+                lease_id=lease_id,
+                amount_micro_usd=amount_micro_usd,
+                lease_ms=self._lease_ms,
+                default=default,
+            )
         )
+        try:
+            # Shielded: the store may grant the hold after the caller has gone.
+            result = await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            hold = Hold(app.name, default, period, lease_id, amount_micro_usd)
+            attempt.add_done_callback(functools.partial(self._release_abandoned, hold))
+            raise
         self._remember(app.name, period, result.usage)
         if not result.granted:
             usage = result.usage
@@ -227,9 +250,19 @@ class BudgetLedger:
             self._keeper = asyncio.create_task(self._renew_leases(), name="budget-lease-keeper")
         return hold
 
+    def _release_abandoned(self, hold: Hold, attempt: asyncio.Future[ReserveResult]) -> None:
+        # Only a refusal is known to hold nothing. Anything else (granted, or failed when
+        # the outcome is unknown) is settled at zero: a no-op for a lease never held.
+        known = not attempt.cancelled() and attempt.exception() is None
+        if known and not attempt.result().granted:
+            return
+        task = asyncio.get_running_loop().create_task(self.settle(hold, 0), name="release")
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
     async def settle(self, hold: Hold, actual_micro_usd: int) -> None:
-        """Replace the hold by the actual cost. Never raises: a failure is reported and the
-        hold is then released by its lease."""
+        """Replace the hold by the actual cost. Never raises: when the store cannot take it
+        now, the settle is queued and retried until it lands (the hold stays renewed)."""
         if hold.settled:
             return
         hold.settled = True
@@ -237,6 +270,10 @@ class BudgetLedger:
         self._held.pop(hold.lease_id, None)
         if actual_micro_usd > hold.amount_micro_usd:
             alerts.reservation_shortfall(hold.app, hold.amount_micro_usd, actual_micro_usd)
+        await self._settle(hold, actual_micro_usd)
+
+    async def _settle(self, hold: Hold, actual_micro_usd: int) -> bool:
+        """One attempt; False (and the settle queued) when the store could not take it."""
         try:
             result = await self._store.settle(
                 hold.app,
@@ -245,9 +282,17 @@ class BudgetLedger:
                 actual_micro_usd=actual_micro_usd,
                 default=hold.default,
             )
-        except StoreUnavailable as exc:
-            alerts.settle_failed(hold.app, exc)
-            return
+        except StoreUnavailable:
+            if hold.lease_id not in self._unsettled:
+                self._unsettled[hold.lease_id] = (hold, actual_micro_usd)
+                self._held[hold.lease_id] = hold
+                if self._retrier is None or self._retrier.done():
+                    self._retrier = asyncio.create_task(self._retry(), name="budget-settle-retry")
+            return False
+        if self._unsettled.pop(hold.lease_id, None) is not None:
+            self._held.pop(hold.lease_id, None)
+        if result.replayed:
+            return True
         if not result.lease_found:
             alerts.lease_lost(hold.app, 1)
         self._remember(hold.app, hold.period, result.usage)
@@ -260,6 +305,24 @@ class BudgetLedger:
                 result.usage.spent_micro_usd / limit.limit_micro_usd,
                 limit.soft_threshold,
             )
+        return True
+
+    async def _retry(self) -> None:
+        """Retries queued settles, oldest first, backing off while the store stays away."""
+        delay = _FIRST_RETRY_S
+        while self._unsettled:
+            await asyncio.sleep(delay)
+            for hold, actual in list(self._unsettled.values()):
+                if not await self._settle(hold, actual):
+                    delay = min(2 * delay, _MAX_RETRY_S)
+                    break
+            else:
+                delay = _FIRST_RETRY_S
+
+    @property
+    def unsettled(self) -> int:
+        """Settles queued until the store can take them."""
+        return len(self._unsettled)
 
     async def _renew_leases(self) -> None:
         """Extends this replica's leases while it lives; stops when nothing is held."""
@@ -274,13 +337,30 @@ class BudgetLedger:
                     gone = await self._store.renew(app, period, leases, self._lease_ms)
                 except StoreUnavailable:
                     continue
-                # A hold whose settle began meanwhile is gone from the store, not lost.
-                lost = sum(1 for lease in gone if lease in self._held)
+                # A hold whose settle began (or landed unseen) meanwhile is not lost.
+                lost = sum(
+                    1 for lease in gone if lease in self._held and lease not in self._unsettled
+                )
                 if lost:
                     alerts.lease_lost(app, lost)
 
-    async def aclose(self) -> None:
-        if self._keeper is not None:
-            self._keeper.cancel()
-            await asyncio.wait([self._keeper])
-            self._keeper = None
+    async def aclose(self, *, settle_for_s: float = 2.0) -> None:
+        """Stops renewing; gives queued settles `settle_for_s` more to land, then reports
+        those that could not (their holds end with their leases; their cost is not counted)."""
+        if self._releases:
+            await asyncio.wait(list(self._releases))
+        deadline = time.monotonic() + settle_for_s
+        while self._unsettled and time.monotonic() < deadline:
+            if self._retrier is not None and not self._retrier.done():
+                await asyncio.wait([self._retrier], timeout=deadline - time.monotonic())
+            else:
+                for hold, actual in list(self._unsettled.values()):
+                    await self._settle(hold, actual)
+        for task in (self._keeper, self._retrier):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
+        self._keeper = self._retrier = None
+        for hold, actual in self._unsettled.values():
+            alerts.settle_failed(hold.app, actual, StoreUnavailable("the store never came back"))
+        self._unsettled.clear()

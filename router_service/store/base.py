@@ -82,6 +82,8 @@ class SettleResult:
     # True for exactly one settle per app and period: the one whose spend crossed the soft
     # threshold, so every replica together raises the alert once.
     crossed_soft: bool
+    # True when this lease had been settled before (a retried settle): nothing changed.
+    replayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +105,9 @@ class BudgetStore(Protocol):
         lease_ms: int,
         default: BudgetLimit,
     ) -> ReserveResult:
-        """Hold `amount` under `lease_id` if spent + reserved + amount stays within the limit."""
+        """Hold `amount` under `lease_id` if spent + reserved + amount stays within the limit.
+
+        Idempotent: a lease id the store already holds (or held) is granted again unchanged."""
         ...
 
     async def settle(
@@ -115,7 +119,9 @@ class BudgetStore(Protocol):
         actual_micro_usd: int,
         default: BudgetLimit,
     ) -> SettleResult:
-        """Release the lease's hold and add the actual cost to the spend, in one step."""
+        """Release the lease's hold and add the actual cost to the spend, in one step.
+
+        Idempotent: a lease settled before (a retry after a lost reply) changes nothing."""
         ...
 
     async def renew(

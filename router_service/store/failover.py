@@ -8,6 +8,11 @@ an error reply such as READONLY or CLUSTERDOWN) the store is marked down and the
   limit on its own until Redis returns). Local spend starts from the last spend Redis reported.
 - `fail_closed`: `StoreUnavailable` (gRPC UNAVAILABLE) at once, without waiting on Redis again.
 
+Two kinds of write never go to the local store, whatever the policy: the settle of a hold
+Redis granted (the hold and the spend it turns into live in Redis; the ledger queues the settle
+and retries it, see `budgets`), and statistics (the recorder keeps them until Redis returns).
+Both raise `StoreUnavailable` instead.
+
 While down, one call at a time probes Redis after a growing pause (up to 5 s); the first probe
 that succeeds brings every call back to Redis. Nothing here ever blocks longer than the
 operation timeout, and nothing raises anything but `StoreUnavailable`.
@@ -74,18 +79,22 @@ class FailoverStore:
         """False while Redis is marked down."""
         return self._down_since is None
 
-    async def _run(self, operation: str, call: Callable[[Store], Awaitable[T]]) -> T:
+    async def _run(
+        self, operation: str, call: Callable[[Store], Awaitable[T]], *, local: bool = True
+    ) -> T:
+        """`call` on Redis; when Redis is unreachable, on the local store if `local` and the
+        policy allow it, else `StoreUnavailable`."""
         probe = False
         if self._down_since is not None:
             if self._probing or self._clock() < self._retry_at:
-                return await self._fallback(operation, call, None)
+                return await self._fallback(operation, call, None, local)
             probe = self._probing = True
         try:
             async with asyncio.timeout(self._timeout_s):
                 result = await call(self._primary)
         except _UNREACHABLE as exc:
             self._mark_down()
-            return await self._fallback(operation, call, exc)
+            return await self._fallback(operation, call, exc, local)
         finally:
             if probe:
                 self._probing = False
@@ -104,9 +113,16 @@ class FailoverStore:
         self._retry_at = now + self._retry_s
 
     async def _fallback(
-        self, operation: str, call: Callable[[Store], Awaitable[T]], error: BaseException | None
+        self,
+        operation: str,
+        call: Callable[[Store], Awaitable[T]],
+        error: BaseException | None,
+        local: bool,
     ) -> T:
-        alerts.store_unavailable(operation, self._policy, error or ConnectionError("marked down"))
+        policy = self._policy if local else "retry"
+        alerts.store_unavailable(operation, policy, error or ConnectionError("marked down"))
+        if not local:
+            raise StoreUnavailable(f"the shared store (Redis) is unreachable: {operation} waits")
         if self._policy == "fail_closed":
             raise StoreUnavailable(
                 "the shared store (Redis) is unreachable and the policy is fail_closed"
@@ -173,6 +189,7 @@ class FailoverStore:
             lambda store: store.settle(
                 app, period, lease_id=lease_id, actual_micro_usd=actual_micro_usd, default=default
             ),
+            local=False,
         )
         self._remember(app, period, result.usage)
         return result
@@ -240,7 +257,9 @@ class FailoverStore:
         return await self._run("prefix lookup", lambda store: store.warm_models(app, prefix_hash))
 
     async def add_stats(self, app: str, period: Period, counts: Mapping[str, int]) -> None:
-        await self._run("statistics write", lambda store: store.add_stats(app, period, counts))
+        await self._run(
+            "statistics write", lambda store: store.add_stats(app, period, counts), local=False
+        )
 
     async def read_stats(self, app: str, period: Period) -> dict[str, int]:
         return await self._run("statistics read", lambda store: store.read_stats(app, period))

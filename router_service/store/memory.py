@@ -28,6 +28,8 @@ __all__ = ["MemoryStore"]
 _MAX_CACHE_ENTRIES = 10_000
 _MAX_WARM_PREFIXES = 10_000
 _MINUTE_MS = 60_000
+# How long a lease that ran out is remembered, so its late settle still counts (as in Redis).
+_FORGET_MS = 24 * 3600 * 1000
 
 
 @dataclass
@@ -36,12 +38,18 @@ class _Budget:
     reserved: int = 0
     # lease id -> (amount, expiry in ms on the store's clock)
     holds: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # lease id -> when to forget it: leases that ran out before they were settled.
+    expired: dict[str, int] = field(default_factory=dict)
     soft_alerted: bool = False
 
     def release_expired(self, now_ms: int) -> None:
-        expired = [lease for lease, (_, expiry) in self.holds.items() if expiry <= now_ms]
-        for lease in expired:
+        ran_out = [lease for lease, (_, expiry) in self.holds.items() if expiry <= now_ms]
+        for lease in ran_out:
             self.reserved -= self.holds.pop(lease)[0]
+            self.expired[lease] = now_ms + _FORGET_MS
+        forgotten = [lease for lease, at in self.expired.items() if at <= now_ms]
+        for lease in forgotten:
+            del self.expired[lease]
 
 
 @dataclass
@@ -104,6 +112,8 @@ class MemoryStore:
         default: BudgetLimit,
     ) -> ReserveResult:
         budget = self._budget(app, period)
+        if lease_id in budget.holds or lease_id in budget.expired:
+            return ReserveResult(granted=True, usage=self._usage(app, budget, default))
         limit = (self._limits.get(app) or default).limit_micro_usd
         if limit is not None and budget.spent + budget.reserved + amount_micro_usd > limit:
             return ReserveResult(granted=False, usage=self._usage(app, budget, default))
@@ -124,6 +134,10 @@ class MemoryStore:
         held = budget.holds.pop(lease_id, None)
         if held is not None:
             budget.reserved -= held[0]
+        elif budget.expired.pop(lease_id, None) is None:
+            # Settled before: a retry changes nothing.
+            usage = self._usage(app, budget, default)
+            return SettleResult(usage=usage, lease_found=True, crossed_soft=False, replayed=True)
         budget.spent += actual_micro_usd
         usage = self._usage(app, budget, default)
         crossed = False

@@ -103,14 +103,15 @@ class RedisStore:
         default: BudgetLimit,
     ) -> SettleResult:
         limit, soft = _limit_args(default)
-        found, spent, reserved, limit_now, soft_now, overridden, crossed = await self._settle(
+        outcome, spent, reserved, limit_now, soft_now, overridden, crossed = await self._settle(
             keys=self._budget_keys(app, period),
             args=[lease_id, actual_micro_usd, limit, soft, period.expire_at],
         )
         return SettleResult(
             usage=_usage(spent, reserved, limit_now, soft_now, overridden),
-            lease_found=bool(found),
+            lease_found=int(outcome) != 0,
             crossed_soft=bool(crossed),
+            replayed=int(outcome) == 2,
         )
 
     async def renew(

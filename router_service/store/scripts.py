@@ -6,6 +6,13 @@ version and never each other's. A change of behaviour gets a new version, never 
 
 Times come from Redis `TIME` (scripts replicate their effects, so this is allowed), so every
 replica sees the same clock for lease expiry and bucket refill.
+
+The budget scripts are idempotent per lease id: a script whose reply was lost (a timeout after
+Redis ran it) is sent again, by redis-py's retry or by the ledger's settle queue, and the second
+run must change nothing. A budget hash holds, per lease, `h:<id>` (the live hold) or, once the
+lease has run out, `x:<id>` (the hold was released; a late settle may still record the cost).
+A reserve that finds either field was already granted; a settle that finds neither was already
+applied. `x:` markers are forgotten a day after the lease ran out.
 """
 
 from __future__ import annotations
@@ -31,19 +38,28 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Releases the holds of leases that ran out (a replica died or stalled). Bounded per call so
--- no script runs long; the next call continues.
+local FORGET_MS = 24 * 3600 * 1000
+
+-- Releases the holds of leases that ran out (a replica died or stalled), leaving an `x:`
+-- marker that the lease zset forgets a day later. Bounded per call so no script runs long;
+-- the next call continues.
 local function release_expired(budget, leases, now)
   local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 256)
   if #expired == 0 then return end
   local freed = 0
   for _, id in ipairs(expired) do
-    local field = 'h:' .. id
-    freed = freed + tonumber(redis.call('HGET', budget, field) or '0')
-    redis.call('HDEL', budget, field)
+    local held = redis.call('HGET', budget, 'h:' .. id)
+    if held then
+      freed = freed + tonumber(held)
+      redis.call('HDEL', budget, 'h:' .. id)
+      redis.call('HSET', budget, 'x:' .. id, 1)
+      redis.call('ZADD', leases, now + FORGET_MS, id)
+    else
+      redis.call('HDEL', budget, 'x:' .. id)
+      redis.call('ZREM', leases, id)
+    end
   end
-  redis.call('ZREM', leases, unpack(expired))
-  redis.call('HINCRBY', budget, 'reserved', -freed)
+  if freed > 0 then redis.call('HINCRBY', budget, 'reserved', -freed) end
 end
 
 -- The limit in force: the Admin override when set, else the configured default (-1: none).
@@ -61,14 +77,19 @@ end
 
 # KEYS: budget hash, lease zset, limit hash.
 # ARGV: lease id, amount, lease ms, default limit (-1: none), default soft threshold, expire-at.
-# Returns {granted, spent, reserved, limit, soft, overridden}.
+# Returns {granted, spent, reserved, limit, soft, overridden}. A lease id already known was
+# granted by an earlier run of this same reserve: granted again, nothing changes.
 BUDGET_RESERVE = _script(
-    "budget_reserve_v1",
+    "budget_reserve_v2",
     """
 local now = now_ms()
 release_expired(KEYS[1], KEYS[2], now)
 local limit, soft, overridden = limit_in_force(KEYS[3], ARGV[4], ARGV[5])
 local spent, reserved = counters(KEYS[1])
+if redis.call('HEXISTS', KEYS[1], 'h:' .. ARGV[1]) == 1
+    or redis.call('HEXISTS', KEYS[1], 'x:' .. ARGV[1]) == 1 then
+  return {1, spent, reserved, limit, soft, overridden}
+end
 local amount = tonumber(ARGV[2])
 if limit >= 0 and spent + reserved + amount > limit then
   return {0, spent, reserved, limit, soft, overridden}
@@ -84,19 +105,29 @@ return {1, spent, reserved, limit, soft, overridden}
 
 # KEYS: budget hash, lease zset, limit hash.
 # ARGV: lease id, actual cost, default limit, default soft threshold, expire-at.
-# Returns {lease_found, spent, reserved, limit, soft, overridden, crossed_soft}.
+# Returns {outcome, spent, reserved, limit, soft, overridden, crossed_soft}; outcome 1: settled
+# against its hold, 0: the lease had run out (the cost is recorded all the same), 2: this lease
+# was settled before (a replay: nothing changes).
 BUDGET_SETTLE = _script(
-    "budget_settle_v1",
+    "budget_settle_v2",
     """
 local now = now_ms()
 release_expired(KEYS[1], KEYS[2], now)
-local field = 'h:' .. ARGV[1]
-local held = redis.call('HGET', KEYS[1], field)
+local held = redis.call('HGET', KEYS[1], 'h:' .. ARGV[1])
+local outcome = 2
 if held then
-  redis.call('HDEL', KEYS[1], field)
-  redis.call('ZREM', KEYS[2], ARGV[1])
+  outcome = 1
+  redis.call('HDEL', KEYS[1], 'h:' .. ARGV[1])
   redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(held))
+elseif redis.call('HDEL', KEYS[1], 'x:' .. ARGV[1]) == 1 then
+  outcome = 0
 end
+if outcome == 2 then
+  local spent, reserved = counters(KEYS[1])
+  local limit, soft, overridden = limit_in_force(KEYS[3], ARGV[3], ARGV[4])
+  return {2, spent, reserved, limit, soft, overridden, 0}
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'spent', ARGV[2])
 local spent, reserved = counters(KEYS[1])
 local limit, soft, overridden = limit_in_force(KEYS[3], ARGV[3], ARGV[4])
@@ -106,21 +137,21 @@ if limit > 0 and spent >= limit * tonumber(soft) then
 end
 redis.call('EXPIREAT', KEYS[1], ARGV[5])
 redis.call('EXPIREAT', KEYS[2], ARGV[5])
-return {held and 1 or 0, spent, reserved, limit, soft, overridden, crossed}
+return {outcome, spent, reserved, limit, soft, overridden, crossed}
 """,
 )
 
 # KEYS: budget hash, lease zset. ARGV: lease ms, lease ids...
 # Extends the leases still held; returns the ids of those no longer held.
 BUDGET_RENEW = _script(
-    "budget_renew_v1",
+    "budget_renew_v2",
     """
 local now = now_ms()
 release_expired(KEYS[1], KEYS[2], now)
 local expiry = now + tonumber(ARGV[1])
 local gone = {}
 for i = 2, #ARGV do
-  if redis.call('ZSCORE', KEYS[2], ARGV[i]) then
+  if redis.call('HEXISTS', KEYS[1], 'h:' .. ARGV[i]) == 1 then
     redis.call('ZADD', KEYS[2], expiry, ARGV[i])
   else
     table.insert(gone, ARGV[i])
@@ -133,7 +164,7 @@ return gone
 # KEYS: budget hash, lease zset, limit hash. ARGV: default limit, default soft threshold.
 # Returns {spent, reserved, limit, soft, overridden}.
 BUDGET_USAGE = _script(
-    "budget_usage_v1",
+    "budget_usage_v2",
     """
 release_expired(KEYS[1], KEYS[2], now_ms())
 local spent, reserved = counters(KEYS[1])

@@ -27,6 +27,7 @@ from tests.component.test_route_api import route_request
 from tests.support.configs import DEMO_KEY, fast_config
 from tests.support.redis_server import free_port
 from tests.support.servers import Running, auth, running_router
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -68,15 +69,6 @@ async def stream_entries(redis_url: str, stream: str) -> list[Any]:
         return [loads(fields[b"e"]) for _, fields in await redis.xrange(stream)]
     finally:
         await redis.aclose()
-
-
-async def eventually(check: Any) -> None:
-    """Wait (up to 5 s) until `await check()` is true."""
-    for _ in range(250):
-        if await check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 async def test_records_go_to_the_stream_and_feedback_reaches_any_replica(

@@ -76,6 +76,38 @@ async def test_expired_leases_release_their_holds(store: Store) -> None:
     assert not late.lease_found and late.usage.spent_micro_usd == 100
 
 
+async def test_a_reserve_run_twice_holds_once(store: Store) -> None:
+    # A retry after a lost reply sends the same lease id again.
+    assert (await reserve(store, "l1", 600)).granted
+    again = await reserve(store, "l1", 600)
+    assert again.granted and again.usage.reserved_micro_usd == 600
+    assert (await reserve(store, "l2", 400)).granted
+
+
+async def test_a_settle_run_twice_counts_once(store: Store) -> None:
+    await reserve(store, "l1", 600)
+    first = await settle(store, "l1", 250)
+    assert not first.replayed
+    again = await settle(store, "l1", 250)
+    assert again.replayed and again.lease_found and not again.crossed_soft
+    assert again.usage.spent_micro_usd == 250 and again.usage.reserved_micro_usd == 0
+    # A settle for a lease this store never held changes nothing either.
+    stranger = await settle(store, "never-held", 999)
+    assert stranger.replayed and stranger.usage.spent_micro_usd == 250
+
+
+async def test_a_late_settle_counts_once(store: Store) -> None:
+    await reserve(store, "dead", 900, lease_ms=50)
+    await asyncio.sleep(0.12)
+    assert (await store.budget_usage("a", PERIOD, LIMIT)).reserved_micro_usd == 0
+    # A reserve retried after its lease ran out does not hold again.
+    assert (await reserve(store, "dead", 900)).usage.reserved_micro_usd == 0
+    late = await settle(store, "dead", 100)
+    assert not late.lease_found and not late.replayed
+    again = await settle(store, "dead", 100)
+    assert again.replayed and again.usage.spent_micro_usd == 100
+
+
 async def test_renewed_leases_outlive_their_first_expiry(store: Store) -> None:
     await reserve(store, "live", 500, lease_ms=150)
     await reserve(store, "dead", 300, lease_ms=150)

@@ -18,11 +18,15 @@ from redis.backoff import NoBackoff
 
 from router_service import alerts
 from router_service._proto import router_pb2 as pb
+from router_service.auth import App
+from router_service.budgets import BudgetLedger, period_of
+from router_service.config import AppConfig, BudgetConfig
 from router_service.errors import StoreUnavailable
 from router_service.store import BudgetLimit, FailoverStore, MemoryStore, Period, RedisStore
 from tests.support.configs import DEMO_KEY, fast_config
 from tests.support.redis_server import free_port, redis_server_process
 from tests.support.servers import auth, running_router
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -183,3 +187,36 @@ async def test_route_follows_the_policy_while_redis_is_down(
             assert time.monotonic() < deadline, "the router never went back to Redis"
             await asyncio.sleep(0.05)
         assert events[-1].HasField("done")
+
+
+# Keeps Redis busy (every other client waits) for ARGV[1] milliseconds.
+BUSY = """
+local function us() local t = redis.call('TIME') return t[1] * 1000000 + t[2] end
+local stop = us() + ARGV[1] * 1000
+repeat until us() >= stop
+return 1
+"""
+
+
+@pytest.mark.parametrize("policy", ["fail_open", "fail_closed"])
+async def test_a_settle_redis_cannot_take_is_retried_there_and_counts_once(
+    redis_process: RedisProcess, client: Redis, policy: str
+) -> None:
+    """The settle of a hold Redis granted never goes to the local store: it waits and is
+    retried. Here Redis runs it after the client gave up (the reply is lost), so the retry is
+    a replay, which must change nothing."""
+    store = failover(client, policy)
+    ledger = BudgetLedger(store, lease_s=30)
+    app = App("a", AppConfig(key_sha256="0" * 64, budget=BudgetConfig(monthly_limit_usd=1)), {})
+    hold = await ledger.reserve(app, 600_000)
+    blocker = Redis.from_url(redis_process.url, socket_timeout=10)
+    busy = asyncio.create_task(blocker.eval(BUSY, 0, 1500))  # type: ignore[misc]
+    await asyncio.sleep(0.1)
+    await ledger.settle(hold, 500_000)  # times out after 0.5 s; queued
+    assert ledger.unsettled == 1 and not store.available
+    await busy
+    await blocker.aclose()
+    await eventually(lambda: not ledger.unsettled, within_s=10)
+    raw = await client.hgetall(f"outage:{{a}}:budget:{period_of(time.time()).name}")
+    assert int(raw[b"spent"]) == 500_000 and int(raw[b"reserved"]) == 0
+    await ledger.aclose()

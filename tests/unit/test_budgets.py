@@ -7,6 +7,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -16,9 +17,16 @@ from router_service import alerts
 from router_service.auth import App
 from router_service.budgets import BudgetLedger, budget_state, configured_limit, period_of
 from router_service.config import AppConfig, BudgetConfig
-from router_service.errors import BudgetExhausted
+from router_service.errors import BudgetExhausted, StoreUnavailable
 from router_service.policy import BudgetState
-from router_service.store import BudgetLimit, BudgetUsage, MemoryStore
+from router_service.store import (
+    BudgetLimit,
+    BudgetUsage,
+    MemoryStore,
+    ReserveResult,
+    SettleResult,
+)
+from tests.support.waiting import eventually
 
 KEY = "0" * 64
 
@@ -125,11 +133,86 @@ async def test_a_stopped_ledgers_holds_expire() -> None:
     await live.aclose()
 
 
+class FlakyStore(MemoryStore):
+    """A store whose next `failures` settles fail as if Redis were unreachable, and whose
+    reserves wait for `gate` when one is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 0
+        self.gate: asyncio.Event | None = None
+        self.granted = 0
+
+    async def settle(self, *args: Any, **kwargs: Any) -> SettleResult:
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("unreachable")
+        return await super().settle(*args, **kwargs)
+
+    async def reserve(self, *args: Any, **kwargs: Any) -> ReserveResult:
+        if self.gate is not None:
+            await self.gate.wait()
+        result = await super().reserve(*args, **kwargs)
+        self.granted += result.granted
+        return result
+
+
+async def test_a_settle_the_store_cannot_take_is_retried_until_it_lands() -> None:
+    store = FlakyStore()
+    ledger = BudgetLedger(store, lease_s=60)
+    hold = await ledger.reserve(app(), 600_000)
+    store.failures = 3
+    await ledger.settle(hold, 250_000)  # returns at once; queued
+    assert ledger.unsettled == 1 and ledger.open_holds == 1  # the hold stays renewed
+    await eventually(lambda: not ledger.unsettled)
+    usage = (await ledger.read("a", app().config)).usage
+    assert usage.spent_micro_usd == 250_000 and usage.reserved_micro_usd == 0
+    assert ledger.open_holds == 0
+    await ledger.aclose()
+
+
+async def test_settles_still_queued_at_shutdown_are_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = FlakyStore()
+    ledger = BudgetLedger(store, lease_s=60)
+    hold = await ledger.reserve(app(), 600_000)
+    store.failures = 10**6
+    await ledger.settle(hold, 250_000)
+    failed = alerts.COUNTS["settle_failed"]
+    with caplog.at_level(logging.ERROR, logger="router_service.alerts"):
+        await ledger.aclose(settle_for_s=0.3)
+    assert alerts.COUNTS["settle_failed"] == failed + 1
+    assert "250000 micro-USD was never recorded" in caplog.text
+
+
+async def test_a_reserve_whose_caller_left_is_released_once_granted() -> None:
+    store = FlakyStore()
+    store.gate = asyncio.Event()
+    ledger = BudgetLedger(store, lease_s=60)
+    caller = asyncio.create_task(ledger.reserve(app(), 600_000))
+    await asyncio.sleep(0.01)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    store.gate.set()  # the store grants the hold after the caller has gone
+
+    async def released() -> bool:
+        usage = (await ledger.read("a", app().config)).usage
+        return store.granted == 1 and usage.reserved_micro_usd == 0
+
+    await eventually(released)
+    store.gate = None
+    assert (await ledger.reserve(app(), 1_000_000)).amount_micro_usd == 1_000_000
+    await ledger.aclose()
+
+
 operations = st.lists(
     st.one_of(
         st.tuples(st.just("reserve"), st.integers(0, 400)),
         st.tuples(st.just("settle"), st.integers(0, 30), st.floats(0, 1)),
         st.tuples(st.just("limit"), st.integers(0, 1500)),
+        st.tuples(st.just("replay"), st.integers(0, 60)),
     ),
     max_size=60,
 )
@@ -143,9 +226,23 @@ async def test_reserve_settle_sequences_never_overspend(ops: list[tuple]) -> Non
     store, limit = MemoryStore(), BudgetLimit(1000)
     period = period_of(ts(2026, 11, 5))
     open_holds: dict[str, int] = {}
+    # Every store call made so far, to send again as a retry after a lost reply would.
+    sent: list[tuple[str, str, int]] = []
     spent = 0
     lowered = False
     for i, op in enumerate(ops):
+        if op[0] == "replay" and sent:
+            kind, lease, amount = sent[op[1] % len(sent)]
+            # A reserve is retried only before it returns, so never after its settle.
+            if kind == "reserve" and lease in open_holds:
+                await store.reserve(
+                    "a", period, lease_id=lease, amount_micro_usd=amount, lease_ms=60_000,
+                    default=limit,
+                )  # fmt: skip
+            elif kind == "settle":
+                await store.settle(
+                    "a", period, lease_id=lease, actual_micro_usd=amount, default=limit
+                )
         if op[0] == "reserve":
             fits = (
                 spent + sum(open_holds.values()) + op[1]
@@ -157,6 +254,7 @@ async def test_reserve_settle_sequences_never_overspend(ops: list[tuple]) -> Non
             assert result.granted == fits
             if fits:
                 open_holds[str(i)] = op[1]
+                sent.append(("reserve", str(i), op[1]))
         elif op[0] == "settle" and open_holds:
             lease = sorted(open_holds)[op[1] % len(open_holds)]
             amount = open_holds.pop(lease)
@@ -165,7 +263,8 @@ async def test_reserve_settle_sequences_never_overspend(ops: list[tuple]) -> Non
             result = await store.settle(
                 "a", period, lease_id=lease, actual_micro_usd=actual, default=limit
             )
-            assert result.lease_found
+            assert result.lease_found and not result.replayed
+            sent.append(("settle", lease, actual))
         elif op[0] == "limit":
             await store.set_budget_limit("a", BudgetLimit(op[1]))
             lowered = True
