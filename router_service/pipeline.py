@@ -113,7 +113,7 @@ class Pipeline:
             plan = await self._plan(app, canonical, prompt, trace=trace, explore=True)
         except BaseException:
             if admission is not None:
-                admission.cancel()
+                self._accounting.rate_limits.give_back(app, admission, prompt.estimate)
             raise
         trace.set_decision(plan.decision, plan.request.request_id)
         return await self.start(app, plan, trace=trace, arrived_at=arrived_at, admission=admission)
@@ -236,9 +236,9 @@ class Pipeline:
         services = self._services
         cache_key = None
         hold = None
+        if admission is None:
+            admission = accounting.rate_limits.admission(app, plan.prompt.estimate)
         try:
-            if admission is None:
-                await accounting.rate_limits.admit(app, plan.prompt.estimate)
             if response_cache.eligible(app, plan.request):
                 cache_key = response_cache.cache_key(plan.request, plan.decision.max_output_tokens)
                 cached = await accounting.responses.get(app.name, cache_key)
@@ -253,8 +253,8 @@ class Pipeline:
             if admission is not None:
                 await admission
         except BaseException as exc:
-            if admission is not None and not admission.done():
-                admission.cancel()
+            if admission is not None:
+                accounting.rate_limits.give_back(app, admission, plan.prompt.estimate)
             if hold is not None:
                 # Refused by the rate limit after the hold was taken: give the hold back.
                 accounting.after_call(AfterCall(app, hold, 0, 0))

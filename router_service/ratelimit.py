@@ -9,15 +9,19 @@ Tokens: at admission the prompt's estimated tokens are taken, and a request is r
 bucket lacks them. Output tokens are known only after the call, so they are taken afterwards
 whatever the bucket holds: a burst of long answers pushes it into debt (at most one minute's
 allowance) and the following requests wait until it has refilled.
+
+A request admitted but then refused or failed before it reached a provider (its budget, an
+invalid hint) gives back what its admission took (`give_back`): only work done counts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 
 from router_service.auth import App
-from router_service.errors import RateLimited
+from router_service.errors import RateLimited, StoreUnavailable
 from router_service.store import Store
 
 __all__ = ["RateLimiter"]
@@ -26,6 +30,7 @@ __all__ = ["RateLimiter"]
 class RateLimiter:
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._refunds: set[asyncio.Task[None]] = set()
 
     async def admit(self, app: App, prompt_tokens: int) -> None:
         """Take one request and the prompt's tokens, or raise `RateLimited` (nothing taken)."""
@@ -63,6 +68,39 @@ class RateLimiter:
         # the task; its outcome is then of no interest and must not be reported as lost.
         task.add_done_callback(_consume)
         return task
+
+    def give_back(self, app: App, admission: asyncio.Task[None], prompt_tokens: int) -> None:
+        """Return the request and prompt tokens `admission` took, once it has taken them, for a
+        request that went no further; in the background, never raises."""
+
+        def done(task: asyncio.Task[None]) -> None:
+            if task.cancelled() or task.exception() is not None:
+                return  # refused (or never ran): nothing was taken
+            refund = asyncio.get_running_loop().create_task(
+                self._refund(app, prompt_tokens), name="rate-limit-refund"
+            )
+            self._refunds.add(refund)
+            refund.add_done_callback(self._refunds.discard)
+
+        admission.add_done_callback(done)
+
+    async def _refund(self, app: App, prompt_tokens: int) -> None:
+        limits = app.config.rate_limits
+        # When the store is away the bucket refills by itself within a minute.
+        with contextlib.suppress(StoreUnavailable):
+            await self._store.take(
+                app.name,
+                requests_per_minute=limits.requests_per_minute or 0,
+                tokens_per_minute=limits.tokens_per_minute or 0,
+                requests=-1,
+                tokens=-prompt_tokens,
+                force=True,
+            )
+
+    async def drain(self) -> None:
+        """Wait for the refunds under way."""
+        while self._refunds:
+            await asyncio.wait(list(self._refunds))
 
     async def charge_output(self, app: App, output_tokens: int) -> None:
         """Take the answer's tokens from the token bucket, into debt if need be."""

@@ -267,3 +267,24 @@ async def test_same_prefix_goes_to_the_same_warm_deployment() -> None:
         assert demo.prompt_cache_hit_rate == pytest.approx(5 / 6)
         assert demo.cached_input_token_share > 0.5
         assert demo.requests_by_model == {"glm-5.2": 6}
+
+
+async def test_requests_refused_for_budget_give_their_rate_allowance_back() -> None:
+    config = fast_config(apps={"demo": {"rate_limits": {"requests_per_minute": 3}}})
+    async with running_router(config) as running:
+        await route(running, route_request())
+        await set_budget(running, (await budget(running)).spent_usd + 0.000001)
+        for _ in range(5):  # more than the rate limit allows: none of them went anywhere
+            with pytest.raises(aio.AioRpcError) as caught:
+                await route(running, route_request())
+            [violation] = quota_violations(caught.value.trailing_metadata())
+            assert "monthly budget" in violation.description
+        await asyncio.sleep(0.05)  # the refunds run in the background
+        await set_budget(running, 100)
+        # Two requests of the three a minute are left.
+        await route(running, route_request())
+        await route(running, route_request())
+        with pytest.raises(aio.AioRpcError) as caught:
+            await route(running, route_request())
+        [violation] = quota_violations(caught.value.trailing_metadata())
+        assert violation.description == "requests per minute: 3"
