@@ -50,7 +50,11 @@ class AfterCall:
 class Accounting:
     def __init__(self, store: Store, config: StoreConfig) -> None:
         self.store = store
-        self.budgets = BudgetLedger(store, lease_s=config.reservation_lease_s)
+        self.budgets = BudgetLedger(
+            store,
+            lease_s=config.reservation_lease_s,
+            release_after_s=2 * config.operation_timeout_s,
+        )
         self.rate_limits = RateLimiter(store)
         self.responses = ResponseCache(store, ttl_s=config.response_cache_ttl_s)
         self.warmth = PrefixWarmth(store, ttl_s=config.prefix_warm_ttl_s)

@@ -23,8 +23,8 @@ Why settled spend never exceeds the limit, under any concurrency and across repl
 4. Every budget script is idempotent per lease id (see `store.scripts`), so a settle can be
    retried until it lands: when Redis cannot be reached, the settle of a hold it granted is
    queued here, its lease kept renewed, and retried with backoff (never diverted to the local
-   store, where the hold is not). A reserve the caller gave up on mid-flight is released as
-   soon as its outcome is known (a settle of nothing), not left to its lease.
+   store, where the hold is not). A reserve the caller gave up on mid-flight is released (a
+   settle of nothing) once the store has surely run it, not left to its lease.
 
 If a provider ever bills more than the hold (it would have to bill more tokens than bytes), the
 settle records the true cost, which is the bill, and `alerts.reservation_shortfall` reports it.
@@ -51,7 +51,7 @@ from router_service.config import AppConfig, BudgetConfig
 from router_service.cost import usd_to_micro
 from router_service.errors import BudgetExhausted, StoreUnavailable
 from router_service.policy import BudgetState
-from router_service.store import BudgetLimit, BudgetUsage, Period, ReserveResult, Store
+from router_service.store import BudgetLimit, BudgetUsage, Period, Store
 
 __all__ = [
     "BudgetLedger",
@@ -162,10 +162,13 @@ class BudgetLedger:
         store: Store,
         *,
         lease_s: float,
+        release_after_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._lease_ms = int(lease_s * 1000)
+        # How long a reserve can still be running after its caller left (the store timeout).
+        self._release_after_s = release_after_s
         self._clock = clock
         # app -> (read at, snapshot), refreshed by every reserve, settle and read.
         self._snapshots: dict[str, tuple[float, BudgetSnapshot]] = {}
@@ -215,8 +218,8 @@ class BudgetLedger:
         period = period_of(self._clock())
         default = configured_limit(app.config)
         lease_id = uuid.uuid4().hex
-        attempt = asyncio.ensure_future(
-            self._store.reserve(
+        try:
+            result = await self._store.reserve(
                 app.name,
                 period,
                 lease_id=lease_id,
@@ -224,13 +227,9 @@ class BudgetLedger:
                 lease_ms=self._lease_ms,
                 default=default,
             )
-        )
-        try:
-            # Shielded: the store may grant the hold after the caller has gone.
-            result = await asyncio.shield(attempt)
         except asyncio.CancelledError:
-            hold = Hold(app.name, default, period, lease_id, amount_micro_usd)
-            attempt.add_done_callback(functools.partial(self._release_abandoned, hold))
+            # The store may still grant the hold after the caller has gone: release it.
+            self._release_later(Hold(app.name, default, period, lease_id, amount_micro_usd))
             raise
         self._remember(app.name, period, result.usage)
         if not result.granted:
@@ -250,13 +249,15 @@ class BudgetLedger:
             self._keeper = asyncio.create_task(self._renew_leases(), name="budget-lease-keeper")
         return hold
 
-    def _release_abandoned(self, hold: Hold, attempt: asyncio.Future[ReserveResult]) -> None:
-        # Only a refusal is known to hold nothing. Anything else (granted, or failed when
-        # the outcome is unknown) is settled at zero: a no-op for a lease never held.
-        known = not attempt.cancelled() and attempt.exception() is None
-        if known and not attempt.result().granted:
-            return
-        task = asyncio.get_running_loop().create_task(self.settle(hold, 0), name="release")
+    def _release_later(self, hold: Hold) -> None:
+        """Settles at zero a reservation whose outcome its caller never learnt, once the store
+        has surely run it or given up on it; a no-op for a lease the store never held."""
+
+        async def release() -> None:
+            await asyncio.sleep(self._release_after_s)
+            await self.settle(hold, 0)
+
+        task = asyncio.get_running_loop().create_task(release(), name="budget-release")
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
 
@@ -325,10 +326,14 @@ class BudgetLedger:
         return len(self._unsettled)
 
     async def _renew_leases(self) -> None:
-        """Extends this replica's leases while it lives; stops when nothing is held."""
+        """Extends this replica's leases while it lives; stops when a round finds nothing
+        held (not before its first round: under steady traffic it runs on, never restarted
+        per call)."""
         interval = self._lease_ms / 3000
-        while self._held:
+        while True:
             await asyncio.sleep(interval)
+            if not self._held:
+                return
             groups: defaultdict[tuple[str, Period], list[str]] = defaultdict(list)
             for hold in self._held.values():
                 groups[(hold.app, hold.period)].append(hold.lease_id)

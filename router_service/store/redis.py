@@ -1,15 +1,18 @@
 """The Redis store: shared by every replica, exact under any concurrency.
 
-Budget and rate-limit updates are Lua scripts (see `scripts`), registered once per client and
-run with EVALSHA. All keys one script touches carry the app as a hash tag (see `keys`), so the
-same scripts run unchanged on a Redis Cluster. Connection and timeout errors propagate as
-`redis.exceptions.RedisError`; `FailoverStore` applies the configured policy to them.
+Budget and rate-limit updates are Lua scripts (see `scripts`), run with EVALSHA. All keys one
+script touches carry the app as a hash tag (see `keys`), so the same scripts run unchanged on a
+Redis Cluster. What each request sends (the scripts, the response-cache and warmth reads) goes
+over one lean pipelined connection (`resp`) when the client is a standalone Redis over TCP, and
+through redis-py otherwise; everything else always goes through redis-py. Connection and
+timeout errors propagate as `redis.exceptions.RedisError`; `FailoverStore` applies the
+configured policy to them.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -26,6 +29,7 @@ from router_service.store.base import (
     SettleResult,
 )
 from router_service.store.keys import Keys
+from router_service.store.resp import RespConnection, ScriptSource
 
 __all__ = ["RedisClient", "RedisStore"]
 
@@ -58,6 +62,7 @@ class RedisStore:
 
     def __init__(self, client: RedisClient, *, key_prefix: str = "llmr") -> None:
         self._redis = client
+        self._fast = RespConnection.for_client(client)
         self._keys = Keys(key_prefix)
         self._reserve = self._register(scripts.BUDGET_RESERVE)
         self._settle = self._register(scripts.BUDGET_SETTLE)
@@ -65,8 +70,13 @@ class RedisStore:
         self._usage = self._register(scripts.BUDGET_USAGE)
         self._take = self._register(scripts.RATE_TAKE)
 
-    def _register(self, script: scripts.Lua) -> AsyncScript:
-        return self._redis.register_script(script.source)
+    def _register(self, script: scripts.Lua) -> Callable[[list[str], list[Any]], Awaitable[Any]]:
+        fast = self._fast
+        if fast is None:
+            registered: AsyncScript = self._redis.register_script(script.source)
+            return lambda keys, args: registered(keys=keys, args=args)
+        source = ScriptSource(script.source)
+        return lambda keys, args: fast.evalsha(source, keys, args)
 
     def _budget_keys(self, app: str, period: Period) -> list[str]:
         keys = self._keys
@@ -88,8 +98,8 @@ class RedisStore:
     ) -> ReserveResult:
         limit, soft = _limit_args(default)
         granted, *usage = await self._reserve(
-            keys=self._budget_keys(app, period),
-            args=[lease_id, amount_micro_usd, lease_ms, limit, soft, period.expire_at],
+            self._budget_keys(app, period),
+            [lease_id, amount_micro_usd, lease_ms, limit, soft, period.expire_at],
         )
         return ReserveResult(granted=bool(granted), usage=_usage(*usage))
 
@@ -104,8 +114,8 @@ class RedisStore:
     ) -> SettleResult:
         limit, soft = _limit_args(default)
         outcome, spent, reserved, limit_now, soft_now, overridden, crossed = await self._settle(
-            keys=self._budget_keys(app, period),
-            args=[lease_id, actual_micro_usd, limit, soft, period.expire_at],
+            self._budget_keys(app, period),
+            [lease_id, actual_micro_usd, limit, soft],
         )
         return SettleResult(
             usage=_usage(spent, reserved, limit_now, soft_now, overridden),
@@ -120,12 +130,12 @@ class RedisStore:
         if not lease_ids:
             return []
         keys = self._budget_keys(app, period)[:2]
-        gone = await self._renew(keys=keys, args=[lease_ms, *lease_ids])
+        gone = await self._renew(keys, [lease_ms, *lease_ids])
         return [_text(lease) for lease in gone]
 
     async def budget_usage(self, app: str, period: Period, default: BudgetLimit) -> BudgetUsage:
         return _usage(
-            *await self._usage(keys=self._budget_keys(app, period), args=_limit_args(default))
+            *await self._usage(self._budget_keys(app, period), list(_limit_args(default)))
         )
 
     async def set_budget_limit(self, app: str, limit: BudgetLimit) -> None:
@@ -146,14 +156,17 @@ class RedisStore:
         force: bool = False,
     ) -> RateDecision:
         allowed, limited_by, retry_ms = await self._take(
-            keys=[self._keys.rate(app)],
-            args=[requests_per_minute, tokens_per_minute, requests, tokens, int(force)],
+            [self._keys.rate(app)],
+            [requests_per_minute, tokens_per_minute, requests, tokens, int(force)],
         )
         if allowed:
             return RateDecision(True)
         return RateDecision(False, _text(limited_by), int(retry_ms) / 1000)
 
     async def cache_get(self, app: str, key: str) -> bytes | None:
+        if self._fast is not None:
+            fast: bytes | None = await self._fast.execute("GET", self._keys.response(app, key))
+            return fast
         value = await self._redis.get(self._keys.response(app, key))
         return value.encode() if isinstance(value, str) else value
 
@@ -173,7 +186,12 @@ class RedisStore:
             await pipe.execute()
 
     async def warm_models(self, app: str, prefix_hash: str) -> frozenset[str]:
-        entries: dict[Any, Any] = await self._redis.hgetall(self._keys.warm(app, prefix_hash))
+        key = self._keys.warm(app, prefix_hash)
+        if self._fast is not None:
+            flat = await self._fast.execute("HGETALL", key)
+            entries: dict[Any, Any] = dict(zip(flat[::2], flat[1::2], strict=True))
+        else:
+            entries = await self._redis.hgetall(key)
         now_ms = time.time() * 1000
         return frozenset(_text(m) for m, until in entries.items() if int(until) > now_ms)
 
@@ -190,4 +208,6 @@ class RedisStore:
         return {_text(name): int(value) for name, value in entries.items()}
 
     async def aclose(self) -> None:
-        """The client belongs to the composition root, which closes it."""
+        """Closes the lean connection; the redis-py client belongs to the composition root."""
+        if self._fast is not None:
+            await self._fast.aclose()

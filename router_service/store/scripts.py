@@ -85,9 +85,9 @@ BUDGET_RESERVE = _script(
 local now = now_ms()
 release_expired(KEYS[1], KEYS[2], now)
 local limit, soft, overridden = limit_in_force(KEYS[3], ARGV[4], ARGV[5])
-local spent, reserved = counters(KEYS[1])
-if redis.call('HEXISTS', KEYS[1], 'h:' .. ARGV[1]) == 1
-    or redis.call('HEXISTS', KEYS[1], 'x:' .. ARGV[1]) == 1 then
+local v = redis.call('HMGET', KEYS[1], 'spent', 'reserved', 'h:' .. ARGV[1], 'x:' .. ARGV[1])
+local spent, reserved = tonumber(v[1] or '0'), tonumber(v[2] or '0')
+if v[3] or v[4] then
   return {1, spent, reserved, limit, soft, overridden}
 end
 local amount = tonumber(ARGV[2])
@@ -104,39 +104,36 @@ return {1, spent, reserved, limit, soft, overridden}
 )
 
 # KEYS: budget hash, lease zset, limit hash.
-# ARGV: lease id, actual cost, default limit, default soft threshold, expire-at.
+# ARGV: lease id, actual cost, default limit, default soft threshold.
 # Returns {outcome, spent, reserved, limit, soft, overridden, crossed_soft}; outcome 1: settled
 # against its hold, 0: the lease had run out (the cost is recorded all the same), 2: this lease
 # was settled before (a replay: nothing changes).
+# Other leases' expiry is left to the next reserve: a hold whose lease ran out but is still
+# recorded settles as held, which is as exact. The keys exist, with their expiry, since the
+# reserve (nothing is written when they do not: outcome 2).
 BUDGET_SETTLE = _script(
     "budget_settle_v2",
     """
-local now = now_ms()
-release_expired(KEYS[1], KEYS[2], now)
-local held = redis.call('HGET', KEYS[1], 'h:' .. ARGV[1])
+local v = redis.call('HMGET', KEYS[1], 'spent', 'reserved', 'h:' .. ARGV[1], 'x:' .. ARGV[1])
+local spent, reserved = tonumber(v[1] or '0'), tonumber(v[2] or '0')
+local limit, soft, overridden = limit_in_force(KEYS[3], ARGV[3], ARGV[4])
 local outcome = 2
-if held then
+if v[3] then
   outcome = 1
   redis.call('HDEL', KEYS[1], 'h:' .. ARGV[1])
-  redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(held))
-elseif redis.call('HDEL', KEYS[1], 'x:' .. ARGV[1]) == 1 then
+  reserved = redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(v[3]))
+elseif v[4] then
   outcome = 0
-end
-if outcome == 2 then
-  local spent, reserved = counters(KEYS[1])
-  local limit, soft, overridden = limit_in_force(KEYS[3], ARGV[3], ARGV[4])
+  redis.call('HDEL', KEYS[1], 'x:' .. ARGV[1])
+else
   return {2, spent, reserved, limit, soft, overridden, 0}
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'spent', ARGV[2])
-local spent, reserved = counters(KEYS[1])
-local limit, soft, overridden = limit_in_force(KEYS[3], ARGV[3], ARGV[4])
+spent = redis.call('HINCRBY', KEYS[1], 'spent', ARGV[2])
 local crossed = 0
 if limit > 0 and spent >= limit * tonumber(soft) then
   crossed = redis.call('HSETNX', KEYS[1], 'soft_alerted', 1)
 end
-redis.call('EXPIREAT', KEYS[1], ARGV[5])
-redis.call('EXPIREAT', KEYS[2], ARGV[5])
 return {outcome, spent, reserved, limit, soft, overridden, crossed}
 """,
 )

@@ -29,7 +29,8 @@ async def test_settled_spend_never_exceeds_the_limit(redis_url_fixture: str) -> 
         Redis.from_pool(BlockingConnectionPool.from_url(redis_url_fixture, max_connections=32))
         for _ in range(3)
     ]
-    ledgers = [BudgetLedger(RedisStore(c, key_prefix=prefix), lease_s=30) for c in clients]
+    stores = [RedisStore(c, key_prefix=prefix) for c in clients]
+    ledgers = [BudgetLedger(store, lease_s=30) for store in stores]
     try:
         # 600 calls whose worst cases add up to about $12 against a $1.00 budget.
         result = await concurrent_calls(ledgers, APP, 600)
@@ -39,8 +40,9 @@ async def test_settled_spend_never_exceeds_the_limit(redis_url_fixture: str) -> 
         assert snapshot.usage.reserved_micro_usd == 0
         assert all(ledger.open_holds == 0 for ledger in ledgers)
     finally:
-        for ledger in ledgers:
+        for ledger, store in zip(ledgers, stores, strict=True):
             await ledger.aclose()
+            await store.aclose()
         await delete_prefix(clients[0], prefix)
         for client in clients:
             await client.aclose()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 
 import grpc
@@ -76,13 +76,24 @@ async def client(redis_process: RedisProcess) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-def failover(client: Redis, policy: str) -> FailoverStore:
-    return FailoverStore(
-        RedisStore(client, key_prefix="outage"),
-        MemoryStore(),
-        policy=policy,  # type: ignore[arg-type]
-        timeout_s=0.5,
-    )
+@pytest.fixture
+async def failover(client: Redis) -> AsyncIterator[Callable[[str], FailoverStore]]:
+    """Makes failover stores over `client` with a policy, and closes them afterwards."""
+    made: list[FailoverStore] = []
+
+    def make(policy: str) -> FailoverStore:
+        store = FailoverStore(
+            RedisStore(client, key_prefix="outage"),
+            MemoryStore(),
+            policy=policy,  # type: ignore[arg-type]
+            timeout_s=0.5,
+        )
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        await store.aclose()
 
 
 async def reserve(store: FailoverStore, lease: str, amount: int) -> bool:
@@ -102,9 +113,9 @@ async def wait_until_available(store: FailoverStore, deadline_s: float = 10) -> 
 
 
 async def test_fail_open_counts_locally_then_resumes_on_redis(
-    redis_process: RedisProcess, client: Redis
+    redis_process: RedisProcess, client: Redis, failover: Callable[[str], FailoverStore]
 ) -> None:
-    store = failover(client, "fail_open")
+    store = failover("fail_open")
     assert await reserve(store, "r1", 600_000)
     settled = await store.settle(
         "a", PERIOD, lease_id="r1", actual_micro_usd=500_000, default=LIMIT
@@ -131,9 +142,9 @@ async def test_fail_open_counts_locally_then_resumes_on_redis(
 
 
 async def test_fail_closed_refuses_at_once_and_recovers(
-    redis_process: RedisProcess, client: Redis
+    redis_process: RedisProcess, failover: Callable[[str], FailoverStore]
 ) -> None:
-    store = failover(client, "fail_closed")
+    store = failover("fail_closed")
     assert await reserve(store, "r1", 1)
     redis_process.stop()
     for _ in range(3):
@@ -200,12 +211,15 @@ return 1
 
 @pytest.mark.parametrize("policy", ["fail_open", "fail_closed"])
 async def test_a_settle_redis_cannot_take_is_retried_there_and_counts_once(
-    redis_process: RedisProcess, client: Redis, policy: str
+    redis_process: RedisProcess,
+    client: Redis,
+    failover: Callable[[str], FailoverStore],
+    policy: str,
 ) -> None:
     """The settle of a hold Redis granted never goes to the local store: it waits and is
     retried. Here Redis runs it after the client gave up (the reply is lost), so the retry is
     a replay, which must change nothing."""
-    store = failover(client, policy)
+    store = failover(policy)
     ledger = BudgetLedger(store, lease_s=30)
     app = App("a", AppConfig(key_sha256="0" * 64, budget=BudgetConfig(monthly_limit_usd=1)), {})
     hold = await ledger.reserve(app, 600_000)

@@ -26,9 +26,11 @@ async def delete_prefix(client: Redis, prefix: str) -> None:
 async def redis_store(url: str) -> AsyncIterator[tuple[RedisStore, Redis, str]]:
     client = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
     prefix = unique_prefix()
+    store = RedisStore(client, key_prefix=prefix)
     try:
-        yield RedisStore(client, key_prefix=prefix), client, prefix
+        yield store, client, prefix
     finally:
+        await store.aclose()
         await delete_prefix(client, prefix)
         await client.aclose()
 
