@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import time
 import uuid
@@ -166,6 +167,10 @@ class BudgetLedger:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        # Lease ids unique across replicas and restarts: a random prefix per ledger and a
+        # counter (no system call per request, unlike uuid4).
+        prefix = uuid.uuid4().hex[:16]
+        self._lease_ids = (f"{prefix}{n:x}" for n in itertools.count())
         self._lease_ms = int(lease_s * 1000)
         # How long a reserve can still be running after its caller left (the store timeout).
         self._release_after_s = release_after_s
@@ -217,7 +222,7 @@ class BudgetLedger:
         """Hold `amount` of the app's budget, or raise `BudgetExhausted` (nothing is held)."""
         period = period_of(self._clock())
         default = configured_limit(app.config)
-        lease_id = uuid.uuid4().hex
+        lease_id = next(self._lease_ids)
         try:
             result = await self._store.reserve(
                 app.name,

@@ -97,8 +97,10 @@ end
 redis.call('HSET', KEYS[1], 'h:' .. ARGV[1], amount)
 reserved = redis.call('HINCRBY', KEYS[1], 'reserved', amount)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('EXPIREAT', KEYS[1], ARGV[6])
-redis.call('EXPIREAT', KEYS[2], ARGV[6])
+-- Expiry is set when a key is created: the hash has neither counter before its first hold, and
+-- the lease zset may have been (re)created only when no other hold was live.
+if not v[1] and not v[2] then redis.call('EXPIREAT', KEYS[1], ARGV[6]) end
+if reserved == amount then redis.call('EXPIREAT', KEYS[2], ARGV[6]) end
 return {1, spent, reserved, limit, soft, overridden}
 """,
 )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from router_service.store import BudgetLimit, Period, ReserveResult, SettleResult, Store
-from tests.support.stores import any_store
+from tests.support.stores import any_store, redis_store
 
 pytestmark = pytest.mark.integration
 
@@ -223,3 +224,15 @@ async def test_a_token_charge_leaves_the_request_bucket_alone(store: Store) -> N
     assert charged.allowed
     assert (await store.take("a", requests=1, tokens=10, **both)).allowed
     assert not (await store.take("a", requests=1, tokens=10, **both)).allowed
+
+
+async def test_budget_keys_expire_after_their_period(redis_url_fixture: str) -> None:
+    async with redis_store(redis_url_fixture) as (store, client, prefix):
+        soon = Period("2026-11", expire_at=int(time.time()) + 3600)
+        await reserve(store, "l1", 10, period=soon)
+        await reserve(store, "l2", 10, period=soon)
+        await settle(store, "l1", 5, period=soon)
+        await settle(store, "l2", 5, period=soon)  # the lease zset empties and goes
+        await reserve(store, "l3", 10, period=soon)  # and comes back
+        for key in (f"{prefix}:{{a}}:budget:2026-11", f"{prefix}:{{a}}:leases:2026-11"):
+            assert 3500 < await client.ttl(key) <= 3600, key
