@@ -65,12 +65,15 @@ class _Protocol(asyncio.Protocol):
         self._waiters: deque[asyncio.Future[Any]] = deque()
         self._transport: asyncio.Transport | None = None
         self.closed = False
+        # Reads so far: tells a caller who gave up whether the connection still answers.
+        self.received = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
+        self.received += 1
         reader = self._reader
         reader.feed(data)
         while (reply := reader.gets()) is not False:
@@ -185,6 +188,7 @@ class RespConnection:
         if self._timeout_s is None:
             reply = await waiter
         else:
+            received, sent_at = protocol.received, asyncio.get_running_loop().time()
             try:
                 async with asyncio.timeout(self._timeout_s):
                     reply = await waiter
@@ -192,6 +196,13 @@ class RespConnection:
                 # A connection that stops answering may never answer again: start afresh.
                 protocol.abort()
                 raise TimeoutError(f"Redis did not answer {args[0]!r} in time") from None
+            except asyncio.CancelledError:
+                # The caller's own time limit (the store's operation timeout) came first. The
+                # same rule: a connection silent since the command went out is replaced.
+                waited = asyncio.get_running_loop().time() - sent_at
+                if protocol.received == received and waited >= self._timeout_s / 2:
+                    protocol.abort()
+                raise
         if isinstance(reply, hiredis.ReplyError):
             message = str(reply)
             raise _ERRORS.get(message.split(" ", 1)[0], ResponseError)(message)

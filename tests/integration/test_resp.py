@@ -5,6 +5,7 @@ restarts (after which it reconnects by itself)."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -123,3 +124,27 @@ def test_only_plain_tcp_standalone_clients_get_a_lean_connection() -> None:
     assert RespConnection.for_client(Redis.from_url("rediss://127.0.0.1:1/0")) is None
     assert RespConnection.for_client(Redis.from_url("unix:///tmp/redis.sock")) is None
     assert RespConnection.for_client(object()) is None
+
+
+async def test_a_silent_connection_is_replaced_when_the_caller_gives_up_first() -> None:
+    """A peer that accepts and never answers (a half-open connection): the store's own
+    operation timeout cancels the call before the connection's timer fires; the next call
+    must not wait on the same dead connection."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conn = RespConnection("127.0.0.1", port, timeout_s=0.2)
+    for _ in range(2):
+        with pytest.raises(builtins.TimeoutError):
+            async with asyncio.timeout(0.2):
+                await conn.execute("PING")
+    assert len(accepted) == 2
+    await conn.aclose()
+    for writer in accepted:
+        writer.close()
+    server.close()
+    await server.wait_closed()
