@@ -359,13 +359,10 @@ class BudgetLedger:
         those that could not (their holds end with their leases; their cost is not counted)."""
         if self._releases:
             await asyncio.wait(list(self._releases))
-        deadline = time.monotonic() + settle_for_s
-        while self._unsettled and time.monotonic() < deadline:
-            if self._retrier is not None and not self._retrier.done():
-                await asyncio.wait([self._retrier], timeout=deadline - time.monotonic())
-            else:
-                for hold, actual in list(self._unsettled.values()):
-                    await self._settle(hold, actual)
+        if self._unsettled:
+            if self._retrier is None or self._retrier.done():
+                self._retrier = asyncio.create_task(self._retry(), name="budget-settle-retry")
+            await asyncio.wait([self._retrier], timeout=settle_for_s)
         for task in (self._keeper, self._retrier):
             if task is not None:
                 task.cancel()
