@@ -1,15 +1,18 @@
 """What the HTTP adapters share: the one client, one upstream endpoint, and timed reads.
 
-`build_http_client` makes the process's single `httpx.AsyncClient` (one connection pool for
-every provider; HTTP/2 negotiated where a provider offers it, HTTP/1.1 for providers configured
-with `http2: false`). An `HttpEndpoint` is one provider's base URL, headers and timeouts on that
-client. Its `answer` sends one request, turns error statuses and transport failures into router
-errors, and feeds the body (server-sent events, or one JSON document) to the wire format's
-`AnswerParser` under the call's `CallDeadline`, yielding the parser's events.
+`build_http_client` makes the process's single `httpx.AsyncClient`. HTTPS providers go through
+httpx's own transport, with HTTP/2 where they offer it. Providers on HTTP/1.1 (cleartext
+`http://` ones, where HTTP/2 is never used, and those configured with `http2: false`) go through
+one `h1.LeanTransport` mounted on their origins, which reads a streamed answer for a fraction
+of the CPU that httpcore, h11 and anyio spend on it. An `HttpEndpoint` is one provider's base
+URL, headers and timeouts on that client. Its `answer` sends one request, turns error statuses
+and transport failures into router errors, and feeds the body (server-sent events, or one JSON
+document) to the wire format's `AnswerParser` under the call's `CallDeadline`, yielding the
+parser's events.
 
 Timing, per call: until the first token, every wait (connect, headers, body) is bounded by an
-`asyncio.timeout_at` on the first-token deadline. Once tokens flow, the idle limit is httpx's
-own read timeout (it already times every socket read, so a second timer per chunk would only
+`asyncio.timeout_at` on the first-token deadline. Once tokens flow, the idle limit is the
+transport's read timeout (it already watches every read, so a second timer per chunk would only
 cost CPU) and the total limit is checked as each chunk arrives. No timer ever spans a `yield`:
 a slow caller (gRPC back-pressure) must not count against the provider.
 """
@@ -27,6 +30,7 @@ import httpx
 from router_service.config import HttpProviderConfig, ProviderConfig, ProviderTimeouts
 from router_service.providers.base import ProviderEvent, StreamEnd
 from router_service.providers.errors import ErrorMapper, UpstreamErrorEvent
+from router_service.providers.h1 import LeanTransport
 from router_service.providers.sse import ServerSentEvent, SSEDecodeError, SSEDecoder
 
 __all__ = [
@@ -39,7 +43,12 @@ __all__ = [
 
 T = TypeVar("T")
 
-_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
+# Idle connections kept (per httpx pool; per origin on the lean transport), and for how long.
+_MAX_IDLE = 200
+_IDLE_EXPIRY_S = 30.0
+_LIMITS = httpx.Limits(
+    max_connections=1000, max_keepalive_connections=_MAX_IDLE, keepalive_expiry=_IDLE_EXPIRY_S
+)
 # Error bodies are read whole to show their message; anything past this is not a message.
 _MAX_ERROR_BODY = 64 * 1024
 # Once the answer is complete, how long to wait for the end of the body, so the connection
@@ -80,14 +89,17 @@ class AnswerParser(Protocol):
 def build_http_client(
     providers: Mapping[str, ProviderConfig], environ: Mapping[str, str]
 ) -> httpx.AsyncClient:
-    """The one client for every provider. Providers with `http2: false` get an HTTP/1.1 pool
-    of their own inside it (an httpx mount on their origin)."""
+    """The one client for every provider. Providers on HTTP/1.1 (cleartext, or `http2: false`)
+    share one `LeanTransport`, mounted on each of their origins; closing the client closes it."""
+    lean = LeanTransport(max_idle_per_origin=_MAX_IDLE, idle_expiry_s=_IDLE_EXPIRY_S)
     mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
     for config in providers.values():
-        if isinstance(config, HttpProviderConfig) and not config.http2:
-            url = httpx.URL(config.resolved_base_url(environ))
+        if not isinstance(config, HttpProviderConfig):
+            continue
+        url = httpx.URL(config.resolved_base_url(environ))
+        if url.scheme == "http" or not config.http2:
             origin = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
-            mounts[origin] = httpx.AsyncHTTPTransport(http2=False, limits=_LIMITS)
+            mounts[origin] = lean
     return httpx.AsyncClient(
         http2=True,
         limits=_LIMITS,

@@ -14,6 +14,7 @@ from router_service.config import (
     OpenAIProviderConfig,
     load_config,
 )
+from router_service.providers.h1 import LeanTransport
 from router_service.providers.http import build_http_client
 from router_service.providers.registry import build_providers
 
@@ -80,12 +81,18 @@ async def test_examples_load_and_build(name: str) -> None:
         assert "demo" in config.apps
 
 
-def test_http2_off_gets_its_own_http11_pool() -> None:
-    config = OpenAIProviderConfig(
-        kind="openai", base_url="https://llm.internal:8443/v1", http2=False
-    )
-    client = build_http_client({"internal": config}, {})
-    transport = client._transport_for_url(
-        httpx.URL("https://llm.internal:8443/v1/chat/completions")
-    )
-    assert transport is not client._transport
+async def test_http11_providers_go_through_the_lean_transport() -> None:
+    providers = {
+        "internal": OpenAIProviderConfig(
+            kind="openai", base_url="https://llm.internal:8443/v1", http2=False
+        ),
+        "vllm": OpenAIProviderConfig(kind="openai", base_url="http://vllm:8000/v1"),
+        "openai": OpenAIProviderConfig(kind="openai"),
+    }
+    async with build_http_client(providers, {}) as client:
+        lean = client._transport_for_url(httpx.URL("https://llm.internal:8443/v1/chat"))
+        assert isinstance(lean, LeanTransport)
+        assert client._transport_for_url(httpx.URL("http://vllm:8000/v1/chat")) is lean
+        h2 = client._transport_for_url(httpx.URL("https://api.openai.com/v1/chat"))
+        assert h2 is client._transport
+        assert not isinstance(h2, LeanTransport)
