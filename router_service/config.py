@@ -171,8 +171,10 @@ class HttpProviderConfig(Frozen):
     api_key_file: Path | None = None
     # Sent with every request, e.g. an organization or project header.
     headers: Mapping[str, str] = Field(default_factory=dict)
-    # Negotiate HTTP/2 where the provider offers it (over TLS); off: HTTP/1.1 only.
-    http2: bool = True
+    # Off (the default): HTTP/1.1 on the router's lean transport (`providers.h1`), a fraction
+    # of the CPU per streamed answer. On: httpx negotiates HTTP/2 where the provider offers it
+    # (over TLS), for many concurrent streams on few connections.
+    http2: bool = False
     # Stream answers (SSE); off: one JSON response per call, replayed as one delta.
     stream: bool = True
     timeouts: ProviderTimeouts = ProviderTimeouts()

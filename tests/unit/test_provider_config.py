@@ -87,7 +87,8 @@ async def test_http11_providers_go_through_the_lean_transport() -> None:
             kind="openai", base_url="https://llm.internal:8443/v1", http2=False
         ),
         "vllm": OpenAIProviderConfig(kind="openai", base_url="http://vllm:8000/v1"),
-        "openai": OpenAIProviderConfig(kind="openai"),
+        "openai": OpenAIProviderConfig(kind="openai", http2=True),
+        "anthropic": AnthropicProviderConfig(kind="anthropic"),
     }
     async with build_http_client(providers, {}) as client:
         lean = client._transport_for_url(httpx.URL("https://llm.internal:8443/v1/chat"))
@@ -96,3 +97,5 @@ async def test_http11_providers_go_through_the_lean_transport() -> None:
         h2 = client._transport_for_url(httpx.URL("https://api.openai.com/v1/chat"))
         assert h2 is client._transport
         assert not isinstance(h2, LeanTransport)
+        # HTTP/1.1 is the default, over TLS too.
+        assert client._transport_for_url(httpx.URL("https://api.anthropic.com/v1/messages")) is lean
