@@ -222,9 +222,9 @@ def _choose_tier(inp: PolicyInput, cheap_fits: bool, reasons: list[str]) -> tupl
     threshold, named = _threshold(inp)
     which = f" ({named})" if named else ""
     if scored.score >= threshold:
-        reasons.append(f"difficulty {scored.score:.2f} >= {threshold:.2f}{which}")
+        reasons.append(f"difficulty {scored.score:.3f} >= {threshold:.3f}{which}")
         return Tier.FRONTIER, _Basis.LEARNED
-    reasons.append(f"difficulty {scored.score:.2f} < {threshold:.2f}{which}")
+    reasons.append(f"difficulty {scored.score:.3f} < {threshold:.3f}{which}")
     return Tier.CHEAP, _Basis.LEARNED
 
 

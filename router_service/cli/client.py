@@ -98,7 +98,7 @@ def print_decision(decision: Any, out: TextIO) -> None:
     out.write(f"→ {decision.model} ({tier}, via {decision.provider})")
     if decision.classifier_version:
         out.write(
-            f"  difficulty {decision.difficulty:.2f} / threshold {decision.threshold:.2f}"
+            f"  difficulty {decision.difficulty:.3f} / threshold {decision.threshold:.3f}"
             f"  [{decision.classifier_version}]"
         )
     out.write(

@@ -65,21 +65,21 @@ def test_difficulty_above_a_named_threshold_escalates() -> None:
     # summarization uses the artifact's strong_share_10 operating point (0.35 here).
     d = decide(CATALOG, inp(classification=scored(0.42)))
     assert d.tier is Tier.FRONTIER
-    assert "difficulty 0.42 >= 0.35 (strong_share_10)" in d.reasons
+    assert "difficulty 0.420 >= 0.350 (strong_share_10)" in d.reasons
     assert (d.difficulty, d.threshold, d.classifier_version) == (0.42, 0.35, "test-1")
 
 
 def test_difficulty_below_threshold_stays_cheap() -> None:
     d = decide(CATALOG, inp(classification=scored(0.15)))
     assert d.tier is Tier.CHEAP
-    assert "difficulty 0.15 < 0.35 (strong_share_10)" in d.reasons
+    assert "difficulty 0.150 < 0.350 (strong_share_10)" in d.reasons
 
 
 def test_numeric_threshold() -> None:
     task = CONFIG.tasks["summarization"].model_copy(update={"threshold": 0.7})
     d = decide(CATALOG, inp(task=task, classification=scored(0.82)))
     assert d.tier is Tier.FRONTIER
-    assert "difficulty 0.82 >= 0.70" in d.reasons
+    assert "difficulty 0.820 >= 0.700" in d.reasons
 
 
 def test_leaning_frontier_tasks_use_a_lower_operating_point() -> None:
@@ -94,7 +94,7 @@ def test_recommended_threshold_when_task_sets_none() -> None:
     d = decide(CATALOG, inp("default", task=default, classification=scored(0.45, recommended=0.4)))
     assert d.tier is Tier.FRONTIER
     assert d.threshold == 0.4
-    assert "difficulty 0.45 >= 0.40 (recommended)" in d.reasons
+    assert "difficulty 0.450 >= 0.400 (recommended)" in d.reasons
 
 
 @pytest.mark.parametrize(
