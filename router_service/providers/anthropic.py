@@ -24,6 +24,7 @@ from contextlib import aclosing
 from typing import Any
 
 import httpx
+import orjson
 
 from router_service.chat import ChatMessage
 from router_service.config import AnthropicProviderConfig
@@ -171,7 +172,7 @@ class EventParser:
         return self.done
 
     def feed(self, data: bytes) -> tuple[ProviderEvent, ...]:
-        event = json.loads(data)
+        event = orjson.loads(data)  # per event: 4x faster than json.loads here
         _raise_if_error(event)
         return self.event(event)
 
