@@ -90,14 +90,16 @@ def build_http_client(
     providers: Mapping[str, ProviderConfig], environ: Mapping[str, str]
 ) -> httpx.AsyncClient:
     """The one client for every provider. Providers on HTTP/1.1 (cleartext, or `http2: false`)
-    share one `LeanTransport`, mounted on each of their origins; closing the client closes it."""
+    share one `LeanTransport`, mounted on each of their origins; closing the client closes it.
+    An origin the environment sends through a proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`,
+    not excluded by `NO_PROXY`) stays on httpx, which speaks to proxies; the lean one does not."""
     lean = LeanTransport(max_idle_per_origin=_MAX_IDLE, idle_expiry_s=_IDLE_EXPIRY_S)
     mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
     for config in providers.values():
         if not isinstance(config, HttpProviderConfig):
             continue
         url = httpx.URL(config.resolved_base_url(environ))
-        if url.scheme == "http" or not config.http2:
+        if (url.scheme == "http" or not config.http2) and not _proxied(url, environ):
             origin = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
             mounts[origin] = lean
     return httpx.AsyncClient(
@@ -106,6 +108,20 @@ def build_http_client(
         mounts=mounts,
         timeout=httpx.Timeout(connect=5.0, read=60.0, write=10.0, pool=5.0),
     )
+
+
+def _proxied(url: httpx.URL, environ: Mapping[str, str]) -> bool:
+    """Whether the `*_PROXY` variables in `environ` send requests to `url` through a proxy."""
+    variables = {name.lower(): value for name, value in environ.items() if value}
+    if not (variables.get(f"{url.scheme}_proxy") or variables.get("all_proxy")):
+        return False
+    host = url.host.lower()
+    for entry in variables.get("no_proxy", "").split(","):
+        # `*`, a host, or a domain (`example.com` and `.example.com` cover its subdomains).
+        domain = entry.strip().lower().lstrip(".").rsplit(":", 1)[0]
+        if domain == "*" or (domain and (host == domain or host.endswith("." + domain))):
+            return False
+    return True
 
 
 class CallDeadline:

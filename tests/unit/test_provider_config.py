@@ -15,7 +15,7 @@ from router_service.config import (
     load_config,
 )
 from router_service.providers.h1 import LeanTransport
-from router_service.providers.http import build_http_client
+from router_service.providers.http import _proxied, build_http_client
 from router_service.providers.registry import build_providers
 
 EXAMPLES = Path(__file__).parent.parent.parent / "config" / "examples"
@@ -99,3 +99,27 @@ async def test_http11_providers_go_through_the_lean_transport() -> None:
         assert not isinstance(h2, LeanTransport)
         # HTTP/1.1 is the default, over TLS too.
         assert client._transport_for_url(httpx.URL("https://api.anthropic.com/v1/messages")) is lean
+
+
+async def test_origins_behind_an_environment_proxy_stay_on_httpx() -> None:
+    providers = {
+        "openai": OpenAIProviderConfig(kind="openai"),
+        "vllm": OpenAIProviderConfig(kind="openai", base_url="http://vllm:8000/v1"),
+    }
+    environ = {"HTTPS_PROXY": "http://proxy.corp:3128", "no_proxy": "vllm,.internal"}
+    async with build_http_client(providers, environ) as client:
+        proxied = client._transport_for_url(httpx.URL("https://api.openai.com/v1/chat"))
+        assert not isinstance(proxied, LeanTransport)
+        # Excluded by NO_PROXY (and not HTTPS anyway): the lean transport.
+        direct = client._transport_for_url(httpx.URL("http://vllm:8000/v1/chat"))
+        assert isinstance(direct, LeanTransport)
+
+
+def test_no_proxy_entries_cover_hosts_and_their_subdomains() -> None:
+    proxy = {"HTTPS_PROXY": "http://proxy:3128"}
+    assert _proxied(httpx.URL("https://api.openai.com/v1"), proxy)
+    for no_proxy in ("openai.com", ".openai.com", "api.openai.com", "*", "x, openai.com:443"):
+        assert not _proxied(httpx.URL("https://api.openai.com/v1"), {**proxy, "NO_PROXY": no_proxy})
+    assert _proxied(httpx.URL("https://api.openai.com/v1"), {**proxy, "NO_PROXY": "penai.com"})
+    assert not _proxied(httpx.URL("http://vllm:8000/v1"), proxy)  # HTTPS_PROXY: https only
+    assert _proxied(httpx.URL("http://vllm:8000/v1"), {"ALL_PROXY": "http://proxy:3128"})
