@@ -9,7 +9,9 @@ providers built here. What is honoured:
   where OTLP goes. When neither an endpoint nor an exporter is set, that signal stays off, so an
   unconfigured service pays next to nothing for telemetry instead of retrying against a
   collector that is not there.
-- `OTEL_EXPORTER_OTLP_PROTOCOL` (and per signal): only `grpc` ships with the service.
+- `OTEL_EXPORTER_OTLP_PROTOCOL` (and per signal): only `grpc` ships with the service. Spans
+  go through the SDK's OTLP/gRPC exporter with its encoder swapped for `otlp_encoding`'s,
+  which writes the same request for a fraction of the CPU.
 - Everything else (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_HEADERS`,
   `..._INSECURE`, `..._TIMEOUT`, `OTEL_TRACES_SAMPLER`, `OTEL_BSP_*`,
   `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_PROPAGATORS`) is read by the SDK itself.
@@ -23,7 +25,6 @@ from importlib import metadata
 
 from opentelemetry import metrics, trace
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -39,6 +40,7 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from router_service.config import ConfigError
+from router_service.telemetry.otlp_encoding import FastOTLPSpanExporter
 
 __all__ = ["TelemetrySdk", "configure_sdk"]
 
@@ -98,7 +100,7 @@ def _check_protocol(environ: Mapping[str, str], signal: str) -> None:
 def _span_exporter(name: str) -> SpanExporter:
     if name == "console":
         return ConsoleSpanExporter()
-    return OTLPSpanExporter()
+    return FastOTLPSpanExporter()
 
 
 def _metric_exporter(name: str) -> MetricExporter:

@@ -6,7 +6,8 @@ import pytest
 from opentelemetry.sdk.resources import SERVICE_NAME
 
 from router_service.config import ConfigError
-from router_service.telemetry.sdk import TelemetrySdk, configure_sdk
+from router_service.telemetry.otlp_encoding import FastOTLPSpanExporter
+from router_service.telemetry.sdk import TelemetrySdk, _span_exporter, configure_sdk
 
 ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}
 
@@ -76,3 +77,11 @@ def test_each_signal_is_chosen_on_its_own() -> None:
 def test_unsupported_choices_are_config_errors(environ: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         configured(environ)
+
+
+def test_otlp_spans_go_through_the_fast_encoder() -> None:
+    exporter = _span_exporter("otlp")
+    try:
+        assert isinstance(exporter, FastOTLPSpanExporter)
+    finally:
+        exporter.shutdown()
