@@ -19,6 +19,7 @@ __all__ = [
     "reservation_shortfall",
     "settle_failed",
     "store_recovered",
+    "store_refused",
     "store_unavailable",
 ]
 
@@ -30,6 +31,7 @@ COUNTS: Counter[str] = Counter()
 # While Redis stays down, say so at most this often (every call still counts).
 _UNAVAILABLE_LOG_INTERVAL_S = 30.0
 _last_unavailable_log = -_UNAVAILABLE_LOG_INTERVAL_S
+_last_refused_log = -_UNAVAILABLE_LOG_INTERVAL_S
 
 
 def budget_soft_threshold_crossed(
@@ -66,6 +68,17 @@ def store_unavailable(operation: str, policy: str, error: BaseException) -> None
             error,
             action,
         )
+
+
+def store_refused(operation: str, error: BaseException) -> None:
+    """Redis answered an operation with an error that is not an outage (a script or key bug,
+    a misconfiguration): that operation falls back; Redis is not marked down."""
+    global _last_refused_log  # noqa: PLW0603 - one rate limiter for one log line
+    COUNTS["store_refused"] += 1
+    now = time.monotonic()
+    if now - _last_refused_log >= _UNAVAILABLE_LOG_INTERVAL_S:
+        _last_refused_log = now
+        log.error("Redis refused %s: %s: %s", operation, type(error).__name__, error)
 
 
 def store_recovered(down_for_s: float) -> None:

@@ -9,6 +9,7 @@ then the call log writes what is queued.
 
 from __future__ import annotations
 
+from router_service import alerts
 from router_service.calllog import CallLog, FeedbackRecorder, build_call_log
 from router_service.config import RouterConfig
 from router_service.exploration import Exploration
@@ -17,8 +18,8 @@ from router_service.records import CallObserver
 from router_service.shadow.runner import ShadowRunner
 from router_service.store.redis import RedisClient
 from router_service.telemetry import Telemetry
-from router_service.telemetry.attributes import CALLLOG_DROP_REASON, SHADOW_OUTCOME
-from router_service.telemetry.metrics import CALLLOG_DROPPED, SHADOW_CALLS
+from router_service.telemetry.attributes import ALERT_EVENT, CALLLOG_DROP_REASON, SHADOW_OUTCOME
+from router_service.telemetry.metrics import ALERTS, CALLLOG_DROPPED, SHADOW_CALLS
 
 __all__ = ["FeedbackLoop"]
 
@@ -58,6 +59,14 @@ class FeedbackLoop:
                     CALLLOG_DROP_REASON,
                     lambda: call_log.dropped,
                 )
+            metrics.watch_counts(
+                ALERTS,
+                "{event}",
+                "Operator alerts: store unavailable (by what happened instead), store refused "
+                "or recovered, lost leases, settle failures, shortfalls, soft thresholds",
+                ALERT_EVENT,
+                lambda: alerts.COUNTS,
+            )
             if shadow is not None:
                 metrics.watch_counts(
                     SHADOW_CALLS,

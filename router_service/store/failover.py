@@ -1,7 +1,9 @@
 """Redis with a policy for when it cannot be reached.
 
 Every operation goes to Redis with a time limit. When Redis fails (refused connection, timeout,
-an error reply such as READONLY or CLUSTERDOWN) the store is marked down and the policy decides:
+an error reply such as READONLY or CLUSTERDOWN) the store is marked down and the policy decides
+(any other error reply, a bug rather than an outage, is logged as an error and only that
+operation follows the policy; Redis stays in use):
 
 - `fail_open`: the operation runs on an in-process `MemoryStore` instead, so the service keeps
   serving; budgets and limits are then counted per replica (each replica may spend up to the
@@ -25,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Literal, TypeVar
 
-from redis.exceptions import RedisError
+from redis.exceptions import ClusterError, RedisError, ResponseError
 
 from router_service import alerts
 from router_service.errors import StoreUnavailable
@@ -47,6 +49,19 @@ T = TypeVar("T")
 _FIRST_RETRY_S = 0.25
 _MAX_RETRY_S = 5.0
 _UNREACHABLE = (RedisError, OSError, TimeoutError)
+# Error replies that report the server's state (loading, busy, read-only replica, cluster or
+# memory trouble): an outage like a refused connection. Any other error reply (`ERR ...`,
+# `WRONGTYPE`) is a bug or a misconfiguration: that operation falls back, Redis stays in use.
+_OUTAGE_REPLIES = frozenset(
+    {"BUSY", "LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "OOM", "MISCONF",
+     "NOREPLICAS"}
+)  # fmt: skip
+
+
+def _outage(exc: BaseException) -> bool:
+    if not isinstance(exc, ResponseError) or isinstance(exc, ClusterError):
+        return True
+    return str(exc).split(" ", 1)[0] in _OUTAGE_REPLIES
 
 
 class FailoverStore:
@@ -93,7 +108,10 @@ class FailoverStore:
             async with asyncio.timeout(self._timeout_s):
                 result = await call(self._primary)
         except _UNREACHABLE as exc:
-            self._mark_down()
+            if _outage(exc):
+                self._mark_down()
+            else:
+                alerts.store_refused(operation, exc)
             return await self._fallback(operation, call, exc, local)
         finally:
             if probe:

@@ -57,6 +57,8 @@ SHADOW_OF: Final = "llm_router.shadow.of"
 SHADOW_OUTCOME: Final = "llm_router.shadow.outcome"
 CACHE_KIND: Final = "llm_router.cache.kind"
 CALLLOG_DROP_REASON: Final = "llm_router.calllog.reason"
+# Which operator alert (`alerts.COUNTS` keys: store_unavailable.fail_open, lease_lost, ...).
+ALERT_EVENT: Final = "llm_router.alert"
 
 # Child span names.
 SPAN_CLASSIFY: Final = "classify"

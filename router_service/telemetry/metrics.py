@@ -2,7 +2,8 @@
 
 `RouterMetrics` creates its instruments once from a `MeterProvider` (API type) and records one
 `CallRecord` per call as a `CallObserver`: a handful of histogram and counter updates, no I/O.
-Counters kept by other components (call-log drops, shadow calls) are read by observable
+Counters kept by other components (call-log drops, shadow calls, operator alerts such as the
+store being unreachable) are read by observable
 counters when the SDK collects, so those components stay free of OpenTelemetry.
 """
 
@@ -19,6 +20,7 @@ from router_service.records import CallRecord, CallStatus
 from router_service.telemetry import attributes as a
 
 __all__ = [
+    "ALERTS",
     "CACHE_HITS",
     "CALLLOG_DROPPED",
     "COST",
@@ -40,6 +42,7 @@ CACHE_HITS = "llm_router.cache.hits"
 GATEWAY_OVERHEAD = "llm_router.gateway.overhead"
 CALLLOG_DROPPED = "llm_router.calllog.dropped"
 SHADOW_CALLS = "llm_router.shadow.calls"
+ALERTS = "llm_router.alerts"
 
 # Bucket boundaries the GenAI conventions recommend.
 _TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)

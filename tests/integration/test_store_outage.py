@@ -23,9 +23,12 @@ from router_service.budgets import BudgetLedger, period_of
 from router_service.config import AppConfig, BudgetConfig
 from router_service.errors import StoreUnavailable
 from router_service.store import BudgetLimit, FailoverStore, MemoryStore, Period, RedisStore
+from router_service.telemetry import attributes as a
+from router_service.telemetry import metrics as m
 from tests.support.configs import DEMO_KEY, fast_config
 from tests.support.redis_server import free_port, redis_server_process
 from tests.support.servers import auth, running_router
+from tests.support.telemetry import Recorded
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -234,3 +237,20 @@ async def test_a_settle_redis_cannot_take_is_retried_there_and_counts_once(
     raw = await client.hgetall(f"outage:{{a}}:budget:{period_of(time.time()).name}")
     assert int(raw[b"spent"]) == 500_000 and int(raw[b"reserved"]) == 0
     await ledger.aclose()
+
+
+async def test_an_outage_is_a_metric(redis_process: RedisProcess) -> None:
+    recorded = Recorded()
+    config = fast_config(store={"redis_url": redis_process.url, "on_unavailable": "fail_open"})
+    request = pb.RouteRequest(
+        task="summarization",
+        messages=[pb.Message(role="user", content="Summarize the incident report.")],
+        max_output_tokens=20,
+    )
+    async with running_router(config, meter_provider=recorded.meter_provider) as running:
+        redis_process.stop()
+        events = [e async for e in running.router.Route(request, metadata=auth(DEMO_KEY))]
+        assert events[-1].HasField("done")
+        alerts_seen = {p.attributes[a.ALERT_EVENT]: p.value for p in recorded.points(m.ALERTS)}
+        assert alerts_seen["store_unavailable.fail_open"] >= 1
+    recorded.shutdown()
