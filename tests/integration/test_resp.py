@@ -13,16 +13,9 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 from router_service.store.resp import RespConnection, ScriptSource
-from tests.support.redis_server import free_port, redis_server_process
+from tests.support.redis_server import BUSY, free_port, redis_server_process
 
 pytestmark = pytest.mark.integration
-
-BUSY = """
-local function us() local t = redis.call('TIME') return t[1] * 1000000 + t[2] end
-local stop = us() + ARGV[1] * 1000
-repeat until us() >= stop
-return 1
-"""
 
 
 @pytest.fixture

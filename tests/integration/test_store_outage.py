@@ -26,7 +26,7 @@ from router_service.store import BudgetLimit, FailoverStore, MemoryStore, Period
 from router_service.telemetry import attributes as a
 from router_service.telemetry import metrics as m
 from tests.support.configs import DEMO_KEY, fast_config
-from tests.support.redis_server import free_port, redis_server_process
+from tests.support.redis_server import BUSY, free_port, redis_server_process
 from tests.support.servers import auth, running_router
 from tests.support.telemetry import Recorded
 from tests.support.waiting import eventually
@@ -201,15 +201,6 @@ async def test_route_follows_the_policy_while_redis_is_down(
             assert time.monotonic() < deadline, "the router never went back to Redis"
             await asyncio.sleep(0.05)
         assert events[-1].HasField("done")
-
-
-# Keeps Redis busy (every other client waits) for ARGV[1] milliseconds.
-BUSY = """
-local function us() local t = redis.call('TIME') return t[1] * 1000000 + t[2] end
-local stop = us() + ARGV[1] * 1000
-repeat until us() >= stop
-return 1
-"""
 
 
 @pytest.mark.parametrize("policy", ["fail_open", "fail_closed"])

@@ -14,6 +14,14 @@ from contextlib import contextmanager
 
 LOCAL = ("127.0.0.1", 6379)
 
+# A script that keeps Redis busy (every other client waits) for ARGV[1] milliseconds.
+BUSY = """
+local function us() local t = redis.call('TIME') return t[1] * 1000000 + t[2] end
+local stop = us() + ARGV[1] * 1000
+repeat until us() >= stop
+return 1
+"""
+
 
 def free_port() -> int:
     with socket.socket() as s:
