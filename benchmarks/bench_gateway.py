@@ -48,6 +48,7 @@ import httpx
 import yaml
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from redis import asyncio as aioredis
 
 from router_service._proto import router_pb2 as pb
 from router_service._proto import router_pb2_grpc
@@ -94,6 +95,7 @@ class Arm:
     call: Callable[[], Awaitable[float]]
     pid: int | None = None
     startup_s: float | None = None
+    config: Path | None = None  # a router's config, to read its call log back
     ttft_ms: list[float] = field(default_factory=list)
     cpu_s: float = 0.0
     # CPU of this benchmark process spent in this arm's client: for `direct`, what merely
@@ -153,15 +155,21 @@ def router_config(workdir: Path, name: str, redis: str | None) -> Path:
         "tokens_per_minute": 1_000_000_000,
     }
     raw["exploration"] = {"rate": 0.05, "shadow_rate": 0.0}
-    raw["call_log"] = {"directory": str(workdir / "calllog")}
-    path = workdir / (name.replace(" ", "-").replace("+", "") + ".yaml")
+    slug = name.replace(" ", "-").replace("+", "")
+    # Each arm logs its calls apart (a Redis Stream with Redis, else files), so that the
+    # gateway's own measure of its overhead can be read back per arm.
+    raw["call_log"] = {
+        "directory": str(workdir / f"{slug}-calllog"),
+        "stream": f"bench{uuid.uuid4().hex[:8]}:calllog",
+    }
+    path = workdir / (slug + ".yaml")
     path.write_text(yaml.safe_dump(raw))
     return path
 
 
 async def start_router(
     workdir: Path, name: str, upstream: str, redis: str | None, otlp: str | None
-) -> tuple[subprocess.Popen[bytes], aio.Channel, float]:
+) -> tuple[subprocess.Popen[bytes], aio.Channel, float, Path]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_") and k != "REDIS_URL"}
     env.update(
@@ -189,7 +197,30 @@ async def start_router(
         )
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
-    return proc, channel, await wait_until(serving, proc)
+    return proc, channel, await wait_until(serving, proc), config
+
+
+async def logged_overheads(config: Path, redis: str | None, last: int) -> list[float]:
+    """The `overhead_ms` of a router's last `last` calls, as its own call log recorded them:
+    arrival to the first upstream request plus first upstream chunk to its hand-off to gRPC,
+    timed inside the process (what the client-side figure adds to it is the gRPC hop and the
+    scheduling of four processes on two cores)."""
+    log = yaml.safe_load(config.read_text())["call_log"]
+    if redis is not None:
+        client = aioredis.from_url(redis)
+        try:
+            entries = await client.xrevrange(log["stream"], count=last)
+        finally:
+            await client.aclose()
+        lines = [fields[b"e"] for _, fields in reversed(entries)]
+    else:
+        lines = [
+            line
+            for path in sorted(Path(log["directory"]).glob("*.jsonl"))
+            for line in path.read_bytes().splitlines()
+        ][-last:]
+    records = [json.loads(line) for line in lines]
+    return [r["overhead_ms"] for r in records if r.get("kind") == "call" and r.get("overhead_ms")]
 
 
 def litellm_python() -> Path:
@@ -334,7 +365,7 @@ async def run(rounds: int, warmup: int, with_litellm: bool, ablations: bool) -> 
                 arms.append(Arm("grpc floor", lambda: stream_router(echo_stub), echo.pid))
                 channels = [echo_channel]
                 for name, uses_redis, exports in (FULL, *(ABLATIONS if ablations else ())):
-                    router, channel, startup = await start_router(
+                    router, channel, startup, config = await start_router(
                         workdir,
                         name,
                         upstream_url,
@@ -345,7 +376,13 @@ async def run(rounds: int, warmup: int, with_litellm: bool, ablations: bool) -> 
                     channels.append(channel)
                     stub = router_pb2_grpc.RouterStub(channel)
                     arms.append(
-                        Arm(name, lambda stub=stub: stream_router(stub), router.pid, startup)
+                        Arm(
+                            name,
+                            lambda stub=stub: stream_router(stub),
+                            router.pid,
+                            startup,
+                            config,
+                        )
                     )
                 if with_litellm:
                     litellm, litellm_url, lstart = await start_litellm(workdir, upstream_url)
@@ -371,6 +408,15 @@ async def run(rounds: int, warmup: int, with_litellm: bool, ablations: bool) -> 
                     if arm.pid:
                         arm.cpu_s += cpu_seconds(arm.pid)
                 results = {arm.name: summarize(arm, arms[0], rounds) for arm in arms}
+                for arm in arms:
+                    if arm.config is not None:
+                        uses_redis = "redis_url" in yaml.safe_load(arm.config.read_text())["store"]
+                        logged = await logged_overheads(
+                            arm.config, redis if uses_redis else None, rounds
+                        )
+                        results[arm.name]["inprocess_overhead_calls"] = len(logged)
+                        results[arm.name]["inprocess_overhead_p50_ms"] = statistics.median(logged)
+                        results[arm.name]["inprocess_overhead_p99_ms"] = percentile(logged, 0.99)
                 for channel in channels:
                     await channel.close()
                 results["router"]["otlp_spans_received"] = len(received.spans)
@@ -442,6 +488,14 @@ def main() -> None:
                 )
             ),
         )
+    for name, r in results.items():
+        if "inprocess_overhead_p50_ms" in r:
+            print(
+                f"{name}: overhead timed inside the gateway (call log, "
+                f"{r['inprocess_overhead_calls']} calls): "
+                f"p50 {r['inprocess_overhead_p50_ms']:.2f} ms, "
+                f"p99 {r['inprocess_overhead_p99_ms']:.2f} ms"
+            )
     if "litellm_over_router" in report:
         print(
             "LiteLLM / router:", {k: round(v, 1) for k, v in report["litellm_over_router"].items()}
