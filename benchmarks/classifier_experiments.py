@@ -554,16 +554,22 @@ FAMILY_RECIPES = {
 EXTRA_FEATURES = {"shipped + ask features": False, "shipped + ask + rarity": True}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", nargs="*", default=None, help="recipes to run (default all)")
-    args = parser.parse_args()
+def training_sets() -> tuple[Dataset, Dataset]:
+    """RouterBench train (less the rows whose prompt is also in its test split: only the test
+    split's prompts are read) and DC-Router train with its prompt families."""
     test_prompts = {
         question_key(row.messages)
         for row in read_outcomes(DATA / "routerbench-0shot" / "test.jsonl").rows
     }
     rb = load(DATA / "routerbench-0shot" / "train.jsonl", exclude=test_prompts)
-    dc = load(DATA / "dcrouter" / "train.jsonl", families=True)
+    return rb, load(DATA / "dcrouter" / "train.jsonl", families=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="*", default=None, help="recipes to run (default all)")
+    args = parser.parse_args()
+    rb, dc = training_sets()
     ok_rb, w_rb, s_rb = rb.pair(WEAK, STRONG)
     ok_dc, w_dc, s_dc = dc.pair(DC_WEAK, DC_STRONG)
     names = [*RECIPES, *FAMILY_RECIPES, *EXTRA_FEATURES]
@@ -599,25 +605,29 @@ def main() -> None:
                 "transfer": paired_bootstrap(tr_scores, reference[1], w_dc[ok_dc], s_dc[ok_dc]),
             }
         results[name] = entry
-        within = np.mean(list(tr["within_family"].values()))
-        diff = entry.get("vs_shipped", {})
-        print(
-            f"{name:26s} CV {cv['apgr']:.3f} cpt50 {cv['cpt50']:.3f} cost95 {cv['cost95']:.3f}"
-            f" | LOTO {np.mean(list(loto.values())):.3f} | transfer {tr['apgr']:.3f}"
-            f" within-family {within:.3f} | mean(CV, transfer) {(cv['apgr'] + tr['apgr']) / 2:.3f}"
-            + (
-                f" | vs shipped: CV {diff['cv'][0]:+.3f}"
-                f" [{diff['cv'][1]:+.3f}, {diff['cv'][2]:+.3f}]"
-                f" transfer {diff['transfer'][0]:+.3f}"
-                f" [{diff['transfer'][1]:+.3f}, {diff['transfer'][2]:+.3f}]"
-                if diff
-                else ""
-            )
-            + f"  ({time.perf_counter() - started:.0f} s)",
-            flush=True,
-        )
+        print(summary_line(name, entry, started), flush=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {RESULTS}")
+
+
+def summary_line(name: str, entry: dict[str, Any], started: float) -> str:
+    """One recipe's figures (`entry` as stored in the results) on one line, with each paired
+    difference to the shipped recipe that `entry["vs_shipped"]` holds."""
+    cv, loto, tr = entry["cv"], entry["loto"], entry["transfer"]
+    within = np.mean(list(tr["within_family"].values()))
+    labels = {"cv": "CV", "transfer": "transfer", "loto_mean": "LOTO"}
+    diffs = "".join(
+        f" {labels.get(key, key.replace('_mean', '').replace('_', '-'))}"
+        f" {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
+        for key, d in entry.get("vs_shipped", {}).items()
+    )
+    return (
+        f"{name:38s} CV {cv['apgr']:.3f} cpt50 {cv['cpt50']:.3f} cost95 {cv['cost95']:.3f}"
+        f" | LOTO {np.mean(list(loto.values())):.3f} | transfer {tr['apgr']:.3f}"
+        f" within-family {within:.3f} | mean(CV, transfer) {(cv['apgr'] + tr['apgr']) / 2:.3f}"
+        + (f" | vs shipped:{diffs}" if diffs else "")
+        + f"  ({time.perf_counter() - started:.0f} s)"
+    )
 
 
 if __name__ == "__main__":
