@@ -110,5 +110,10 @@ def test_a_fresh_artifact_volume_is_seeded_before_the_router_starts() -> None:
     (seed,) = pod["initContainers"]
     assert seed["args"] == ["classifier", "seed", "/models"]
     assert {"name": "models", "mountPath": "/models"} in seed["volumeMounts"]
+    # The seed writes there: a read-only claim would make that mount read-only too.
+    (models,) = [v for v in pod["volumes"] if v["name"] == "models"]
+    assert not models["persistentVolumeClaim"].get("readOnly", False)
+    (router,) = pod["containers"]
+    assert {"name": "models", "mountPath": "/models", "readOnly": True} in router["volumeMounts"]
     raw = yaml.safe_load(find(docs, "ConfigMap", "llm-router-config")["data"]["router.yaml"])
     assert RouterConfig.model_validate(raw).classifier.artifact == Path("/models/current")
