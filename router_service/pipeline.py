@@ -243,6 +243,12 @@ class Pipeline:
                 cache_key = response_cache.cache_key(plan.request, plan.decision.max_output_tokens)
                 cached = await accounting.responses.get(app.name, cache_key)
                 if cached is not None:
+                    if plan.decision.budget is BudgetState.EXHAUSTED:
+                        # The hard cutoff refuses every request, a free replay too. The
+                        # decision read a snapshot up to a second old; the store decides.
+                        hold = await accounting.budgets.reserve(app, plan.hold_micro_usd)
+                        accounting.after_call(AfterCall(app, hold, 0, 0))
+                        hold = None
                     if admission is not None:
                         await admission
                     return RouteCall(

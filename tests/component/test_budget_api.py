@@ -214,6 +214,22 @@ async def test_response_cache_serves_repeats_for_nothing(router: Running) -> Non
     )
 
 
+async def test_past_the_hard_cutoff_even_a_cached_answer_is_refused(router: Running) -> None:
+    request = route_request(temperature=0.0)
+    first = await route(router, request)
+    assert (await route(router, request))[-1].done.served_from_cache
+    await set_budget(router, round(first[-1].done.cost_usd, 6))  # the first call spent it all
+    with pytest.raises(aio.AioRpcError) as caught:
+        await route(router, request)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    [violation] = quota_violations(caught.value.trailing_metadata())
+    assert violation.subject == "app:demo"
+    # A limit raised again serves the cached answer at once.
+    await set_budget(router, 50)
+    assert (await route(router, request))[-1].done.served_from_cache
+    assert (await budget(router)).reserved_usd == 0
+
+
 LONG_SYSTEM = "\n".join(
     f"Rule {i}: answer support questions politely and cite the relevant policy section."
     for i in range(80)
