@@ -224,6 +224,13 @@ async def serve(config: RouterConfig, listen: str | None = None) -> None:
     # The one place the OpenTelemetry SDK is set up, from the standard OTEL_* variables.
     sdk = configure_sdk(os.environ)
     log.info("%s", sdk.description)
+    for name, app in config.apps.items():
+        if app.budget is None:
+            log.warning(
+                "app %s has no monthly budget in the config: its spend is not capped until "
+                "`llm-router budget set` gives it one",
+                name,
+            )
     server = RouterServer(
         config, tracer_provider=sdk.tracer_provider, meter_provider=sdk.meter_provider
     )

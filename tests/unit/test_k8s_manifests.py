@@ -94,6 +94,7 @@ def test_the_mounted_config_is_valid_and_drains_within_the_grace_period(
     assert config.store.backend == "redis"
     for app in config.apps.values():
         assert app.key_sha256 is None  # cluster apps read their keys from mounted Secrets
+        assert app.budget is not None  # every app's spend is capped
 
 
 def test_only_the_dev_overlay_runs_its_own_redis() -> None:
