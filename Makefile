@@ -1,5 +1,6 @@
 # make setup  - virtual environment in .venv, dependencies, generated gRPC code, buf (idempotent)
-# make run    - setup, then serve on the embedded defaults in the foreground
+# make run    - virtual environment and generated code, then serve the embedded defaults in the
+#               foreground and stream one routed answer from them as a client would
 # make test   - setup, then lint, type check and the whole test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -38,8 +39,9 @@ kubectl:
 	@command -v kubectl >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq kubernetes-client)
 
-run: setup
-	$(BIN)/llm-router serve
+# Serving needs only the virtual environment and the generated code (no Redis, buf or kubectl).
+run: $(VENV)/.installed $(PROTO_OUT)/.generated
+	$(BIN)/llm-router serve --demo
 
 proto-lint: $(BUF)
 	$(BUF) lint

@@ -12,7 +12,8 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
 
 import httpx
 from grpc import aio
@@ -218,8 +219,14 @@ class RouterServer:
             await self._server.wait_for_termination()
 
 
-async def serve(config: RouterConfig, listen: str | None = None) -> None:
-    """Run until SIGTERM or SIGINT, then drain."""
+async def serve(
+    config: RouterConfig,
+    listen: str | None = None,
+    *,
+    when_serving: Callable[[int], Coroutine[Any, Any, None]] | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT, then drain. `when_serving(port)` runs once the service is
+    SERVING (`serve --demo` streams an answer from it as a client would)."""
     started = time.perf_counter()
     # The one place the OpenTelemetry SDK is set up, from the standard OTEL_* variables.
     sdk = configure_sdk(os.environ)
@@ -246,7 +253,10 @@ async def serve(config: RouterConfig, listen: str | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    after = None if when_serving is None else asyncio.create_task(when_serving(port))
     await stop.wait()
+    if after is not None:
+        after.cancel()
     await server.health.enter_graceful_shutdown()
     if config.server.drain_delay_s:
         log.info("NOT_SERVING; still taking calls for %.1f s", config.server.drain_delay_s)

@@ -126,7 +126,8 @@ def _print_summary(done: Any, out: TextIO) -> None:
             out.write(f"  attempt {a.model} via {a.provider}: {outcome} {a.error}\n")
 
 
-def _call(args: argparse.Namespace, explain: bool) -> int:
+def call(args: argparse.Namespace, explain: bool) -> int:
+    """`route` (or, with `explain`, `explain`) for parsed arguments: prints to stdout."""
     import grpc
 
     from router_service._proto import router_pb2_grpc
@@ -159,8 +160,8 @@ def _call(args: argparse.Namespace, explain: bool) -> int:
 
 
 def _route(args: argparse.Namespace) -> int:
-    return _call(args, explain=False)
+    return call(args, explain=False)
 
 
 def _explain(args: argparse.Namespace) -> int:
-    return _call(args, explain=True)
+    return call(args, explain=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,45 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="once SERVING, stream one routed answer from the server as a client would "
+        "(`llm-router route` against it, with LLM_ROUTER_KEY or the local development key), "
+        "then keep serving",
+    )
     parser.set_defaults(run=run)
+
+
+DEMO_PROMPT = (
+    "Summarize this status update for the team: the deploy moved to Thursday and the API "
+    "freeze starts Monday."
+)
+
+
+async def _demo(port: int) -> None:
+    from router_service.cli.client import DEFAULT_KEY, call
+
+    args = argparse.Namespace(
+        prompt=DEMO_PROMPT,
+        task="summarization",
+        system=None,
+        tier="auto",
+        model="",
+        money_movement=False,
+        max_output_tokens=0,
+        temperature=None,
+        cache=False,
+        target=f"127.0.0.1:{port}",
+        key=os.environ.get("LLM_ROUTER_KEY", DEFAULT_KEY),
+        timeout=60.0,
+    )
+    print(
+        f'\n$ llm-router route "{DEMO_PROMPT}" --task summarization --target {args.target}',
+        flush=True,
+    )
+    await asyncio.to_thread(call, args, False)
+    print("\n(still serving; Ctrl-C stops it)", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         config = load_config(args.config)
-        asyncio.run(serve(config, args.listen))
+        asyncio.run(serve(config, args.listen, when_serving=_demo if args.demo else None))
     except ConfigError as exc:
         print(f"llm-router: {exc}", file=sys.stderr)
         return 2
