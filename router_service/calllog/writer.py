@@ -3,9 +3,12 @@
 `CallLog.observe` (a `CallObserver`) and `CallLog.submit` only append to an in-memory queue and
 return; they never wait and never raise. A background task takes what has accumulated (after
 letting a batch fill for `flush_interval_s`) and hands it to the sink in batches of at most
-`batch_size`. A failed batch is retried with backoff, then dropped; a full queue drops new
-entries. Both are counted (`CallLog.dropped`), which is what an SRE watches when a sink is down.
-`aclose` writes what is still queued, within a deadline, before the server exits.
+`batch_size`. A failed batch is retried with backoff until the sink takes it (a Redis failover
+or a restart loses nothing); meanwhile new entries wait in the queue, and once it is full
+(`call_log.queue_size`) new entries are dropped. Drops are counted (`CallLog.dropped`), which is
+what an SRE watches when a sink stays down. `aclose` writes what is still queued, within a
+deadline, before the server exits, trying each batch once more; what it cannot write is
+counted as dropped.
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ CLOSED = "closed"
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """How often a failed batch is tried, and how long to wait between tries."""
+    """How often a failed batch is tried (None: until the sink takes it), and how long to wait
+    between tries."""
 
-    attempts: int = 3
+    attempts: int | None = None
     base_s: float = 0.2
     cap_s: float = 2.0
 
@@ -133,11 +137,16 @@ class CallLog:
                 failures += 1
                 if not self._sink_failing:
                     self._sink_failing = True
-                    log.warning("call log: %s; retrying, then dropping and counting", exc)
-                if failures >= self._backoff.attempts:
+                    log.warning("call log: %s; retrying until it is writable again", exc)
+                attempts = self._backoff.attempts
+                if self._closing or (attempts is not None and failures >= attempts):
+                    # At shutdown each batch gets one more try, not a wait for the sink.
                     self._dropped[SINK_ERROR] += len(batch)
                     return
-                await asyncio.sleep(self._backoff.delay(failures))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._close_requested.wait(), self._backoff.delay(failures)
+                    )
             else:
                 if self._sink_failing:
                     self._sink_failing = False

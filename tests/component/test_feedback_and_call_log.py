@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from pathlib import Path
@@ -151,7 +152,7 @@ async def test_shutdown_writes_what_is_queued(tmp_path: Path) -> None:
 
 
 async def test_an_unwritable_log_drops_and_counts_but_never_fails_a_call(tmp_path: Path) -> None:
-    # The call log's directory is a file: every write fails.
+    # The call log's directory is a file: every write fails, up to shutdown.
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("")
     async with running_router(config(blocked)) as running:
@@ -162,6 +163,27 @@ async def test_an_unwritable_log_drops_and_counts_but_never_fails_a_call(tmp_pat
             assert done.finish_reason == "stop"
     assert log.dropped["sink_error"] == 3 and log.written == 0
     assert blocked.read_text() == ""
+
+
+async def test_a_log_writable_again_loses_nothing(tmp_path: Path) -> None:
+    blocked = tmp_path / "calllog"
+    blocked.write_text("")  # a file where the directory should be: writes fail
+    async with running_router(config(blocked)) as running:
+        log = running.server.feedback_loop.call_log if running.server.feedback_loop else None
+        assert log is not None
+        for i in range(3):
+            await route(running, request_id=f"w-{i}")
+        await asyncio.sleep(0.5)  # failed writes, retried
+        assert log.written == 0 and log.dropped["sink_error"] == 0
+        blocked.unlink()
+        blocked.mkdir()
+        for _ in range(100):  # the next retry (backoff up to 2 s) writes them
+            if log.written == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert log.written == 3
+    assert sorted(e.request_id for e in logged(blocked)) == [f"w-{i}" for i in range(3)]
+    assert sum(log.dropped.values()) == 0
 
 
 def test_unreadable_lines_are_skipped_and_counted(tmp_path: Path) -> None:

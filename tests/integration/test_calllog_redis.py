@@ -136,7 +136,7 @@ async def test_export_reads_the_stream(redis_url_fixture: str, stream: str, tmp_
     assert all(set(r["outcomes"]) == {"glm-5.2", "gpt-5.5"} for r in rows)
 
 
-async def test_a_dead_redis_drops_and_counts_and_calls_go_on() -> None:
+async def test_a_dead_redis_holds_the_log_and_calls_go_on() -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
     cfg = config(dead, "llm-router-test:dead:calllog")
     async with running_router(cfg) as running:
@@ -145,12 +145,8 @@ async def test_a_dead_redis_drops_and_counts_and_calls_go_on() -> None:
             assert done.finish_reason == "stop"
         log = running.server.feedback_loop.call_log if running.server.feedback_loop else None
         assert log is not None
-
-        async def all_dropped() -> bool:
-            return log.dropped["sink_error"] == 3
-
-        await eventually(all_dropped)
-        assert log.written == 0
+        await asyncio.sleep(1.0)  # several failed writes: the records wait, none is dropped
+        assert log.written == 0 and log.dropped["sink_error"] == 0
         # The replica remembers its own calls: the app's feedback is still accepted.
         await running.router.Feedback(
             pb.FeedbackRequest(request_id="dead-0", score=1.0), metadata=auth(DEMO_KEY)
@@ -161,3 +157,6 @@ async def test_a_dead_redis_drops_and_counts_and_calls_go_on() -> None:
                 pb.FeedbackRequest(request_id="elsewhere", score=1.0), metadata=auth(DEMO_KEY)
             )
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    # Still down at shutdown: each batch is tried once more, then dropped and counted (the
+    # three calls' records and the feedback).
+    assert log.dropped["sink_error"] == 4 and log.written == 0
