@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from router_service.budgets import period_of
@@ -138,9 +138,20 @@ class StatsRecorder:
 
     async def read(self, app: str) -> AppStats:
         """This month's statistics for `app`, this replica's latest calls included."""
+        (stats,), _ = await self.read_many([app])
+        return stats
+
+    async def read_many(self, apps: Sequence[str]) -> tuple[list[AppStats], AppStats]:
+        """This month's statistics for each of `apps`, and for all of them together (app "")."""
         await self.flush()
         period = period_of(self._clock())
-        return AppStats.from_counts(app, period.name, await self._store.read_stats(app, period))
+        total: Counter[str] = Counter()
+        each = []
+        for app in apps:
+            counts = await self._store.read_stats(app, period)
+            total.update(counts)
+            each.append(AppStats.from_counts(app, period.name, counts))
+        return each, AppStats.from_counts("", period.name, total)
 
     async def aclose(self) -> None:
         if self._flusher is not None:

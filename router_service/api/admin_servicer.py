@@ -47,7 +47,7 @@ def budget_message(snapshot: BudgetSnapshot) -> pb.GetBudgetResponse:
     )
 
 
-def stats_message(stats: AppStats, budget: BudgetSnapshot) -> pb.AppStats:
+def stats_message(stats: AppStats, budget: BudgetSnapshot | None) -> pb.AppStats:
     return pb.AppStats(
         app_id=stats.app,
         requests=stats.requests,
@@ -60,7 +60,7 @@ def stats_message(stats: AppStats, budget: BudgetSnapshot) -> pb.AppStats:
         spent_usd_by_task={
             task: micro_to_usd(micro) for task, micro in stats.spent_micro_usd_by_task.items()
         },
-        budget=budget_message(budget),
+        budget=None if budget is None else budget_message(budget),
     )
 
 
@@ -171,15 +171,15 @@ class AdminServicer:
             if request is None:
                 raise InvalidRequest("malformed request")
             apps = [self._app(request.app_id)] if request.app_id else list(self._apps.values())
+            apps.sort(key=lambda a: a.name)
             accounting = self._accounting
+            each, overall = await accounting.stats.read_many([app.name for app in apps])
             return pb.GetStatsResponse(
                 apps=[
-                    stats_message(
-                        await accounting.stats.read(app.name),
-                        await accounting.budgets.read(app.name, app.config),
-                    )
-                    for app in sorted(apps, key=lambda a: a.name)
-                ]
+                    stats_message(stats, await accounting.budgets.read(app.name, app.config))
+                    for stats, app in zip(each, apps, strict=True)
+                ],
+                overall=stats_message(overall, None),
             )
         except RouterError as exc:
             await abort(context, exc)

@@ -1,11 +1,13 @@
 """`llm-router report`'s numbers: spend, routing mix, cache hit rates and budget state per app,
 and the costliest tasks, computed from call-log entries, rendered as a terminal table.
 
-Pure: entries in, a `Report` out, text out. The rates follow SPEC.md: prompt-cache hit rate is
-the share of answered calls with cached input tokens, the cached-token share is the share of
+Pure: entries in, a `Report` out, text out. The rates follow SPEC.md, defined as
+`Admin.GetStats` defines them (router_service/stats.py): prompt-cache hit rate is the share of
+provider-served calls with cached input tokens, the cached-token share is the share of their
 input tokens billed at the cached price, and the response-cache hit rate is the share of calls
-served from the response cache. Budget state comes from the server (`Admin.GetBudget`) when
-the command is given a target; otherwise the report shows this month's spend from the log.
+(refusals excluded) served from the response cache. Each is shown per app and for all apps.
+Budget state comes from the server (`Admin.GetBudget`) when the command is given a target;
+otherwise the report shows this month's spend from the log.
 """
 
 from __future__ import annotations
@@ -34,8 +36,11 @@ class Budget:
 @dataclass
 class AppSummary:
     app: str
+    # Every call in the log, refusals included.
     requests: int = 0
-    answered: int = 0
+    refused: int = 0
+    # Calls a provider answered (not from the response cache).
+    provider_calls: int = 0
     spent_micro_usd: int = 0
     # Spend in the current UTC calendar month (what a monthly budget counts).
     month_micro_usd: int = 0
@@ -56,7 +61,7 @@ class AppSummary:
 
     @property
     def prompt_cache_hit_rate(self) -> float:
-        return self.prompt_cache_hits / self.answered if self.answered else 0.0
+        return self.prompt_cache_hits / self.provider_calls if self.provider_calls else 0.0
 
     @property
     def cached_input_token_share(self) -> float:
@@ -64,7 +69,25 @@ class AppSummary:
 
     @property
     def response_cache_hit_rate(self) -> float:
-        return self.response_cache_hits / self.requests if self.requests else 0.0
+        routed = self.requests - self.refused
+        return self.response_cache_hits / routed if routed else 0.0
+
+    def add(self, other: AppSummary) -> None:
+        """Count `other`'s calls in too (the overall row)."""
+        for name in (
+            "requests",
+            "refused",
+            "provider_calls",
+            "spent_micro_usd",
+            "month_micro_usd",
+            "prompt_cache_hits",
+            "response_cache_hits",
+            "input_tokens",
+            "cached_input_tokens",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for counter in ("by_tier", "by_arm", "by_model", "task_micro_usd", "task_requests"):
+            getattr(self, counter).update(getattr(other, counter))
 
     def tier_share(self, tier: str) -> float:
         return self.by_tier[tier] / self.requests if self.requests else 0.0
@@ -93,6 +116,13 @@ class Report:
         if summary is None:
             summary = self.apps[name] = AppSummary(name)
         return summary
+
+    def overall(self) -> AppSummary:
+        """Every app's calls together."""
+        total = AppSummary("all apps")
+        for summary in self.apps.values():
+            total.add(summary)
+        return total
 
     def costliest_tasks(self, limit: int = 5) -> list[CostlyTask]:
         tasks = [
@@ -123,14 +153,17 @@ def summarize(entries: Iterable[LogEntry], *, now: datetime | None = None) -> Re
         s.task_requests[d.task] += 1
         if datetime.fromtimestamp(entry.started_at, UTC).strftime("%Y-%m") == month:
             s.month_micro_usd += entry.cost_micro_usd
-        if entry.served_from_cache:
+        if entry.status == CallStatus.REFUSED:
+            s.refused += 1
+        elif entry.served_from_cache:
             s.response_cache_hits += 1
-        if entry.status == CallStatus.OK and entry.model:
-            s.answered += 1
+        elif entry.status == CallStatus.OK and entry.model:
             s.by_model[entry.model] += 1
-            s.input_tokens += entry.usage.input_tokens
-            s.cached_input_tokens += entry.usage.cached_input_tokens
-            s.prompt_cache_hits += entry.prompt_cache_hit
+            if entry.usage.input_tokens:
+                s.provider_calls += 1
+                s.input_tokens += entry.usage.input_tokens
+                s.cached_input_tokens += entry.usage.cached_input_tokens
+                s.prompt_cache_hits += entry.prompt_cache_hit
     return report
 
 
@@ -163,6 +196,7 @@ def render(report: Report) -> str:
     if not report.apps:
         return "no calls in the call log for this period\n"
     apps = sorted(report.apps.values(), key=lambda s: (-s.spent_micro_usd, s.app))
+    overall = report.overall()
     header = [
         "app",
         "requests",
@@ -186,15 +220,14 @@ def render(report: Report) -> str:
             _percent(s.prompt_cache_hit_rate),
             _percent(s.cached_input_token_share),
             _percent(s.response_cache_hit_rate),
-            _budget(s),
+            "" if s is overall else _budget(s),
         ]
-        for s in apps
+        for s in [*apps, overall]
     ]
-    total = sum(s.spent_micro_usd for s in apps)
     lines = [
         *_table(header, rows),
-        f"total spend ${micro_to_usd(total):.6f} over {sum(s.requests for s in apps)} calls; "
-        f"{report.feedback} feedback, {report.grades} judge grades",
+        f"total spend ${overall.spent_usd:.6f} over {overall.requests} calls"
+        f" ({overall.refused} refused); {report.feedback} feedback, {report.grades} judge grades",
         "",
         "costliest tasks",
         *_table(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 
 import grpc
@@ -212,6 +213,26 @@ async def test_response_cache_serves_repeats_for_nothing(router: Running) -> Non
     assert round(demo.budget.spent_usd * 1e6) == sum(
         events[-1].done.cost_micro_usd for events in (first, second, sampled)
     )
+    assert stats.overall.requests == 3 and not stats.overall.HasField("budget")
+
+
+async def test_stats_overall_are_every_apps_calls_together() -> None:
+    other_key = "other-app-key"
+    other = {"key_sha256": hashlib.sha256(other_key.encode()).hexdigest(), "response_cache": True}
+    async with running_router(fast_config(apps={"other": other})) as running:
+        request = route_request(temperature=0.0)
+        await route(running, request)  # demo: no response cache
+        for _ in range(3):  # other: one answer, then two cache hits
+            events = [e async for e in running.router.Route(request, metadata=auth(other_key))]
+        assert events[-1].done.served_from_cache
+        stats = await running.admin.GetStats(pb.GetStatsRequest(), metadata=ADMIN)
+    by_app = {a.app_id: a for a in stats.apps}
+    assert by_app["demo"].requests == 1 and by_app["other"].requests == 3
+    overall = stats.overall
+    assert overall.app_id == "" and overall.requests == 4
+    assert overall.response_cache_hit_rate == pytest.approx(2 / 4)
+    assert overall.spent_usd == pytest.approx(sum(a.spent_usd for a in stats.apps))
+    assert dict(overall.requests_by_tier) == {"cheap": 4}
 
 
 async def test_past_the_hard_cutoff_even_a_cached_answer_is_refused(router: Running) -> None:

@@ -34,13 +34,13 @@ def traffic() -> list[object]:
 def test_summary_per_app() -> None:
     report = summarize(traffic(), now=NOW)  # type: ignore[arg-type]
     demo = report.apps["demo"]
-    assert demo.requests == 6 and demo.answered == 5
+    assert demo.requests == 6 and demo.provider_calls == 4 and demo.refused == 0
     assert demo.spent_micro_usd == 420 + 100 + 5000 + 3000
     assert demo.tier_share("frontier") == 2 / 6
     assert demo.by_arm["explore"] == 1
-    # Cached input in calls 1, 3 and 4 (the test record's usage) of the 5 answered (the
-    # response-cache hit has no tokens).
-    assert demo.prompt_cache_hit_rate == 3 / 5
+    # Cached input in calls 1, 3 and 4 (the test record's usage) of the 4 a provider answered
+    # (the response-cache hit and the failed call are not provider-served calls).
+    assert demo.prompt_cache_hit_rate == 3 / 4
     assert demo.cached_input_token_share == 3 * 1024 / (3 * 1200 + 800)
     assert demo.response_cache_hit_rate == 1 / 6
     assert demo.month_micro_usd == demo.spent_micro_usd
@@ -58,10 +58,25 @@ def test_the_table_shows_each_app_and_the_budget() -> None:
     report.apps["demo"].budget = Budget(10.0, 8.5, 0.5, "soft", "2025-05")
     text = render(report)
     demo_line = next(line for line in text.splitlines() if line.startswith("demo "))
-    assert "0.008520" in demo_line and "60%" in demo_line and "17%" in demo_line
+    assert "0.008520" in demo_line and "75%" in demo_line and "17%" in demo_line
     assert "soft: $8.50 of $10.00 (90%, 2025-05)" in demo_line
     assert "costliest tasks" in text and "code_review" in text
+    # Overall: both apps' calls, by the same definitions; no budget of its own.
+    overall = report.overall()
+    assert overall.requests == 7 and overall.provider_calls == 5
+    assert overall.prompt_cache_hit_rate == 4 / 5 and overall.response_cache_hit_rate == 1 / 7
+    all_line = next(line for line in text.splitlines() if line.startswith("all apps "))
+    assert all_line.split()[2:4] == ["7", f"{overall.spent_usd:.6f}"]
+    assert "total spend $0.009420 over 7 calls (0 refused)" in text
     assert render(summarize([])) == "no calls in the call log for this period\n"
+
+
+def test_refusals_count_as_calls_but_not_in_the_cache_rates() -> None:
+    refused = call_record(status=CallStatus.REFUSED, model="", cost_micro_usd=0, usage=Usage())
+    cached = call_record(served_from_cache=True, cost_micro_usd=0, usage=Usage())
+    demo = summarize([refused, cached, call_record()], now=NOW).apps["demo"]
+    assert (demo.requests, demo.refused, demo.provider_calls) == (3, 1, 1)
+    assert demo.response_cache_hit_rate == 1 / 2 and demo.prompt_cache_hit_rate == 1.0
 
 
 def test_the_chart_is_a_png(tmp_path: Path) -> None:
