@@ -179,8 +179,11 @@ class RouteCall:
         self._upstream_at: float | None = None
         self._first_sent_at: float | None = None
         shadow = services.shadow
-        # The answer's text, kept only when the call will be shadow-graded.
-        self._answer: list[str] | None = [] if shadow and shadow.wants(app, plan) else None
+        # The answer's text, kept only when the call will be shadow-graded (a response-cache
+        # replay is not: no outcome of it is exported, so its grades would be spend for nothing).
+        self._answer: list[str] | None = (
+            [] if cached is None and shadow and shadow.wants(app, plan) else None
+        )
 
     def release(self) -> None:
         """Give back the budget hold of a call whose `stream()` never ran (the caller left

@@ -124,6 +124,21 @@ async def test_only_opted_in_apps_left_to_the_router_are_shadowed(tmp_path: Path
         assert sum(runner(running).counts.values()) == 0
 
 
+async def test_response_cache_replays_are_not_shadowed(tmp_path: Path) -> None:
+    async with running_router(shadow_config(tmp_path)) as running:
+        first = await route(
+            running, request_id="c-1", temperature=0.0, hints=pb.RouteHints(response_cache=True)
+        )
+        again = await route(
+            running, request_id="c-2", temperature=0.0, hints=pb.RouteHints(response_cache=True)
+        )
+        assert again[-1].done.served_from_cache and not first[-1].done.served_from_cache
+        await settled(runner(running))
+        assert runner(running).counts["graded"] == 1  # the first call only
+    ids = {e.request_id for e in LogScan().jsonl(tmp_path) if isinstance(e, CallRecord)}
+    assert ids == {"c-1", "c-2", "c-1.shadow", "c-1.judge"}
+
+
 async def test_shadow_calls_never_hold_up_the_caller_and_stop_at_shutdown(tmp_path: Path) -> None:
     # Frontier models answer slowly; the cheap answer streams at once.
     slow = {"ttft_ms": 30_000}
