@@ -4,14 +4,16 @@ Only `llm-router serve` calls `configure_sdk`; everything else uses the API and 
 providers built here. What is honoured:
 
 - `OTEL_SDK_DISABLED=true`: no SDK at all.
-- `OTEL_TRACES_EXPORTER` / `OTEL_METRICS_EXPORTER`: `otlp` (default), `console` or `none`.
+- `OTEL_TRACES_EXPORTER` / `OTEL_METRICS_EXPORTER`: `otlp` (default), `console`, both
+  (`otlp,console`) or `none`.
 - `OTEL_EXPORTER_OTLP_ENDPOINT` (or the per-signal `..._TRACES_ENDPOINT` / `..._METRICS_ENDPOINT`):
   where OTLP goes. When neither an endpoint nor an exporter is set, that signal stays off, so an
   unconfigured service pays next to nothing for telemetry instead of retrying against a
   collector that is not there.
-- `OTEL_EXPORTER_OTLP_PROTOCOL` (and per signal): only `grpc` ships with the service. Spans
-  go through the SDK's OTLP/gRPC exporter with its encoder swapped for `otlp_encoding`'s,
-  which writes the same request for a fraction of the CPU.
+- `OTEL_EXPORTER_OTLP_PROTOCOL` (and per signal): `grpc` (default; a Collector's port 4317)
+  or `http/protobuf` (port 4318). Over gRPC, spans go through the SDK's OTLP/gRPC exporter
+  with its encoder swapped for `otlp_encoding`'s, which writes the same request for a fraction
+  of the CPU; over HTTP, through the SDK's OTLP/HTTP exporter.
 - Everything else (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_HEADERS`,
   `..._INSECURE`, `..._TIMEOUT`, `OTEL_TRACES_SAMPLER`, `OTEL_BSP_*`,
   `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_PROPAGATORS`) is read by the SDK itself.
@@ -46,6 +48,7 @@ __all__ = ["TelemetrySdk", "configure_sdk"]
 
 DEFAULT_SERVICE_NAME = "llm-router"
 _TRUE = {"true", "1", "yes"}
+_PROTOCOLS = {"grpc", "http/protobuf"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,46 +70,68 @@ class TelemetrySdk:
             self.meter_provider.shutdown()
 
 
-def _exporter_name(environ: Mapping[str, str], signal: str) -> str | None:
-    """The exporter for `signal` ("traces" or "metrics"), or None when the signal is off."""
+def _exporter_names(environ: Mapping[str, str], signal: str) -> tuple[str, ...]:
+    """The exporters for `signal` ("traces" or "metrics"); none when the signal is off."""
     chosen = environ.get(f"OTEL_{signal.upper()}_EXPORTER", "").strip().lower()
     endpoint = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get(
         f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"
     )
     if not chosen:
-        return "otlp" if endpoint else None
-    names = [n.strip() for n in chosen.split(",") if n.strip() and n.strip() != "none"]
-    if not names:
-        return None
-    if len(names) > 1 or names[0] not in {"otlp", "console"}:
+        return ("otlp",) if endpoint else ()
+    names = tuple(dict.fromkeys(n.strip() for n in chosen.split(",") if n.strip() != "none"))
+    unknown = [n for n in names if n not in {"otlp", "console"}]
+    if unknown:
         raise ConfigError(
             f"OTEL_{signal.upper()}_EXPORTER={chosen!r}: the service ships the exporters "
-            "otlp (gRPC), console and none; choose one"
+            "otlp, console and none"
         )
-    return names[0]
+    return names
 
 
-def _check_protocol(environ: Mapping[str, str], signal: str) -> None:
+def _protocol(environ: Mapping[str, str], signal: str) -> str:
     protocol = environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL") or environ.get(
         "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"
     )
-    if protocol.strip().lower() != "grpc":
+    protocol = protocol.strip().lower()
+    if protocol not in _PROTOCOLS:
         raise ConfigError(
-            f"OTLP protocol {protocol!r} for {signal}: the service exports OTLP over gRPC only; "
-            "set OTEL_EXPORTER_OTLP_PROTOCOL=grpc (port 4317 on a Collector)"
+            f"OTLP protocol {protocol!r} for {signal}: the service exports OTLP over grpc "
+            "(port 4317 on a Collector) or http/protobuf (port 4318)"
         )
+    return protocol
 
 
-def _span_exporter(name: str) -> SpanExporter:
+def _span_exporter(name: str, protocol: str = "grpc") -> SpanExporter:
     if name == "console":
         return ConsoleSpanExporter()
+    if protocol == "http/protobuf":
+        # Imported only when asked for: it pulls in `requests`, which start-up need not pay for.
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,
+        )
+
+        return OTLPSpanExporter()
     return FastOTLPSpanExporter()
 
 
-def _metric_exporter(name: str) -> MetricExporter:
+def _metric_exporter(name: str, protocol: str = "grpc") -> MetricExporter:
     if name == "console":
         return ConsoleMetricExporter()
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # noqa: PLC0415
+            OTLPMetricExporter as OTLPHttpMetricExporter,
+        )
+
+        return OTLPHttpMetricExporter()
     return OTLPMetricExporter()
+
+
+def _named(names: tuple[str, ...], protocol: str) -> str | None:
+    """How the description and `TelemetrySdk` name a signal's exporters."""
+    if not names:
+        return None
+    over = f" ({protocol})" if protocol != "grpc" else ""
+    return ",".join(f"{n}{over}" if n == "otlp" else n for n in names)
 
 
 def _resource() -> Resource:
@@ -126,21 +151,27 @@ def configure_sdk(environ: Mapping[str, str], *, set_global: bool = True) -> Tel
     make them the global ones, for any library instrumented against the global API."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE:
         return TelemetrySdk(description="telemetry off (OTEL_SDK_DISABLED)")
-    traces = _exporter_name(environ, "traces")
-    metric = _exporter_name(environ, "metrics")
-    for signal, name in (("traces", traces), ("metrics", metric)):
-        if name == "otlp":
-            _check_protocol(environ, signal)
+    span_exporters = _exporter_names(environ, "traces")
+    metric_exporters = _exporter_names(environ, "metrics")
+    span_protocol = _protocol(environ, "traces") if "otlp" in span_exporters else "grpc"
+    metric_protocol = _protocol(environ, "metrics") if "otlp" in metric_exporters else "grpc"
+    traces = _named(span_exporters, span_protocol)
+    metric = _named(metric_exporters, metric_protocol)
     if traces is None and metric is None:
         return TelemetrySdk(description="telemetry off (no OTEL exporter or endpoint set)")
     resource = _resource()
     tracer_provider = meter_provider = None
-    if traces is not None:
+    if span_exporters:
         tracer_provider = TracerProvider(resource=resource)
-        tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter(traces)))
-    if metric is not None:
-        reader = PeriodicExportingMetricReader(_metric_exporter(metric))
-        meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+        for name in span_exporters:
+            exporter = _span_exporter(name, span_protocol)
+            tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+    if metric_exporters:
+        readers = [
+            PeriodicExportingMetricReader(_metric_exporter(name, metric_protocol))
+            for name in metric_exporters
+        ]
+        meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     if set_global:
         if tracer_provider is not None:
             trace.set_tracer_provider(tracer_provider)

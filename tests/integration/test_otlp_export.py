@@ -7,6 +7,8 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,12 @@ from router_service._proto import router_pb2_grpc
 from router_service.telemetry import attributes as a
 from tests.component.test_route_api import route_request
 from tests.support.configs import DEMO_KEY, fast_raw
-from tests.support.otlp_receiver import attributes, otlp_receiver
+from tests.support.otlp_receiver import (
+    Received,
+    attributes,
+    otlp_http_receiver,
+    otlp_receiver,
+)
 from tests.support.redis_server import free_port
 from tests.support.servers import auth
 
@@ -44,17 +51,32 @@ async def wait_serving(target: str, process: asyncio.subprocess.Process) -> None
     raise AssertionError("the router did not start serving")
 
 
+@pytest.mark.parametrize(
+    ("protocol", "receiver", "described"),
+    [
+        ("grpc", otlp_receiver, b"telemetry: traces otlp, metrics otlp"),
+        (
+            "http/protobuf",
+            otlp_http_receiver,
+            b"telemetry: traces otlp (http/protobuf), metrics otlp (http/protobuf)",
+        ),
+    ],
+)
 async def test_every_route_arrives_as_a_trace_with_genai_attributes_and_the_cost(
     tmp_path: Path,
+    protocol: str,
+    receiver: Callable[[], AbstractAsyncContextManager[tuple[str, Received]]],
+    described: bytes,
 ) -> None:
     config = tmp_path / "router.yaml"
     config.write_text(yaml.safe_dump(fast_raw()))
     port = free_port()
     target = f"127.0.0.1:{port}"
-    async with otlp_receiver() as (endpoint, received):
+    async with receiver() as (endpoint, received):
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
             "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
             "OTEL_SERVICE_NAME": "llm-router-under-test",
             "OTEL_BSP_SCHEDULE_DELAY": "100",
             "OTEL_METRIC_EXPORT_INTERVAL": "60000",
@@ -90,7 +112,7 @@ async def test_every_route_arrives_as_a_trace_with_genai_attributes_and_the_cost
             process.send_signal(signal.SIGTERM)
             _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 0, stderr.decode()
-    assert b"telemetry: traces otlp, metrics otlp" in stderr
+    assert described in stderr
 
     traced = [(res, s) for res, s in received.spans if s.trace_id.hex() == TRACE_ID]
     names = sorted(s.name for _, s in traced)

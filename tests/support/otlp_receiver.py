@@ -1,14 +1,16 @@
-"""An OTLP/gRPC receiver for tests, built from the opentelemetry-proto service definitions:
-what an OpenTelemetry Collector would receive, kept in memory."""
+"""OTLP receivers for tests (over gRPC, and over HTTP with protobuf bodies), built from the
+opentelemetry-proto definitions: what an OpenTelemetry Collector would receive, kept in memory."""
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
 from grpc import aio
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as metrics_pb
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc as metrics_grpc
@@ -35,6 +37,18 @@ class Received:
     metric_names: set[str] = field(default_factory=set)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def traces(self, request: trace_pb.ExportTraceServiceRequest) -> None:
+        for resource_spans in request.resource_spans:
+            resource = attributes(resource_spans.resource.attributes)
+            for scope_spans in resource_spans.scope_spans:
+                self.spans += [(resource, span) for span in scope_spans.spans]
+        self.arrived.set()
+
+    def metrics(self, request: metrics_pb.ExportMetricsServiceRequest) -> None:
+        for resource_metrics in request.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                self.metric_names.update(m.name for m in scope_metrics.metrics)
+
 
 class _Traces(trace_grpc.TraceServiceServicer):
     def __init__(self, received: Received) -> None:
@@ -43,11 +57,7 @@ class _Traces(trace_grpc.TraceServiceServicer):
     async def Export(  # type: ignore[override]
         self, request: trace_pb.ExportTraceServiceRequest, context: Any
     ) -> trace_pb.ExportTraceServiceResponse:
-        for resource_spans in request.resource_spans:
-            resource = attributes(resource_spans.resource.attributes)
-            for scope_spans in resource_spans.scope_spans:
-                self._received.spans += [(resource, span) for span in scope_spans.spans]
-        self._received.arrived.set()
+        self._received.traces(request)
         return trace_pb.ExportTraceServiceResponse()
 
 
@@ -58,9 +68,7 @@ class _Metrics(metrics_grpc.MetricsServiceServicer):
     async def Export(  # type: ignore[override]
         self, request: metrics_pb.ExportMetricsServiceRequest, context: Any
     ) -> metrics_pb.ExportMetricsServiceResponse:
-        for resource_metrics in request.resource_metrics:
-            for scope_metrics in resource_metrics.scope_metrics:
-                self._received.metric_names.update(m.name for m in scope_metrics.metrics)
+        self._received.metrics(request)
         return metrics_pb.ExportMetricsServiceResponse()
 
 
@@ -77,3 +85,36 @@ async def otlp_receiver() -> AsyncIterator[tuple[str, Received]]:
         yield f"http://127.0.0.1:{port}", received
     finally:
         await server.stop(grace=None)
+
+
+@asynccontextmanager
+async def otlp_http_receiver() -> AsyncIterator[tuple[str, Received]]:
+    """The same over OTLP/HTTP (`POST /v1/traces`, `/v1/metrics`, protobuf bodies)."""
+    received = Received()
+
+    async def body(request: web.Request) -> bytes:
+        data = await request.read()
+        return gzip.decompress(data) if request.headers.get("Content-Encoding") == "gzip" else data
+
+    async def traces(request: web.Request) -> web.Response:
+        received.traces(trace_pb.ExportTraceServiceRequest.FromString(await body(request)))
+        reply = trace_pb.ExportTraceServiceResponse().SerializeToString()
+        return web.Response(body=reply, content_type="application/x-protobuf")
+
+    async def metrics(request: web.Request) -> web.Response:
+        received.metrics(metrics_pb.ExportMetricsServiceRequest.FromString(await body(request)))
+        reply = metrics_pb.ExportMetricsServiceResponse().SerializeToString()
+        return web.Response(body=reply, content_type="application/x-protobuf")
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", traces)
+    app.router.add_post("/v1/metrics", metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}", received
+    finally:
+        await runner.cleanup()

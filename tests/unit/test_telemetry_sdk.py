@@ -70,8 +70,9 @@ def test_each_signal_is_chosen_on_its_own() -> None:
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
-        ({"OTEL_TRACES_EXPORTER": "zipkin"}, "otlp \\(gRPC\\), console and none"),
-        ({**ENDPOINT, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "OTLP over gRPC only"),
+        ({"OTEL_TRACES_EXPORTER": "zipkin"}, "otlp, console and none"),
+        ({"OTEL_TRACES_EXPORTER": "otlp,zipkin"}, "otlp, console and none"),
+        ({**ENDPOINT, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "grpc .* or http/protobuf"),
     ],
 )
 def test_unsupported_choices_are_config_errors(environ: dict[str, str], message: str) -> None:
@@ -85,3 +86,24 @@ def test_otlp_spans_go_through_the_fast_encoder() -> None:
         assert isinstance(exporter, FastOTLPSpanExporter)
     finally:
         exporter.shutdown()
+
+
+def test_both_exporters_and_the_http_protocol_can_be_chosen() -> None:
+    sdk = configured(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_TRACES_EXPORTER": "otlp,console",
+        }
+    )
+    try:
+        assert sdk.traces == "otlp (http/protobuf),console"
+        assert sdk.metrics == "otlp (http/protobuf)"
+    finally:
+        sdk.shutdown()
+    # A per-signal protocol wins over the general one.
+    sdk = configured({**ENDPOINT, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf"})
+    try:
+        assert (sdk.traces, sdk.metrics) == ("otlp", "otlp (http/protobuf)")
+    finally:
+        sdk.shutdown()
