@@ -26,6 +26,7 @@ from router_service.errors import (
     InvalidRequest,
     ProviderStreamBroken,
     QuotaExceeded,
+    StoreUnavailable,
 )
 from router_service.fallback import AttemptRecord, FallbackStream, Target
 from router_service.policy import Decision
@@ -100,8 +101,9 @@ class CallServices:
     finish: Callable[[CallRecord], None]
 
 
-def refusal(app: App, plan: Plan, error: QuotaExceeded) -> CallRecord:
-    """The record of a call a quota refused before any provider was called."""
+def refusal(app: App, plan: Plan, error: QuotaExceeded | StoreUnavailable) -> CallRecord:
+    """The record of a call refused before any provider was called: by a quota, or by the
+    fail-closed policy while the store is unreachable."""
     request = plan.request
     return CallRecord(
         request_id=request.request_id,

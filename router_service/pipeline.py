@@ -22,7 +22,7 @@ from router_service.breaker import CircuitBreaker, deployment_key
 from router_service.call import CallServices, CallSummary, Plan, RouteCall, Shadowing, refusal
 from router_service.catalog import Catalog
 from router_service.chat import ChatRequest
-from router_service.errors import QuotaExceeded
+from router_service.errors import QuotaExceeded, StoreUnavailable
 from router_service.exploration import Exploration
 from router_service.fallback import Target
 from router_service.policy import BudgetState, Classification, Decision, PolicyInput, decide
@@ -264,7 +264,7 @@ class Pipeline:
             if hold is not None:
                 # Refused by the rate limit after the hold was taken: give the hold back.
                 accounting.after_call(AfterCall(app, hold, 0, 0))
-            if isinstance(exc, QuotaExceeded):
+            if isinstance(exc, QuotaExceeded | StoreUnavailable):
                 self._finish(refusal(app, plan, exc))
             raise
         return RouteCall(

@@ -111,6 +111,8 @@ class RouterMetrics:
             # No provider was called: no GenAI client measurements, no spend.
             self._cache_hits.add(1, {a.APP: record.app, a.CACHE_KIND: "response"})
             return
+        if record.status == CallStatus.REFUSED:
+            return  # refused before any provider call: nothing for the GenAI client metrics
         genai: dict[str, AttributeValue] = {
             a.GEN_AI_OPERATION_NAME: a.OPERATION_CHAT,
             a.GEN_AI_REQUEST_MODEL: model,

@@ -170,7 +170,8 @@ async def test_route_follows_the_policy_while_redis_is_down(
         messages=[pb.Message(role="user", content="Summarize the incident report.")],
         max_output_tokens=20,
     )
-    async with running_router(config) as running:
+    recorded = Recorded()
+    async with running_router(config, meter_provider=recorded.meter_provider) as running:
         events = [e async for e in running.router.Route(request, metadata=auth(DEMO_KEY))]
         assert events[-1].HasField("done")
         redis_process.stop()
@@ -184,6 +185,10 @@ async def test_route_follows_the_policy_while_redis_is_down(
                     pass
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "fail_closed" in (caught.value.details() or "")
+            # The refusal is recorded (a decision, no provider call).
+            decisions = sum(p.value for p in recorded.points(m.ROUTING_DECISIONS))
+            calls = sum(p.count for p in recorded.points(m.OPERATION_DURATION))
+            assert (decisions, calls) == (2, 1)
         assert time.monotonic() - started < 5
         redis_process.start()
         assert running.server.accounting is not None
@@ -201,6 +206,7 @@ async def test_route_follows_the_policy_while_redis_is_down(
             assert time.monotonic() < deadline, "the router never went back to Redis"
             await asyncio.sleep(0.05)
         assert events[-1].HasField("done")
+    recorded.shutdown()
 
 
 @pytest.mark.parametrize("policy", ["fail_open", "fail_closed"])
