@@ -54,13 +54,17 @@ __all__ = [
 
 
 class RouterError(Exception):
-    """Base of every error the router raises on purpose."""
+    """Base of every error the router raises on purpose. `message` goes to logs, spans and the
+    call log; `caller_message` (default: the same) is what the caller's gRPC status says, and
+    may add what only the caller may see (an upstream's words about the caller's own request).
+    """
 
     retryable: bool = False
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, caller_message: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.caller_message = caller_message or message
 
 
 class InvalidRequest(RouterError):
@@ -103,10 +107,15 @@ class StoreUnavailable(RouterError):
 class ProviderError(RouterError):
     """One provider call failed. `retryable`: another attempt (here or elsewhere) may succeed."""
 
-    def __init__(self, message: str, *, provider: str, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, provider: str, status: int | None = None, upstream_detail: str = ""
+    ) -> None:
         super().__init__(message)
         self.provider = provider
         self.status = status
+        # The upstream's own words (scrubbed of keys): may quote the prompt, so never logged,
+        # traced or recorded; shown only to the caller of a request the upstream refused.
+        self.upstream_detail = upstream_detail
 
 
 class ProviderConnectError(ProviderError):

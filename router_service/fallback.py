@@ -132,9 +132,9 @@ class FallbackStream:
                     first, usage = await _first_token(stream)
                 except ProviderRequestInvalid as exc:
                     self._record(target, AttemptOutcome.FAILED, started, exc.message)
-                    raise InvalidRequest(
-                        f"{target.model.name} refused the request: {exc.message}"
-                    ) from exc
+                    refused = f"{target.model.name} refused the request: {exc.message}"
+                    shown = f"{refused}: {exc.upstream_detail}" if exc.upstream_detail else None
+                    raise InvalidRequest(refused, caller_message=shown) from exc
                 except ProviderError as exc:
                     self._failed_before_first_token(target, exc)
                     judged = True

@@ -60,7 +60,7 @@ async def abort(context: aio.ServicerContext[object, object], error: RouterError
                 )
             ]
         )
-        status = status_pb2.Status(code=code.value[0], message=error.message)
+        status = status_pb2.Status(code=code.value[0], message=error.caller_message)
         status.details.add().Pack(detail)
         await context.abort_with_status(rpc_status.to_status(status))
-    await context.abort(code, error.message)
+    await context.abort(code, error.caller_message)

@@ -19,13 +19,19 @@ Error events inside a stream (Anthropic's `error`, an OpenAI-style `{"error": ..
 mapped through the status their type stands for. What the fallback logic does with each class
 is described in `router_service.fallback`.
 
-Every message is safe to show: the provider's API key (and anything shaped like one) is
-replaced by `[redacted]`, and upstream text is cut to a few hundred characters.
+Every message is safe to log, trace and record: it names the provider, the status and the
+upstream's error code (`context_length_exceeded`, `overloaded_error`, ...), never the upstream's
+free-text message, which may quote the prompt or a credential. That text, scrubbed of the
+provider's key (and anything shaped like one) and cut to a few hundred characters, is logged at
+DEBUG only, and a request the upstream refused as invalid carries it as `upstream_detail` for
+its caller alone (it is about the caller's own request). Transport failures name the network
+error, scrubbed the same way.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -48,6 +54,8 @@ from router_service.errors import (
 
 __all__ = ["ErrorMapper", "UpstreamErrorEvent", "parse_retry_after"]
 
+log = logging.getLogger(__name__)
+
 _MAX_UPSTREAM_TEXT = 300
 REDACTED = "[redacted]"
 # Key-shaped tokens are scrubbed even when they are not this provider's key (an upstream may
@@ -56,6 +64,8 @@ _KEY_SHAPED = re.compile(
     r"(?i)\b(?:sk|pk|rk|sess|key)-[A-Za-z0-9_\-]{6,}|\bBearer\s+[^\s\"',;]+|\b[A-Za-z0-9_\-]{40,}"
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# An upstream error code is shown only when it looks like one: an identifier, not prose.
+_ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
 _CONTEXT_OVERFLOW = (
     "context_length_exceeded",
     "maximum context length",
@@ -185,9 +195,10 @@ class ErrorMapper:
     ) -> ProviderError:
         name = self.provider
         text = f"{name}: HTTP {status}"
-        shown = self.scrub(message)
-        if shown:
-            text += f": {shown}"
+        if _ERROR_CODE.fullmatch(code) and _KEY_SHAPED.search(code) is None:
+            text += f" ({code})"
+        if message and log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: upstream error message: %s", text, self.scrub(message))
         if status == 429:
             return ProviderRateLimited(
                 text, provider=name, status=status, retry_after_s=retry_after
@@ -200,5 +211,8 @@ class ErrorMapper:
             lowered = f"{code} {message}".lower()
             if any(marker in lowered for marker in _CONTEXT_OVERFLOW):
                 return ProviderContextExceeded(text, provider=name, status=status)
-            return ProviderRequestInvalid(text, provider=name, status=status)
+            detail = self.scrub(message)
+            return ProviderRequestInvalid(
+                text, provider=name, status=status, upstream_detail=detail
+            )
         return ProviderRejected(text, provider=name, status=status)

@@ -92,15 +92,21 @@ async def test_500_falls_back_to_the_next_candidate() -> None:
             ("glm-5.2", AttemptOutcome.FAILED),
             ("kimi-2.7", AttemptOutcome.SUCCEEDED),
         ]
-        assert "HTTP 500: upstream exploded" in summary.attempts[0].error
+        # The status and the upstream's error code, never its free text (it may quote the
+        # prompt): the attempt goes to the call log and the trace.
+        assert "HTTP 500" in summary.attempts[0].error
+        assert "exploded" not in summary.attempts[0].error
         assert h.records[0].status == CallStatus.OK
 
 
 async def test_a_bad_request_ends_the_call_without_burning_candidates() -> None:
     async with harness() as h:
         h.fake.script("glm-5.2", Reply(status=400, error_message="messages: bad role"))
-        with pytest.raises(InvalidRequest, match=r"glm-5\.2 refused the request: .*bad role"):
+        with pytest.raises(InvalidRequest, match=r"glm-5\.2 refused the request: .*HTTP 400") as e:
             await h.call(**CHEAP)
+        # The caller learns what the upstream said about its request; the record does not.
+        assert e.value.caller_message.endswith(": messages: bad role")
+        assert "bad role" not in e.value.message and "bad role" not in h.records[0].error
         assert [r.model for r in h.fake.received] == ["glm-5.2"]
         assert h.records[0].status == CallStatus.REJECTED
         assert h.records[0].cost_micro_usd == 0
@@ -156,7 +162,8 @@ async def test_the_key_never_shows_in_errors() -> None:
     async with harness(api_key="the-right-key") as h:
         with pytest.raises(AllProvidersFailed) as caught:
             await h.call(**CHEAP)
-        assert "Incorrect API key provided" in caught.value.message
+        assert "HTTP 401" in caught.value.message
+        assert "Incorrect API key" not in caught.value.caller_message
         assert OPENAI_KEY not in caught.value.message
         assert all(OPENAI_KEY not in a.error for a in h.records[0].attempts)
         assert OPENAI_KEY not in h.records[0].error

@@ -61,7 +61,8 @@ def test_statuses(status: int, kind: type[ProviderError], retryable: bool) -> No
     assert type(error) is kind
     assert error.retryable is retryable
     assert error.status == status and error.provider == "zai"
-    assert error.message == f"zai: HTTP {status}: nope"
+    # The upstream's error code, never its free text (which may quote the prompt).
+    assert error.message == f"zai: HTTP {status} (invalid_request_error)"
 
 
 @pytest.mark.parametrize(
@@ -108,13 +109,32 @@ def test_retry_after_never_raises(value: str) -> None:
     assert result is None or result >= 0
 
 
-def test_the_key_is_scrubbed_from_upstream_messages() -> None:
+def test_upstream_text_never_reaches_the_message(caplog: pytest.LogCaptureFixture) -> None:
     body = openai_error(f"Incorrect API key provided: {KEY}. Find your key at ...")
     error = mapper().status(401, {}, body)
-    assert KEY not in error.message and "[redacted]" in error.message
-    # Key-shaped strings that are not this provider's key, and bearer tokens, go too.
-    error = mapper().status(403, {}, openai_error("key sk-other-abcdef1234 / Bearer abc.def"))
-    assert "sk-other" not in error.message and "abc.def" not in error.message
+    assert KEY not in error.message and "Incorrect" not in error.message
+    # A prompt quoted back, even with a key that has no recognisable shape.
+    odd_key = "zqxjkvbnmwp9917-upstreamsecret"
+    quoted = openai_error(f"content 'my ssn is 123-45-6789' invalid; key {odd_key.upper()}")
+    error = mapper().status(400, {}, quoted)
+    assert error.message == "zai: HTTP 400 (invalid_request_error)"
+    # The text goes to the DEBUG log only, without this provider's key or key-shaped strings.
+    with caplog.at_level("DEBUG", logger="router_service.providers.errors"):
+        mapper().status(403, {}, openai_error(f"{KEY} and sk-other-abcdef1234 / Bearer abc.def"))
+    logged = caplog.text
+    assert "upstream error message" in logged
+    assert KEY not in logged and "sk-other" not in logged and "abc.def" not in logged
+
+
+def test_only_identifier_like_codes_are_shown() -> None:
+    def shown(code: object) -> str:
+        body = json.dumps({"error": {"message": "x", "code": code}}).encode()
+        return mapper().status(400, {}, body).message
+
+    assert shown("context_length_exceeded").endswith("(context_length_exceeded)")
+    assert shown("the prompt 'hello world' is bad") == "zai: HTTP 400"
+    assert shown("sk-proj-abcdefghijkl") == "zai: HTTP 400"
+    assert shown(None) == "zai: HTTP 400"
 
 
 def test_long_or_binary_upstream_text_is_cut_and_cleaned() -> None:
