@@ -35,6 +35,9 @@ _MODEL_NAME = re.compile(r"[A-Za-z0-9_.:/@-]{1,128}")
 _MAX_METADATA_KEY = 128
 _MAX_ID = 128
 _MAX_METADATA_VALUE = 1024
+# JSON in a request (tool schemas, tool-call arguments) nests at most this deep: real schemas
+# use a dozen levels, and deeper input would only exhaust the recursion of whatever walks it.
+MAX_JSON_DEPTH = 64
 _TIERS = {
     pb.TIER_PREFERENCE_UNSPECIFIED: TierPreference.AUTO,
     pb.TIER_PREFERENCE_AUTO: TierPreference.AUTO,
@@ -107,6 +110,14 @@ def _messages(message: pb.RouteRequest, limits: LimitsConfig) -> tuple[ChatMessa
                 f"messages[{i}]: tool call ids are at most {_MAX_ID} characters and tool names "
                 "1-64 letters, digits, _ or -"
             )
+        for c in m.tool_calls:
+            if c.arguments_json:
+                arguments = _json(c.arguments_json, f"messages[{i}].tool_calls arguments_json")
+                if not isinstance(arguments, dict):
+                    raise InvalidRequest(
+                        f"messages[{i}].tool_calls: arguments_json of {c.name!r} must be a JSON "
+                        "object"
+                    )
         calls = tuple(
             ToolCall(id=c.id, name=c.name, arguments_json=c.arguments_json) for c in m.tool_calls
         )
@@ -138,14 +149,43 @@ def _tool_parameters(tool: pb.Tool, index: int) -> dict[str, Any]:
     if which is None:
         return {"type": "object", "properties": {}}
     if which == "parameters_struct":
-        return json_format.MessageToDict(tool.parameters_struct)
-    try:
-        schema = json.loads(tool.parameters_json)
-    except ValueError as exc:
-        raise InvalidRequest(f"tools[{index}].parameters_json is not valid JSON: {exc}") from None
+        schema: Any = json_format.MessageToDict(tool.parameters_struct)
+        _check_depth(schema, f"tools[{index}].parameters_struct")
+        return dict(schema)
+    schema = _json(tool.parameters_json, f"tools[{index}].parameters_json")
     if not isinstance(schema, dict):
         raise InvalidRequest(f"tools[{index}].parameters_json must be a JSON object")
     return schema
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json(text: str, where: str) -> Any:
+    """`text` parsed as strict JSON (no NaN or Infinity, which providers refuse), nested at most
+    `MAX_JSON_DEPTH` deep."""
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise InvalidRequest(f"{where} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest(f"{where} nests deeper than {MAX_JSON_DEPTH} levels") from None
+    _check_depth(value, where)
+    return value
+
+
+def _check_depth(value: Any, where: str) -> None:
+    """Without recursion: the point is to refuse what recursion would choke on."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidRequest(f"{where} nests deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
 
 
 def shown(value: str, limit: int = 40) -> str:

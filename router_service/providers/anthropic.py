@@ -29,7 +29,6 @@ import orjson
 from router_service.chat import ChatMessage
 from router_service.config import AnthropicProviderConfig
 from router_service.cost import Usage
-from router_service.errors import InvalidRequest
 from router_service.providers.base import (
     ProviderEvent,
     ProviderRequest,
@@ -70,7 +69,7 @@ def finish_reason(stop_reason: str | None) -> str:
     return _FINISH_REASONS.get(stop_reason, stop_reason)
 
 
-def _content_blocks(message: ChatMessage, index: int) -> list[dict[str, Any]]:
+def _content_blocks(message: ChatMessage) -> list[dict[str, Any]]:
     if message.role == "tool":
         return [
             {"type": "tool_result", "tool_use_id": message.tool_call_id, "content": message.content}
@@ -79,12 +78,8 @@ def _content_blocks(message: ChatMessage, index: int) -> list[dict[str, Any]]:
     if message.content:
         blocks.append({"type": "text", "text": message.content})
     for call in message.tool_calls:
-        try:
-            arguments = json.loads(call.arguments_json or "{}")
-        except ValueError:
-            raise InvalidRequest(
-                f"messages[{index}].tool_calls: arguments_json of {call.name!r} is not JSON"
-            ) from None
+        # Validation let only JSON objects through (api/validation.py).
+        arguments = json.loads(call.arguments_json or "{}")
         blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": arguments})
     return blocks
 
@@ -93,11 +88,11 @@ def _messages(messages: tuple[ChatMessage, ...]) -> list[dict[str, Any]]:
     """Conversation turns; consecutive turns of one role merge (tool results answer as the
     user, and parallel tool results must share one user turn)."""
     turns: list[dict[str, Any]] = []
-    for index, message in enumerate(messages):
+    for message in messages:
         if message.role == "system":
             continue
         role = "assistant" if message.role == "assistant" else "user"
-        blocks = _content_blocks(message, index)
+        blocks = _content_blocks(message)
         if turns and turns[-1]["role"] == role:
             turns[-1]["content"].extend(blocks)
         else:

@@ -359,4 +359,4 @@ def _body_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
 
 def encode_json(body: Any) -> bytes:
     """A request body: compact, and byte-stable for the same input (prompt caches match bytes)."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from router_service._proto import router_pb2 as pb
-from router_service.api.validation import validate_route_request
+from router_service.api.validation import MAX_JSON_DEPTH, validate_route_request
 from router_service.chat import TierPreference
 from router_service.config import LimitsConfig
 from router_service.errors import InvalidRequest
@@ -111,3 +111,51 @@ def test_error_messages_stay_small_whatever_was_sent(changes: dict[str, object])
     with pytest.raises(InvalidRequest) as caught:
         validate_route_request(request(**changes), LIMITS)
     assert len(caught.value.message) < 300
+
+
+def nested(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+def assistant_call(arguments: str) -> list[pb.Message]:
+    call = pb.ToolCall(id="c1", name="lookup", arguments_json=arguments)
+    return [
+        pb.Message(role="user", content="Find order 7."),
+        pb.Message(role="assistant", tool_calls=[call]),
+        pb.Message(role="tool", tool_call_id="c1", content="shipped"),
+    ]
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 700, 5_000, 100_000])
+def test_deeply_nested_json_is_refused_before_any_work(depth: int) -> None:
+    for changes in (
+        {"tools": [pb.Tool(name="t", parameters_json=nested(depth))]},
+        {"messages": assistant_call(nested(depth))},
+    ):
+        with pytest.raises(InvalidRequest, match=f"nests deeper than {MAX_JSON_DEPTH} levels"):
+            validate_route_request(request(**changes), LIMITS)
+    validate_route_request(  # as deep as allowed
+        request(tools=[pb.Tool(name="t", parameters_json=nested(MAX_JSON_DEPTH - 1))]), LIMITS
+    )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ("not json", "arguments_json is not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"x": NaN}', "NaN is not JSON"),
+    ],
+)
+def test_tool_call_arguments_are_checked_up_front(arguments: str, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        validate_route_request(request(messages=assistant_call(arguments)), LIMITS)
+    chat = validate_route_request(request(messages=assistant_call('{"id": 7}')), LIMITS)
+    assert chat.messages[1].tool_calls[0].arguments_json == '{"id": 7}'
+
+
+def test_nan_and_infinity_in_a_tool_schema_are_refused() -> None:
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        tool = pb.Tool(name="t", parameters_json=f'{{"x": {constant}}}')
+        with pytest.raises(InvalidRequest, match="is not JSON"):
+            validate_route_request(request(tools=[tool]), LIMITS)
