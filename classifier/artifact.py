@@ -83,7 +83,12 @@ def read_metadata(directory: pathlib.Path) -> ArtifactMetadata:
     try:
         return ArtifactMetadata.model_validate(raw)
     except ValidationError as exc:
-        raise ArtifactError(f"{path}: invalid metadata: {exc}") from exc
+        # Where and what, never the values: a message may reach an admin client or a log.
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'metadata'}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False, include_context=False)
+        )
+        raise ArtifactError(f"{path}: invalid metadata: {problems}") from None
 
 
 def sha256_of(path: pathlib.Path) -> str:

@@ -84,7 +84,11 @@ class DifficultyScorer:
 def load_scorer(path: pathlib.Path) -> DifficultyScorer:
     """Load and check the artifact directory at ``path``; ArtifactError on any problem."""
     path = pathlib.Path(path)
-    if not path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+        raise ArtifactError(f"{path}: not a usable path ({type(exc).__name__})") from None
+    if not is_dir:
         raise ArtifactError(f"{path}: artifact directory does not exist")
     metadata = read_metadata(path)
     if metadata.feature_spec != FEATURE_SPEC:

@@ -40,7 +40,7 @@ def _fingerprint(path: Path) -> tuple[object, ...]:
         resolved = path.resolve(strict=True)
         files = sorted(p for p in resolved.iterdir() if p.is_file())
         return (resolved, *((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files))
-    except OSError:
+    except (OSError, ValueError):
         return ("missing",)
 
 

@@ -13,6 +13,7 @@ from router_service._proto import router_pb2 as pb
 from router_service.accounting import Accounting
 from router_service.api.convert import tier_message
 from router_service.api.status import abort
+from router_service.api.validation import shown
 from router_service.auth import App, Authenticator
 from router_service.breaker import CircuitBreaker
 from router_service.budgets import BudgetSnapshot
@@ -30,6 +31,8 @@ Context = aio.ServicerContext[object, object]
 
 # Limits up to this stay exact in micro-dollars inside Redis scripts (doubles: 2**53).
 _MAX_MONTHLY_LIMIT_USD = 1_000_000_000
+# ReloadClassifier's path: PATH_MAX, so that errors quoting it stay small.
+_MAX_PATH = 4096
 
 
 def budget_message(snapshot: BudgetSnapshot) -> pb.GetBudgetResponse:
@@ -93,7 +96,7 @@ class AdminServicer:
             if base is not None:
                 return shadow_app(base, self._shadow_share)
         if app is None:
-            raise NotFound(f"unknown app {app_id!r}")
+            raise NotFound(f"unknown app {shown(app_id)}")
         return app
 
     async def ListModels(
@@ -224,7 +227,12 @@ class AdminServicer:
                 raise InvalidRequest("malformed request")
             if self._classifier is None:
                 raise ArtifactRejected("the classifier is disabled (classifier.enabled: false)")
-            await self._classifier.reload(Path(request.path) if request.path else None)
+            path = request.path
+            if len(path) > _MAX_PATH or "\x00" in path:
+                raise InvalidRequest(
+                    f"path must be a file system path of at most {_MAX_PATH} characters"
+                )
+            await self._classifier.reload(Path(path) if path else None)
             return pb.ReloadClassifierResponse(classifier=self._classifier_info())
         except RouterError as exc:
             await abort(context, exc)

@@ -92,6 +92,19 @@ async def test_admin_reload_refuses_a_bad_artifact_and_the_old_one_keeps_serving
                 pb.ReloadClassifierRequest(), metadata=auth(DEMO_KEY)
             )
         assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        # Paths that are no paths are refused cleanly, and the error stays small.
+        for path, code in (
+            ("nul\x00byte", grpc.StatusCode.INVALID_ARGUMENT),
+            ("p" * 20_000, grpc.StatusCode.INVALID_ARGUMENT),
+            (str(tmp_path / ("x" * 300)), grpc.StatusCode.FAILED_PRECONDITION),
+        ):
+            with pytest.raises(aio.AioRpcError) as caught:
+                await running.admin.ReloadClassifier(
+                    pb.ReloadClassifierRequest(path=path), metadata=auth(ADMIN_KEY)
+                )
+            assert caught.value.code() == code
+            assert len(caught.value.details() or "") < 1000
+        assert await classifier_version(running) == "retrained-2"
 
 
 async def test_a_watched_symlink_swap_loads_without_a_restart(tmp_path: Path) -> None:

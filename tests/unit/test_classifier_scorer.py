@@ -121,3 +121,16 @@ def test_broken_or_mismatched_artifacts_are_refused(
 def test_a_missing_directory_is_refused(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ArtifactError, match="does not exist"):
         load_scorer(tmp_path / "nothing-here")
+    with pytest.raises(ArtifactError, match="not a usable path"):
+        load_scorer(tmp_path / ("x" * 300))  # a name too long for the file system
+    with pytest.raises(ArtifactError, match="does not exist"):
+        load_scorer(tmp_path / "nul\x00byte")
+
+
+def test_a_metadata_error_names_the_field_not_its_value(tmp_path: pathlib.Path) -> None:
+    secret = "TOP-SECRET-CONTENT-abc"
+    with pytest.raises(ArtifactError) as caught:
+        load_scorer(broken_copy(tmp_path, edit_metadata(weak_model=["x"], surprise=secret)))
+    message = str(caught.value)
+    assert "invalid metadata" in message and "weak_model" in message and "surprise" in message
+    assert secret not in message
