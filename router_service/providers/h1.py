@@ -35,7 +35,6 @@ HTTP/2, proxies, `Expect: 100-continue`, upgrades and pipelining.
 from __future__ import annotations
 
 import asyncio
-import re
 import ssl
 import time
 from collections import deque
@@ -43,149 +42,25 @@ from collections.abc import AsyncIterator, Mapping
 
 import httpx
 
+from router_service.providers.h1_wire import (
+    CHUNKED,
+    LENGTH,
+    MAX_HEAD,
+    UNTIL_CLOSE,
+    ChunkedDecoder,
+    Head,
+    body_framing,
+    request_message,
+)
+
 __all__ = ["ChunkedDecoder", "LeanTransport"]
 
 Origin = tuple[str, str, int]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-# Longer than any head or chunk line a provider sends: past this the peer is not speaking HTTP.
-_MAX_HEAD = 64 * 1024
-_MAX_LINE = 8 * 1024
 # Queued body bytes at which reading pauses, and at which it resumes.
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
-
-_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\r\n\0]*))?")
-_FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n\0]*?)[ \t]*")
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_UNSAFE_VALUE = re.compile(rb"[\r\n\0]")
-_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
-_NO_BODY_STATUSES = frozenset({204, 304})
-
-# Chunked decoder states.
-_SIZE, _DATA, _DATA_END, _TRAILERS, _DONE = range(5)
-# How a response body ends.
-_LENGTH, _CHUNKED, _UNTIL_CLOSE = range(3)
-
-
-class ChunkedDecoder:
-    """`Transfer-Encoding: chunked` decoded as bytes arrive. `feed` takes the next bytes, split
-    anywhere, and returns the body bytes they complete (slices of what came, never re-joined).
-    `done` is set after the last chunk and the trailers (which are skipped); `excess` if bytes
-    followed them. Malformed framing raises ValueError."""
-
-    __slots__ = ("_pending", "_remaining", "_state", "done", "excess")
-
-    def __init__(self) -> None:
-        self._state = _SIZE
-        # An unfinished size or trailer line, or the first half of a chunk's closing CRLF.
-        self._pending = b""
-        self._remaining = 0
-        self.done = False
-        self.excess = False
-
-    def feed(self, data: bytes) -> list[bytes]:
-        if self._pending:
-            data = self._pending + data
-            self._pending = b""
-        pieces: list[bytes] = []
-        pos, end = 0, len(data)
-        while pos < end:
-            state = self._state
-            if state == _DATA:
-                stop = min(pos + self._remaining, end)
-                pieces.append(data[pos:stop])
-                self._remaining -= stop - pos
-                pos = stop
-                if not self._remaining:
-                    self._state = _DATA_END
-            elif state == _DATA_END:
-                crlf = data[pos : pos + 2]
-                if not b"\r\n".startswith(crlf):
-                    raise ValueError("a chunk's data is not followed by CRLF")
-                if len(crlf) < 2:
-                    self._pending = crlf
-                    break
-                pos += 2
-                self._state = _SIZE
-            elif state == _DONE:
-                self.excess = True
-                break
-            else:
-                eol = data.find(b"\r\n", pos)
-                if eol < 0 or eol - pos > _MAX_LINE:
-                    if end - pos > _MAX_LINE:
-                        raise ValueError("a chunk-size or trailer line is too long")
-                    self._pending = data[pos:]
-                    break
-                self._line(data[pos:eol])
-                pos = eol + 2
-        return pieces
-
-    def _line(self, line: bytes) -> None:
-        if self._state == _SIZE:
-            self._remaining = _chunk_size(line)
-            self._state = _DATA if self._remaining else _TRAILERS
-        elif not line:  # the blank line that ends the trailers
-            self._state = _DONE
-            self.done = True
-
-
-def _chunk_size(line: bytes) -> int:
-    size = line.split(b";", 1)[0].strip(b" \t")
-    if not _CHUNK_SIZE.fullmatch(size):
-        raise ValueError(f"malformed chunk-size line {line[:40]!r}")
-    return int(size, 16)
-
-
-class _Head:
-    """A parsed response head."""
-
-    __slots__ = ("headers", "http11", "reason", "status")
-
-    def __init__(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        status_line = _STATUS_LINE.fullmatch(lines[0])
-        if status_line is None:
-            raise ValueError(f"malformed status line {lines[0][:80]!r}")
-        self.http11 = status_line[1] == b"1"
-        self.status = int(status_line[2])
-        self.reason = status_line[3] or b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        for line in lines[1:]:
-            field = _FIELD.fullmatch(line)
-            if field is None:
-                raise ValueError(f"malformed header line {line[:80]!r}")
-            self.headers.append((field[1], field[2]))
-
-
-def _body_framing(head: _Head, method: str) -> tuple[int, int, bool]:
-    """How the body ends (RFC 9112, section 6.3), its length when it has one, and whether the
-    connection may serve another request after it."""
-    transfer_encoding = content_length = None
-    close = not head.http11
-    for name, value in head.headers:
-        lowered = name.lower()
-        if lowered == b"transfer-encoding":
-            transfer_encoding = value.lower()
-        elif lowered == b"content-length":
-            content_length = value
-        elif lowered == b"connection" and b"close" in value.lower():
-            close = True
-    if method == "HEAD" or head.status in _NO_BODY_STATUSES or head.status < 200:
-        return _LENGTH, 0, not close
-    if transfer_encoding is not None:
-        if transfer_encoding.rsplit(b",", 1)[-1].strip() == b"chunked":
-            return _CHUNKED, 0, not close
-        return _UNTIL_CLOSE, 0, False
-    if content_length is not None:
-        # Repeated values (`5, 5`) are allowed when they agree.
-        values = {value.strip() for value in content_length.split(b",")}
-        length = values.pop() if len(values) == 1 else b""
-        if not length.isdigit():
-            raise ValueError(f"malformed Content-Length {content_length[:40]!r}")
-        return _LENGTH, int(length), not close
-    return _UNTIL_CLOSE, 0, False
 
 
 class _Connection(asyncio.Protocol):
@@ -207,8 +82,8 @@ class _Connection(asyncio.Protocol):
         # The exchange in progress.
         self._request: httpx.Request | None = None
         self._received_head = b""
-        self.head: _Head | None = None
-        self._framing = _UNTIL_CLOSE
+        self.head: Head | None = None
+        self._framing = UNTIL_CLOSE
         self._remaining = 0
         self._decoder: ChunkedDecoder | None = None
         self.pieces: deque[bytes] = deque()
@@ -226,7 +101,7 @@ class _Connection(asyncio.Protocol):
 
     async def send(
         self, request: httpx.Request, message: bytes, timeouts: Mapping[str, float | None]
-    ) -> _Head:
+    ) -> Head:
         """Write `message` (the whole request) and wait for the response head; closes the
         connection if anything (a cancellation too) interrupts."""
         assert self._transport is not None
@@ -368,7 +243,7 @@ class _Connection(asyncio.Protocol):
             else:
                 error = httpx.ReadError(f"the connection broke: {exc}", request=request)
             self._fail(error)
-        elif self._framing == _UNTIL_CLOSE and exc is None:
+        elif self._framing == UNTIL_CLOSE and exc is None:
             self._end_body()
             self._wake()
         else:
@@ -394,13 +269,13 @@ class _Connection(asyncio.Protocol):
         while True:
             end = received.find(b"\r\n\r\n")
             if end < 0:
-                if len(received) > _MAX_HEAD:
-                    self._protocol_error(f"a response head longer than {_MAX_HEAD} bytes")
+                if len(received) > MAX_HEAD:
+                    self._protocol_error(f"a response head longer than {MAX_HEAD} bytes")
                 self._received_head = received
                 return
             try:
-                head = _Head(received[:end])
-                framing, length, keep_alive = _body_framing(head, self._request.method)
+                head = Head(received[:end])
+                framing, length, keep_alive = body_framing(head, self._request.method)
             except ValueError as exc:
                 self._protocol_error(str(exc))
                 return
@@ -411,10 +286,10 @@ class _Connection(asyncio.Protocol):
         self._received_head = b""
         self._framing = framing
         self._remaining = length
-        self._decoder = ChunkedDecoder() if framing == _CHUNKED else None
+        self._decoder = ChunkedDecoder() if framing == CHUNKED else None
         self.keep_alive = keep_alive
         self.head = head
-        if framing == _LENGTH and not length:
+        if framing == LENGTH and not length:
             self._end_body()
         self._wake()
         if received:
@@ -425,7 +300,7 @@ class _Connection(asyncio.Protocol):
             self.keep_alive = False  # bytes past the end of the body
             return
         framing = self._framing
-        if framing == _CHUNKED:
+        if framing == CHUNKED:
             assert self._decoder is not None
             try:
                 pieces = self._decoder.feed(data)
@@ -437,7 +312,7 @@ class _Connection(asyncio.Protocol):
             if self._decoder.done:
                 self.keep_alive = self.keep_alive and not self._decoder.excess
                 self._end_body()
-        elif framing == _LENGTH:
+        elif framing == LENGTH:
             if len(data) > self._remaining:
                 data = data[: self._remaining]
                 self.keep_alive = False
@@ -540,7 +415,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise httpx.UnsupportedProtocol(f"no HTTP/1.1 over {url.scheme!r}", request=request)
         origin = (url.scheme, url.raw_host.decode("ascii"), url.port or default_port)
         timeouts: Mapping[str, float | None] = request.extensions.get("timeout", {})
-        message = _request_message(request, await request.aread())
+        message = request_message(request, await request.aread())
         connection = self._pooled(origin)
         while True:
             if connection is None:
@@ -623,21 +498,3 @@ class LeanTransport(httpx.AsyncBaseTransport):
             self._ssl_context = httpx.create_ssl_context()
         self._ssl_context.set_alpn_protocols(["http/1.1"])
         return self._ssl_context
-
-
-def _request_message(request: httpx.Request, body: bytes) -> bytes:
-    """The request line, headers and body, ready to write. httpx has already added Host and
-    Content-Length; a body that was streamed (Transfer-Encoding) goes whole, with its length."""
-    lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.url.raw_path)]
-    streamed = False
-    for name, value in request.headers.raw:
-        if not _TOKEN.fullmatch(name) or _UNSAFE_VALUE.search(value):
-            raise httpx.LocalProtocolError(f"header {name[:40]!r} cannot be sent", request=request)
-        if name.lower() == b"transfer-encoding":
-            streamed = True
-        else:
-            lines.append(name + b": " + value)
-    if streamed:
-        lines.append(b"Content-Length: %d" % len(body))
-    lines.append(b"\r\n")
-    return b"\r\n".join(lines) + body
