@@ -34,6 +34,12 @@ def artifact_copy(target: Path, **metadata_changes: object) -> Path:
     return target
 
 
+async def reload(running: Running, path: str = "") -> pb.ReloadClassifierResponse:
+    """Admin.ReloadClassifier with the admin key (`path` empty: the configured artifact)."""
+    request = pb.ReloadClassifierRequest(path=path)
+    return await running.admin.ReloadClassifier(request, metadata=auth(ADMIN_KEY))
+
+
 async def classifier_version(running: Running) -> str:
     reply = await running.admin.GetClassifier(pb.GetClassifierRequest(), metadata=auth(ADMIN_KEY))
     return reply.classifier.version
@@ -71,18 +77,14 @@ async def test_admin_reload_refuses_a_bad_artifact_and_the_old_one_keeps_serving
     other = artifact_copy(tmp_path / "other", version="retrained-2", recommended_threshold=0.3)
     async with running_router(fast_config(classifier={"enabled": True})) as running:
         with pytest.raises(aio.AioRpcError) as caught:
-            await running.admin.ReloadClassifier(
-                pb.ReloadClassifierRequest(path=str(broken)), metadata=auth(ADMIN_KEY)
-            )
+            await reload(running, str(broken))
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "the previous one keeps serving" in (caught.value.details() or "")
         assert await classifier_version(running) == SHIPPED.version
         decision = await running.router.Explain(route_request(), metadata=auth(DEMO_KEY))
         assert decision.classifier_version == SHIPPED.version
 
-        reply = await running.admin.ReloadClassifier(
-            pb.ReloadClassifierRequest(path=str(other)), metadata=auth(ADMIN_KEY)
-        )
+        reply = await reload(running, str(other))
         assert reply.classifier.version == "retrained-2"
         assert reply.classifier.recommended_threshold == 0.3
         decision = await running.router.Explain(route_request(), metadata=auth(DEMO_KEY))
@@ -99,9 +101,7 @@ async def test_admin_reload_refuses_a_bad_artifact_and_the_old_one_keeps_serving
             (str(tmp_path / ("x" * 300)), grpc.StatusCode.FAILED_PRECONDITION),
         ):
             with pytest.raises(aio.AioRpcError) as caught:
-                await running.admin.ReloadClassifier(
-                    pb.ReloadClassifierRequest(path=path), metadata=auth(ADMIN_KEY)
-                )
+                await reload(running, path)
             assert caught.value.code() == code
             assert len(caught.value.details() or "") < 1000
         assert await classifier_version(running) == "retrained-2"
@@ -152,13 +152,9 @@ def test_named_thresholds_must_exist_in_the_artifact() -> None:
 async def test_reload_without_a_path_goes_back_to_the_configured_artifact(tmp_path: Path) -> None:
     other = artifact_copy(tmp_path / "other", version="retrained-2")
     async with running_router(fast_config(classifier={"enabled": True})) as running:
-        await running.admin.ReloadClassifier(
-            pb.ReloadClassifierRequest(path=str(other)), metadata=auth(ADMIN_KEY)
-        )
+        await reload(running, str(other))
         assert await classifier_version(running) == "retrained-2"
-        reply = await running.admin.ReloadClassifier(
-            pb.ReloadClassifierRequest(), metadata=auth(ADMIN_KEY)
-        )
+        reply = await reload(running)
     assert reply.classifier.version == SHIPPED.version
     assert Path(reply.classifier.path) == DEFAULT_ARTIFACT
 
@@ -167,9 +163,7 @@ async def test_the_watcher_follows_a_reloaded_path_and_survives_bad_reads(tmp_pa
     other = artifact_copy(tmp_path / "other", version="retrained-2")
     config = fast_config(classifier={"enabled": True, "watch_interval_s": 0.05})
     async with running_router(config) as running:
-        await running.admin.ReloadClassifier(
-            pb.ReloadClassifierRequest(path=str(other)), metadata=auth(ADMIN_KEY)
-        )
+        await reload(running, str(other))
         # A retrain writes into the reloaded directory: the watcher loads it from there, and
         # does not fall back to the configured artifact.
         metadata = json.loads((other / "metadata.json").read_text())
@@ -194,9 +188,7 @@ async def test_a_configured_model_pair_refuses_other_pairs(tmp_path: Path) -> No
     )
     async with running_router(config) as running:
         with pytest.raises(aio.AioRpcError) as caught:
-            await running.admin.ReloadClassifier(
-                pb.ReloadClassifierRequest(path=str(other)), metadata=auth(ADMIN_KEY)
-            )
+            await reload(running, str(other))
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "model_pair" in (caught.value.details() or "")
         assert await classifier_version(running) == SHIPPED.version
