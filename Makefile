@@ -64,9 +64,12 @@ bench: setup
 
 # Reproduces the classifier artifact shipped in classifier/artifacts/default (docs/CLASSIFIER.md).
 # The test split is passed to --exclude only so that no test prompt is trained on.
+# The public outcome data lies beside the checkout in the development environment.
+DATA ?= ../shared/data
+
 train-default: setup
-	$(BIN)/llm-router train --data ../shared/data/routerbench-0shot/train.jsonl \
-		--exclude ../shared/data/routerbench-0shot/test.jsonl \
+	$(BIN)/llm-router train --data $(DATA)/routerbench-0shot/train.jsonl \
+		--exclude $(DATA)/routerbench-0shot/test.jsonl \
 		--weak mistralai/mixtral-8x7b-chat --strong gpt-4-1106-preview \
 		--out classifier/artifacts/default
 

@@ -171,9 +171,12 @@ class RouterServer:
             server,
         )
         address = listen or config.server.listen
-        port = server.add_insecure_port(address)
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError:  # gRPC's way of saying the address is taken or not ours
+            port = 0
         if port == 0:
-            raise OSError(f"cannot listen on {address}")
+            raise OSError(f"cannot listen on {address}: in use, or not an address of this host")
         await server.start()
         self._server = server
         self.port = port

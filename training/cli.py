@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=textwrap.dedent(
             """\
             Train the difficulty classifier for one weak (cheap) and one strong (frontier)
-            model from outcome JSONL (SPEC.md, "Outcome dataset"). Labels: does the weak
+            model from outcome JSONL (the outcome format, docs/OUTCOMES.md). Labels: does the weak
             model's answer score below the strong one's. Other model pairs in the data are
             used as auxiliary labels. The model is cross-validated, calibrated, exported to
             ONNX and written with its metadata and an evaluation report (out-of-fold, on the

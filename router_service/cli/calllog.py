@@ -75,7 +75,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         help="join the call log and feedback into outcome JSONL for `llm-router train`",
         description=(
             "Join cost records, feedback and shadow judge grades into an outcome dataset "
-            "(SPEC.md's format): one row per answered call of an app with "
+            "(docs/OUTCOMES.md): one row per answered call of an app with "
             "training_data_opt_in; the served model's outcome is the app's feedback (else the "
             "judge's grade), and shadow-graded calls add the other tier's model."
         ),

@@ -38,7 +38,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         "simulate-traffic",
         help="route the prompts of an outcome JSONL file and send their recorded feedback",
         description=(
-            "Route each prompt of an outcome dataset (SPEC.md's format) through Router.Route "
+            "Route each prompt of an outcome dataset (docs/OUTCOMES.md) through Router.Route "
             "and, with --weak and --strong, send Feedback with the score the dataset recorded "
             "for the weak model (cheap tier served) or the strong model (frontier served)."
         ),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -60,3 +61,21 @@ def test_serve_demo_streams_a_routed_answer_then_keeps_serving(tmp_path: Path) -
             if process.poll() is None:
                 process.kill()
                 process.wait(timeout=10)
+
+
+def test_a_taken_port_stops_the_start_with_a_message(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = subprocess.run(
+            [sys.executable, "-m", "router_service", "serve", "--listen", listen],
+            cwd=tmp_path,
+            env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert f"llm-router: cannot listen on {listen}" in done.stderr.decode()
+    assert b"Traceback" not in done.stderr
