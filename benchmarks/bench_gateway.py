@@ -96,6 +96,10 @@ class Arm:
     pid: int | None = None
     startup_s: float | None = None
     config: Path | None = None  # a router's config, to read its call log back
+    # The same measures with this arm run alone (--alone): nothing else active but its
+    # upstream, Redis and the receiver.
+    alone_ttft_ms: list[float] = field(default_factory=list)
+    alone_cpu_s: float = 0.0
     ttft_ms: list[float] = field(default_factory=list)
     cpu_s: float = 0.0
     # CPU of this benchmark process spent in this arm's client: for `direct`, what merely
@@ -223,6 +227,21 @@ async def logged_overheads(config: Path, redis: str | None, last: int) -> list[f
     return [r["overhead_ms"] for r in records if r.get("kind") == "call" and r.get("overhead_ms")]
 
 
+async def self_timed(
+    arms: list[Arm], results: dict[str, Any], redis: str, rounds: int, prefix: str
+) -> None:
+    """Each router arm's own timing of its last `rounds` calls, into its results."""
+    for arm in arms:
+        if arm.config is None:
+            continue
+        uses_redis = "redis_url" in yaml.safe_load(arm.config.read_text())["store"]
+        logged = await logged_overheads(arm.config, redis if uses_redis else None, rounds)
+        out = results[arm.name]
+        out[f"{prefix}inprocess_overhead_calls"] = len(logged)
+        out[f"{prefix}inprocess_overhead_p50_ms"] = statistics.median(logged)
+        out[f"{prefix}inprocess_overhead_p99_ms"] = percentile(logged, 0.99)
+
+
 def litellm_python() -> Path:
     venv = BENCH_DIR / "litellm-venv"
     python = venv / "bin" / "python"
@@ -345,7 +364,38 @@ def summarize(arm: Arm, direct: Arm, rounds: int) -> dict[str, Any]:
     return out
 
 
-async def run(rounds: int, warmup: int, with_litellm: bool, ablations: bool) -> dict[str, Any]:
+async def run_alone(arms: list[Arm], rounds: int) -> None:
+    """Each arm on its own, one after the other: what a gateway costs when it has the machine
+    to itself (a deployment runs it on its own cores), next to the interleaved figures."""
+    for arm in arms:
+        cpu = cpu_seconds(arm.pid) if arm.pid else 0.0
+        for _ in range(rounds):
+            arm.alone_ttft_ms.append(await arm.call() * 1000)
+        await asyncio.sleep(2)  # background work of the last calls
+        if arm.pid:
+            arm.alone_cpu_s = cpu_seconds(arm.pid) - cpu
+
+
+def summarize_alone(arm: Arm, direct: Arm, rounds: int) -> dict[str, float]:
+    out = {
+        "alone_ttft_p50_ms": statistics.median(arm.alone_ttft_ms),
+        "alone_ttft_p99_ms": percentile(arm.alone_ttft_ms, 0.99),
+    }
+    if arm is not direct:
+        out["alone_added_ttft_p50_ms"] = out["alone_ttft_p50_ms"] - statistics.median(
+            direct.alone_ttft_ms
+        )
+        out["alone_added_ttft_p99_ms"] = out["alone_ttft_p99_ms"] - percentile(
+            direct.alone_ttft_ms, 0.99
+        )
+    if arm.pid is not None:
+        out["alone_cpu_per_stream_ms"] = arm.alone_cpu_s / rounds * 1000
+    return out
+
+
+async def run(
+    rounds: int, warmup: int, with_litellm: bool, ablations: bool, alone: bool = False
+) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     upstream_port = free_port()
     upstream = start_upstream(upstream_port)
@@ -408,15 +458,12 @@ async def run(rounds: int, warmup: int, with_litellm: bool, ablations: bool) -> 
                     if arm.pid:
                         arm.cpu_s += cpu_seconds(arm.pid)
                 results = {arm.name: summarize(arm, arms[0], rounds) for arm in arms}
-                for arm in arms:
-                    if arm.config is not None:
-                        uses_redis = "redis_url" in yaml.safe_load(arm.config.read_text())["store"]
-                        logged = await logged_overheads(
-                            arm.config, redis if uses_redis else None, rounds
-                        )
-                        results[arm.name]["inprocess_overhead_calls"] = len(logged)
-                        results[arm.name]["inprocess_overhead_p50_ms"] = statistics.median(logged)
-                        results[arm.name]["inprocess_overhead_p99_ms"] = percentile(logged, 0.99)
+                await self_timed(arms, results, redis, rounds, "")
+                if alone:
+                    await run_alone(arms, rounds)
+                    for arm in arms:
+                        results[arm.name].update(summarize_alone(arm, arms[0], rounds))
+                    await self_timed(arms, results, redis, rounds, "alone_")
                 for channel in channels:
                     await channel.close()
                 results["router"]["otlp_spans_received"] = len(received.spans)
@@ -446,10 +493,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--litellm", action="store_true", help="also measure LiteLLM's proxy")
     parser.add_argument(
+        "--alone",
+        action="store_true",
+        help="then also run each arm on its own (not interleaved) and report those figures",
+    )
+    parser.add_argument(
         "--ablations", action="store_true", help="also run the router with fewer features"
     )
     args = parser.parse_args()
-    results = asyncio.run(run(args.rounds, args.warmup, args.litellm, args.ablations))
+    results = asyncio.run(
+        run(args.rounds, args.warmup, args.litellm, args.ablations, alone=args.alone)
+    )
     report = {
         "benchmark": "gateway",
         "rounds": args.rounds,
@@ -465,7 +519,14 @@ def main() -> None:
         ours, theirs = results["router"], results["litellm"]
         report["litellm_over_router"] = {
             key: theirs[key] / ours[key]
-            for key in ("added_ttft_p50_ms", "cpu_per_stream_ms", "rss_mb", "startup_to_ready_s")
+            for key in (
+                "added_ttft_p50_ms",
+                "cpu_per_stream_ms",
+                "rss_mb",
+                "startup_to_ready_s",
+                "alone_added_ttft_p50_ms",
+                "alone_cpu_per_stream_ms",
+            )
             if ours.get(key) and theirs.get(key) and ours[key] > 0
         }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -489,13 +550,30 @@ def main() -> None:
             ),
         )
     for name, r in results.items():
-        if "inprocess_overhead_p50_ms" in r:
+        if "alone_ttft_p50_ms" in r:
             print(
-                f"{name}: overhead timed inside the gateway (call log, "
-                f"{r['inprocess_overhead_calls']} calls): "
-                f"p50 {r['inprocess_overhead_p50_ms']:.2f} ms, "
-                f"p99 {r['inprocess_overhead_p99_ms']:.2f} ms"
+                f"{name} alone: TTFT p50 {r['alone_ttft_p50_ms']:.2f} ms"
+                + (
+                    f", added p50 {r['alone_added_ttft_p50_ms']:.2f} / p99 "
+                    f"{r['alone_added_ttft_p99_ms']:.2f} ms"
+                    if "alone_added_ttft_p50_ms" in r
+                    else ""
+                )
+                + (
+                    f", CPU {r['alone_cpu_per_stream_ms']:.2f} ms/stream"
+                    if "alone_cpu_per_stream_ms" in r
+                    else ""
+                )
             )
+    for name, r in results.items():
+        for prefix, when in (("", ""), ("alone_", " (alone)")):
+            if f"{prefix}inprocess_overhead_p50_ms" in r:
+                print(
+                    f"{name}{when}: overhead timed inside the gateway (call log, "
+                    f"{r[f'{prefix}inprocess_overhead_calls']} calls): "
+                    f"p50 {r[f'{prefix}inprocess_overhead_p50_ms']:.2f} ms, "
+                    f"p99 {r[f'{prefix}inprocess_overhead_p99_ms']:.2f} ms"
+                )
     if "litellm_over_router" in report:
         print(
             "LiteLLM / router:", {k: round(v, 1) for k, v in report["litellm_over_router"].items()}
