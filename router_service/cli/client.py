@@ -126,8 +126,7 @@ def _print_summary(done: Any, out: TextIO) -> None:
             out.write(f"  attempt {a.model} via {a.provider}: {outcome} {a.error}\n")
 
 
-def call(args: argparse.Namespace, explain: bool) -> int:
-    """`route` (or, with `explain`, `explain`) for parsed arguments: prints to stdout."""
+def _call(args: argparse.Namespace, explain: bool) -> int:
     import grpc
 
     from router_service._proto import router_pb2_grpc
@@ -160,8 +159,8 @@ def call(args: argparse.Namespace, explain: bool) -> int:
 
 
 def _route(args: argparse.Namespace) -> int:
-    return call(args, explain=False)
+    return _call(args, explain=False)
 
 
 def _explain(args: argparse.Namespace) -> int:
-    return call(args, explain=True)
+    return _call(args, explain=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,27 +43,14 @@ DEMO_PROMPT = (
 
 
 async def _demo(port: int) -> None:
-    from router_service.cli.client import DEFAULT_KEY, call
+    from router_service.cli import build_parser
 
-    args = argparse.Namespace(
-        prompt=DEMO_PROMPT,
-        task="summarization",
-        system=None,
-        tier="auto",
-        model="",
-        money_movement=False,
-        max_output_tokens=0,
-        temperature=None,
-        cache=False,
-        target=f"127.0.0.1:{port}",
-        key=os.environ.get("LLM_ROUTER_KEY", DEFAULT_KEY),
-        timeout=60.0,
-    )
-    print(
-        f'\n$ llm-router route "{DEMO_PROMPT}" --task summarization --target {args.target}',
-        flush=True,
-    )
-    await asyncio.to_thread(call, args, False)
+    target = f"127.0.0.1:{port}"
+    route = ["route", DEMO_PROMPT, "--task", "summarization", "--target", target]
+    args = build_parser().parse_args([*route, "--timeout", "60"])
+    shown = f'"{DEMO_PROMPT}" --task summarization --target {target}'
+    print(f"\n$ llm-router route {shown}", flush=True)
+    await asyncio.to_thread(args.run, args)
     print("\n(still serving; Ctrl-C stops it)", flush=True)
 
 
