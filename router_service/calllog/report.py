@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 
 from router_service.calllog.entries import Feedback, LogEntry
@@ -73,21 +73,13 @@ class AppSummary:
         return self.response_cache_hits / routed if routed else 0.0
 
     def add(self, other: AppSummary) -> None:
-        """Count `other`'s calls in too (the overall row)."""
-        for name in (
-            "requests",
-            "refused",
-            "provider_calls",
-            "spent_micro_usd",
-            "month_micro_usd",
-            "prompt_cache_hits",
-            "response_cache_hits",
-            "input_tokens",
-            "cached_input_tokens",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for counter in ("by_tier", "by_arm", "by_model", "task_micro_usd", "task_requests"):
-            getattr(self, counter).update(getattr(other, counter))
+        """Count `other`'s calls in too (the overall row): every count and counter."""
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, Counter):
+                mine.update(theirs)
+            elif isinstance(mine, int):
+                setattr(self, f.name, mine + theirs)
 
     def tier_share(self, tier: str) -> float:
         return self.by_tier[tier] / self.requests if self.requests else 0.0
