@@ -149,7 +149,7 @@ def deployments(cfg: RouterConfig) -> list[SimulatedProvider]:
 
 async def call_directly(provider: SimulatedProvider, request: ChatRequest) -> Usage:
     end = None
-    async for event in provider.stream(
+    async for batch in provider.stream(
         ProviderRequest(
             model="glm-5.2",
             messages=request.messages,
@@ -159,8 +159,9 @@ async def call_directly(provider: SimulatedProvider, request: ChatRequest) -> Us
             prompt_tokens=measure_prompt(request).estimate,
         )
     ):
-        if isinstance(event, StreamEnd):
-            end = event
+        for event in batch:
+            if isinstance(event, StreamEnd):
+                end = event
     assert end is not None
     return end.usage
 

@@ -121,11 +121,12 @@ async def direct(
 async def through_adapter(provider: Provider) -> float:
     started = time.perf_counter()
     first = 0.0
-    async for event in provider.stream(REQUEST):
-        if not first and type(event) is TextDelta:
-            first = time.perf_counter() - started
-        elif type(event) is StreamEnd:
-            assert event.usage.output_tokens == TOKENS
+    async for batch in provider.stream(REQUEST):
+        for event in batch:
+            if not first and type(event) is TextDelta:
+                first = time.perf_counter() - started
+            elif type(event) is StreamEnd:
+                assert event.usage.output_tokens == TOKENS
     return first
 
 

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from router_service.accounting import Accounting, AfterCall
@@ -31,7 +31,7 @@ from router_service.errors import (
 from router_service.fallback import AttemptRecord, FallbackStream, Target
 from router_service.policy import Decision
 from router_service.providers.base import (
-    ProviderEvent,
+    ProviderEvents,
     ProviderRequest,
     StreamEnd,
     TextDelta,
@@ -141,11 +141,45 @@ def _ending(exc: BaseException, deadline: float | None) -> tuple[str, str]:
     return CallStatus.FAILED, f"internal error: {type(exc).__name__}"
 
 
-async def _replay(answer: CachedAnswer) -> AsyncGenerator[ProviderEvent, None]:
-    """A cached answer as a provider stream: its deltas, then an end with no usage."""
-    for event in answer.events:
-        yield event
-    yield StreamEnd(finish_reason=answer.finish_reason, usage=Usage(), model=answer.model)
+@dataclass(slots=True)
+class _Received:
+    """What the answer's batches have brought so far."""
+
+    output: TextSize = field(default_factory=TextSize)
+    end: StreamEnd | None = None
+    # The provider's own usage counts so far, for billing a stream that ends early.
+    reported: Usage | None = None
+    # The answer's text, when it is kept (for shadow grading).
+    text: list[str] | None = None
+    # The answer for the response cache, when it will be stored.
+    recorder: AnswerRecorder | None = None
+
+    def take(self, batch: ProviderEvents) -> list[TextDelta | ToolCallDelta]:
+        """The batch's deltas, in order; notes its text, usage and end on the way."""
+        deltas: list[TextDelta | ToolCallDelta] = []
+        for event in batch:
+            if type(event) is TextDelta:
+                self.output.add(event.text)
+                if self.text is not None:
+                    self.text.append(event.text)
+                deltas.append(event)
+            elif type(event) is ToolCallDelta:
+                deltas.append(event)
+            elif type(event) is StreamEnd:
+                self.end = event
+            elif type(event) is UsageReport:
+                self.reported = event.usage
+        if self.recorder is not None:
+            for delta in deltas:
+                self.recorder.add(delta)
+        return deltas
+
+
+async def _replay(answer: CachedAnswer) -> AsyncGenerator[ProviderEvents, None]:
+    """A cached answer as a provider stream: its deltas at once, then an end with no usage."""
+    if answer.events:
+        yield answer.events
+    yield (StreamEnd(finish_reason=answer.finish_reason, usage=Usage(), model=answer.model),)
 
 
 class RouteCall:
@@ -209,40 +243,31 @@ class RouteCall:
 
     async def stream(
         self, *, deadline: float | None = None
-    ) -> AsyncGenerator[TextDelta | ToolCallDelta, None]:
-        """The answer's deltas. `deadline` (event-loop time) is the caller's gRPC deadline: gRPC
-        cancels the call when it passes, and the record then says why."""
+    ) -> AsyncGenerator[list[TextDelta | ToolCallDelta], None]:
+        """The answer's deltas, those that arrived together in one list (never empty).
+        `deadline` (event-loop time) is the caller's gRPC deadline: gRPC cancels the call when
+        it passes, and the record then says why."""
         started_at = time.time()
         t0 = time.perf_counter()
         first_at: float | None = None
-        output = TextSize()
-        end: StreamEnd | None = None
-        # The provider's own usage counts so far, for billing a stream that ends early.
-        reported: Usage | None = None
         status, error = CallStatus.OK, ""
         fallback = FallbackStream(
             self.plan.targets, self._provider_request, breaker=self._services.breaker
         )
         source = fallback.events() if self._cached is None else _replay(self._cached)
-        recorder = AnswerRecorder() if self._cache_key is not None else None
+        received = _Received(
+            text=self._answer,
+            recorder=AnswerRecorder() if self._cache_key is not None else None,
+        )
         try:
-            async with aclosing(source) as events:
-                async for event in events:
-                    if type(event) is StreamEnd:
-                        end = event
-                        continue
-                    if type(event) is UsageReport:
-                        reported = event.usage
+            async with aclosing(source) as batches:
+                async for batch in batches:
+                    deltas = received.take(batch)
+                    if not deltas:
                         continue
                     if first_at is None:
                         first_at = time.perf_counter()
-                    if type(event) is TextDelta:
-                        output.add(event.text)
-                        if self._answer is not None:
-                            self._answer.append(event.text)
-                    if recorder is not None:
-                        recorder.add(event)  # type: ignore[arg-type]
-                    yield event  # type: ignore[misc]
+                    yield deltas
                     if self._first_sent_at is None:
                         # Resumed: gRPC has taken the first chunk and asks for the next.
                         self._first_sent_at = time.perf_counter()
@@ -252,41 +277,36 @@ class RouteCall:
         finally:
             self._settle(
                 fallback=fallback,
-                end=end,
-                reported=reported,
+                received=received,
                 status=status,
                 error=error,
                 started_at=started_at,
                 t0=t0,
                 first_at=first_at,
-                output=output,
-                recorder=recorder,
             )
 
     def _settle(
         self,
         *,
         fallback: FallbackStream,
-        end: StreamEnd | None,
-        reported: Usage | None,
+        received: _Received,
         status: str,
         error: str,
         started_at: float,
         t0: float,
         first_at: float | None,
-        output: TextSize,
-        recorder: AnswerRecorder | None = None,
     ) -> None:
         self._finished = True
         serving = fallback.serving
+        end, recorder = received.end, received.recorder
         if end is not None:
             usage = end.usage
         elif serving is not None:
             # The stream broke or was cancelled: bill what was produced, as the provider will,
             # from its own counts where it reported them (never more output than the request
             # allowed, which the provider enforces).
-            usage = reported or Usage(input_tokens=self.plan.prompt.estimate)
-            produced = max(usage.output_tokens, output.tokens)
+            usage = received.reported or Usage(input_tokens=self.plan.prompt.estimate)
+            produced = max(usage.output_tokens, received.output.tokens)
             usage = replace(
                 usage, output_tokens=min(produced, self.plan.decision.max_output_tokens)
             )

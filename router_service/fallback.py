@@ -43,7 +43,7 @@ from router_service.errors import (
     ProviderRequestInvalid,
     ProviderStreamBroken,
 )
-from router_service.providers.base import Provider, ProviderEvent, ProviderRequest, UsageReport
+from router_service.providers.base import Provider, ProviderEvents, ProviderRequest, UsageReport
 
 __all__ = ["AttemptOutcome", "AttemptRecord", "FallbackStream", "Target"]
 
@@ -116,7 +116,7 @@ class FallbackStream:
         else:
             self._breaker.failed(target.key)
 
-    async def events(self) -> AsyncGenerator[ProviderEvent, None]:
+    async def events(self) -> AsyncGenerator[ProviderEvents, None]:
         breaker = self._breaker
         for target in self._targets:
             started = self._clock()
@@ -129,7 +129,7 @@ class FallbackStream:
             stream = target.provider.stream(self._request_for(target))
             try:
                 try:
-                    first, usage = await _first_token(stream)
+                    first = await _first_answer(stream)
                 except ProviderRequestInvalid as exc:
                     self._record(target, AttemptOutcome.FAILED, started, exc.message)
                     refused = f"{target.model.name} refused the request: {exc.message}"
@@ -147,11 +147,9 @@ class FallbackStream:
                     continue
                 self.serving = target
                 try:
-                    if usage is not None:
-                        yield usage
                     yield first
-                    async for event in stream:
-                        yield event
+                    async for batch in stream:
+                        yield batch
                 except ProviderError as exc:
                     breaker.failed(key)
                     judged = True
@@ -172,14 +170,12 @@ class FallbackStream:
         raise AllProvidersFailed(f"every candidate failed before its first token ({tried})")
 
 
-async def _first_token(
-    stream: AsyncGenerator[ProviderEvent, None],
-) -> tuple[ProviderEvent, UsageReport | None]:
-    """The stream's first event that is part of the answer, and the latest usage reported
-    before it (usage alone does not commit the call to this target)."""
+async def _first_answer(stream: AsyncGenerator[ProviderEvents, None]) -> ProviderEvents:
+    """The stream's first batch with an event that is part of the answer (usage alone does not
+    commit the call to this target), after the latest usage reported before it."""
     usage = None
-    event = await anext(stream)
-    while type(event) is UsageReport:
-        usage = event
-        event = await anext(stream)
-    return event, usage
+    batch = await anext(stream)
+    while all(type(event) is UsageReport for event in batch):
+        usage = batch[-1]
+        batch = await anext(stream)
+    return batch if usage is None else (usage, *batch)

@@ -2,20 +2,19 @@
 
 A gRPC message costs a system call and a trip through gRPC's write path (tens of microseconds
 here), so sending one message per token would dominate the gateway's CPU. Upstreams often
-deliver several tokens per network read; the producer task below drains the source until it
-would wait for the network, while the consumer sends what has gathered as one message. Nothing
-waits on purpose: the first token goes out as soon as it is there, and under a slow upstream
-every token still goes out alone.
+deliver several tokens per network read, and the source yields those of one read together; the
+producer task below drains the source until it would wait for the network, while the consumer
+sends what has gathered as one message. Nothing waits on purpose: the first token goes out as
+soon as it is there, and under a slow upstream every token still goes out alone.
 
 The producer starts when the `Batches` is made, not when it is first read, so the source's
-first request (the upstream call) is already on its way while the caller sends something
-else (the routing decision).
+first request (the upstream call) leaves at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from types import TracebackType
 from typing import Generic, TypeVar
 
@@ -29,12 +28,15 @@ HIGH_WATER = 512
 
 
 class Batches(Generic[T]):
-    """The items of `source`, in order, grouped as they were ready. An exception of `source`
-    is raised after the items that came before it; `aclose` (or leaving `async with`) cancels
-    and closes `source` if it has not finished."""
+    """The items of `source` (which yields them in non-empty sequences), in order, grouped as
+    they were ready. An exception of `source` is raised after the items that came before it;
+    `aclose` (or leaving `async with`) cancels and closes `source` if it has not finished."""
 
     def __init__(
-        self, source: AsyncGenerator[T, None], *, tracker: set[asyncio.Task[None]] | None = None
+        self,
+        source: AsyncGenerator[Sequence[T], None],
+        *,
+        tracker: set[asyncio.Task[None]] | None = None,
     ) -> None:
         self._items: list[T] = []
         self._error: BaseException | None = None
@@ -53,13 +55,19 @@ class Batches(Generic[T]):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _run(self, source: AsyncGenerator[T, None]) -> None:
+    async def _run(self, source: AsyncGenerator[Sequence[T], None]) -> None:
         loop = asyncio.get_running_loop()
         try:
-            async for item in source:
-                self._items.append(item)
-                self._notify()
-                if len(self._items) >= HIGH_WATER:
+            async for ready in source:
+                items = self._items
+                items += ready
+                if len(items) == len(ready):
+                    # The start of a batch: let the consumer send it before the source is read
+                    # on. A read already received would otherwise be parsed without a pause
+                    # (no wait for the network in between) while these wait.
+                    self._notify()
+                    await asyncio.sleep(0)
+                elif len(items) >= HIGH_WATER:
                     self._wake_producer = loop.create_future()
                     await self._wake_producer
         except BaseException as exc:

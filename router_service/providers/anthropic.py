@@ -31,6 +31,7 @@ from router_service.config import AnthropicProviderConfig
 from router_service.cost import Usage
 from router_service.providers.base import (
     ProviderEvent,
+    ProviderEvents,
     ProviderRequest,
     StreamEnd,
     TextDelta,
@@ -288,7 +289,7 @@ class AnthropicProvider:
     async def aclose(self) -> None:
         """Nothing of its own to release: connections belong to the shared client."""
 
-    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
+    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvents, None]:
         config = self._config
         body = request_body(
             request,
@@ -297,6 +298,6 @@ class AnthropicProvider:
         )
         # Closed here, at once, when this stream is closed: the upstream response with it.
         answer = self._endpoint.answer("/v1/messages", encode_json(body), EventParser(request))
-        async with aclosing(answer) as events:
-            async for event in events:
-                yield event
+        async with aclosing(answer) as batches:
+            async for batch in batches:
+                yield batch

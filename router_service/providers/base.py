@@ -6,13 +6,17 @@ usage. An adapter that learns part of the usage before the end (Anthropic report
 side when the message starts) yields it as a `UsageReport`, so a stream that breaks or is
 cancelled half-way is still billed from the provider's own counts.
 
+Events come in batches (`ProviderEvents`, never empty): those one network read completed,
+together, so that a burst of tokens that arrived at once passes each layer above (fallback,
+call, gRPC) once rather than once per token.
+
 Failures are raised as `errors.ProviderError` subclasses, translated from transport and HTTP
 errors inside the adapter package (`providers.errors`), never further out.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +26,7 @@ from router_service.cost import Usage
 __all__ = [
     "Provider",
     "ProviderEvent",
+    "ProviderEvents",
     "ProviderRequest",
     "StreamEnd",
     "TextDelta",
@@ -73,6 +78,8 @@ class UsageReport:
 
 
 ProviderEvent = TextDelta | ToolCallDelta | StreamEnd | UsageReport
+# The events of one network read, in order; never empty.
+ProviderEvents = Sequence[ProviderEvent]
 
 
 class Provider(Protocol):
@@ -81,8 +88,9 @@ class Provider(Protocol):
     @property
     def name(self) -> str: ...
 
-    def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
-        """Call the provider and yield the answer as it arrives, ending with `StreamEnd`."""
+    def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvents, None]:
+        """Call the provider and yield the answer as it arrives, batch by batch, ending with
+        `StreamEnd`."""
         ...
 
     async def aclose(self) -> None:

@@ -133,8 +133,11 @@ class _Connection(asyncio.Protocol):
             raise self.error
 
     def take(self) -> bytes:
-        """The next queued piece of the body."""
-        piece = self.pieces.popleft()
+        """The body bytes queued so far, as one piece: what arrived together is read together
+        (a chunked body's framing says nothing about its content)."""
+        pieces = self.pieces
+        piece = pieces.popleft() if len(pieces) == 1 else b"".join(pieces)
+        pieces.clear()
         self._queued -= len(piece)
         if self._reading_paused and self._queued <= _LOW_WATER:
             self._reading_paused = False
@@ -307,8 +310,8 @@ class _Connection(asyncio.Protocol):
             except ValueError as exc:
                 self._protocol_error(str(exc))
                 return
-            for piece in pieces:
-                self._queue(piece)
+            if pieces:
+                self._queue(pieces[0] if len(pieces) == 1 else b"".join(pieces))
             if self._decoder.done:
                 self.keep_alive = self.keep_alive and not self._decoder.excess
                 self._end_body()

@@ -8,7 +8,7 @@ of the CPU that httpcore, h11 and anyio spend on it. An `HttpEndpoint` is one pr
 URL, headers and timeouts on that client. Its `answer` sends one request, turns error statuses
 and transport failures into router errors, and feeds the body (server-sent events, or one JSON
 document) to the wire format's `AnswerParser` under the call's `CallDeadline`, yielding the
-parser's events.
+parser's events a network read at a time.
 
 Timing, per call: until the first token, every wait (connect, headers, body) is bounded by an
 `asyncio.timeout_at` on the first-token deadline. Once tokens flow, the idle limit is the
@@ -28,7 +28,8 @@ from typing import Any, Protocol, TypeVar, cast
 import httpx
 
 from router_service.config import HttpProviderConfig, ProviderConfig, ProviderTimeouts
-from router_service.providers.base import ProviderEvent, StreamEnd
+from router_service.errors import ProviderError
+from router_service.providers.base import ProviderEvent, ProviderEvents, StreamEnd
 from router_service.providers.errors import ErrorMapper, UpstreamErrorEvent
 from router_service.providers.h1 import LeanTransport
 from router_service.providers.sse import ServerSentEvent, SSEDecodeError, SSEDecoder
@@ -218,31 +219,42 @@ class HttpEndpoint:
 
     async def answer(
         self, path: str, body: bytes, parser: AnswerParser
-    ) -> AsyncGenerator[ProviderEvent, None]:
-        """POST `body` to `path` and yield the answer's events as `parser` reads them."""
+    ) -> AsyncGenerator[ProviderEvents, None]:
+        """POST `body` to `path` and yield the answer's events as `parser` reads them, those of
+        one network read together."""
         streamed = self.streamed
         deadline = CallDeadline(self.timeouts, asyncio.get_running_loop().time(), streamed=streamed)
         async with self._post(path, body, deadline) as response:
             # Some servers answer a streamed request with one JSON document: an error object,
             # or the whole answer when they do not stream.
             if not streamed or response.headers.get("content-type", "").startswith(_JSON):
-                for event in self._parsed(parser.whole, await self._read(response, deadline)):
-                    yield event
+                whole = self._parsed(parser.whole, await self._read(response, deadline))
+                if whole:
+                    yield whole
                 return
-            async with aclosing(self._events(response, deadline)) as events:
-                async for sse in events:
+            async with aclosing(self._events(response, deadline)) as reads:
+                async for read in reads:
                     if parser.done:
                         continue  # reading to the end of the body keeps the connection pooled
-                    parsed = self._parsed(parser.feed, sse.data)
+                    batch: list[ProviderEvent] = []
+                    try:
+                        for sse in read:
+                            batch += self._parsed(parser.feed, sse.data)
+                            if parser.done:
+                                break
+                    except ProviderError:
+                        if batch:
+                            yield batch  # what came before the failure, as if read apart
+                        raise
                     if parser.started and not deadline.streaming:
                         deadline.first_token()
                     if parser.done:
                         deadline.answer_complete()
-                    for event in parsed:
-                        yield event
+                    if batch:
+                        yield batch
             if not parser.complete:
                 raise self.errors.broken("the stream ended before the answer was complete")
-            yield parser.end()
+            yield (parser.end(),)
 
     def _parsed(self, parse: Callable[[bytes], T], data: bytes) -> T:
         try:
@@ -292,8 +304,9 @@ class HttpEndpoint:
 
     async def _events(
         self, response: httpx.Response, deadline: CallDeadline
-    ) -> AsyncGenerator[ServerSentEvent, None]:
-        """The response body as server-sent events, read within the call's limits."""
+    ) -> AsyncGenerator[list[ServerSentEvent], None]:
+        """The response body as server-sent events, read within the call's limits: the events
+        each network read completes (none: nothing yielded)."""
         decoder = SSEDecoder()
         chunks = _body_chunks(response)
         loop = asyncio.get_running_loop()
@@ -317,8 +330,8 @@ class HttpEndpoint:
                     events = decoder.feed(chunk)
                 except SSEDecodeError as exc:
                     raise self.errors.broken(str(exc)) from exc
-                for event in events:
-                    yield event
+                if events:
+                    yield events
         finally:
             await chunks.aclose()
 

@@ -27,6 +27,7 @@ from router_service.config import OpenAIProviderConfig
 from router_service.cost import Usage
 from router_service.providers.base import (
     ProviderEvent,
+    ProviderEvents,
     ProviderRequest,
     StreamEnd,
     TextDelta,
@@ -281,15 +282,15 @@ class OpenAICompatProvider:
     async def aclose(self) -> None:
         """Nothing of its own to release: connections belong to the shared client."""
 
-    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
+    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvents, None]:
         config = self._config
         body = request_body(request, stream=config.stream, max_tokens_field=config.max_tokens_field)
         parser = ChunkParser(request, on_missing_usage=self._missing_usage)
         # Closed here, at once, when this stream is closed: the upstream response with it.
         answer = self._endpoint.answer("/chat/completions", encode_json(body), parser)
-        async with aclosing(answer) as events:
-            async for event in events:
-                yield event
+        async with aclosing(answer) as batches:
+            async for batch in batches:
+                yield batch
 
     def _missing_usage(self) -> None:
         if not self._warned_no_usage:

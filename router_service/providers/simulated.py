@@ -26,7 +26,7 @@ from router_service.errors import (
     ProviderServerError,
     ProviderStreamBroken,
 )
-from router_service.providers.base import ProviderEvent, ProviderRequest, StreamEnd, TextDelta
+from router_service.providers.base import ProviderEvents, ProviderRequest, StreamEnd, TextDelta
 from router_service.providers.simulated_judge import simulated_verdict
 from router_service.tokens import estimate_tokens
 
@@ -81,7 +81,7 @@ class SimulatedProvider:
     async def aclose(self) -> None:
         self._prefixes.clear()
 
-    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
+    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvents, None]:
         config = self._config
         failing = config.failure.rate > 0 and self._rng.random() < config.failure.rate
         if failing and config.failure.mode != "mid_stream":
@@ -103,23 +103,20 @@ class SimulatedProvider:
                 raise ProviderStreamBroken(
                     f"{self._name}: simulated connection reset mid-stream", provider=self._name
                 )
-            yield TextDelta(piece)
+            yield (TextDelta(piece),)
             # Pace against the clock rather than sleeping a fixed interval, so the token rate
             # holds however long the consumer takes per token.
             delay = first + (i + 1) * interval - self._clock()
             if delay > 0:
                 await asyncio.sleep(delay)
         finish = "length" if len(pieces) >= request.max_output_tokens else "stop"
-        yield StreamEnd(
-            finish_reason=finish,
-            usage=Usage(
-                input_tokens=usage_in.input_tokens,
-                cached_input_tokens=usage_in.cached_input_tokens,
-                cache_write_tokens=usage_in.cache_write_tokens,
-                output_tokens=len(pieces),
-            ),
-            model=request.model,
+        usage = Usage(
+            input_tokens=usage_in.input_tokens,
+            cached_input_tokens=usage_in.cached_input_tokens,
+            cache_write_tokens=usage_in.cache_write_tokens,
+            output_tokens=len(pieces),
         )
+        yield (StreamEnd(finish_reason=finish, usage=usage, model=request.model),)
 
     def _answer(self, request: ProviderRequest) -> list[str]:
         """Word pieces of a plausible answer, the same for the same prompt and model (a judge's

@@ -210,10 +210,9 @@ class ShadowRunner:
         parts: list[str] = []
         try:
             call = await self._require_pipeline().start(app, plan, trace=trace)
-            async with aclosing(call.stream()) as events:
-                async for event in events:
-                    if type(event) is TextDelta:
-                        parts.append(event.text)
+            async with aclosing(call.stream()) as batches:
+                async for batch in batches:
+                    parts += (event.text for event in batch if type(event) is TextDelta)
         finally:
             trace.end()
         assert call.summary is not None

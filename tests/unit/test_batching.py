@@ -1,5 +1,5 @@
 """Batching a stream for gRPC: order kept, nothing lost, errors after the items before them,
-and a caller who leaves closes the source."""
+a new batch handed on before the next read, and a caller who leaves closes the source."""
 
 from __future__ import annotations
 
@@ -15,38 +15,61 @@ from router_service.api.convert import delta_events
 from router_service.providers.base import TextDelta, ToolCallDelta
 
 
-async def paced(items: list[int], pauses: set[int]) -> AsyncGenerator[int, None]:
-    for i, item in enumerate(items):
+async def paced(reads: list[list[int]], pauses: set[int]) -> AsyncGenerator[list[int], None]:
+    for i, read in enumerate(reads):
         if i in pauses:
             await asyncio.sleep(0)
-        yield item
+        yield read
 
 
 @settings(deadline=None)
-@given(st.lists(st.integers(), max_size=60), st.sets(st.integers(0, 60)))
-def test_every_item_in_order(items: list[int], pauses: set[int]) -> None:
+@given(
+    st.lists(st.lists(st.integers(), min_size=1, max_size=5), max_size=40),
+    st.sets(st.integers(0, 40)),
+)
+def test_every_item_in_order(reads: list[list[int]], pauses: set[int]) -> None:
     async def collect() -> list[list[int]]:
-        return [batch async for batch in Batches(paced(items, pauses))]
+        return [batch async for batch in Batches(paced(reads, pauses))]
 
     got = asyncio.run(collect())
-    assert [x for batch in got for x in batch] == items
+    assert [x for batch in got for x in batch] == [x for read in reads for x in read]
     assert all(got)
 
 
 async def test_items_ready_together_go_together() -> None:
-    async def burst() -> AsyncGenerator[int, None]:
-        yield 1
+    async def burst() -> AsyncGenerator[list[int], None]:
+        yield [1]
         await asyncio.sleep(0.01)  # the consumer takes [1] while this waits
-        for i in range(2, 6):
-            yield i
+        yield [2, 3]
+        yield [4]
+        yield [5]
 
-    assert [b async for b in Batches(burst())] == [[1], [2, 3, 4, 5]]
+    # [2, 3] starts a batch and goes at once; the reads after it gather while it is sent.
+    stream = Batches(burst())
+    assert await anext(stream) == [1]
+    assert await anext(stream) == [2, 3]
+    await asyncio.sleep(0.01)
+    assert [b async for b in stream] == [[4, 5]]
+
+
+async def test_a_new_batch_goes_out_before_the_next_read_is_parsed() -> None:
+    parsed: list[int] = []
+
+    async def received_at_once() -> AsyncGenerator[list[int], None]:
+        for read in ([1], [2, 3], [4]):
+            parsed.extend(read)
+            yield read  # no wait for the network in between
+
+    stream = Batches(received_at_once())
+    assert await anext(stream) == [1]
+    assert parsed == [1]  # the consumer had [1] before [2, 3] was parsed
+    assert [x async for batch in stream for x in batch] == [2, 3, 4]
 
 
 async def test_an_error_comes_after_the_items_before_it() -> None:
-    async def failing() -> AsyncGenerator[int, None]:
-        yield 1
-        yield 2
+    async def failing() -> AsyncGenerator[list[int], None]:
+        yield [1]
+        yield [2]
         raise RuntimeError("upstream broke")
 
     seen: list[int] = []
@@ -59,11 +82,11 @@ async def test_an_error_comes_after_the_items_before_it() -> None:
 async def test_leaving_early_closes_the_source() -> None:
     closed = asyncio.Event()
 
-    async def endless() -> AsyncGenerator[int, None]:
+    async def endless() -> AsyncGenerator[list[int], None]:
         try:
             i = 0
             while True:
-                yield i
+                yield [i]
                 i += 1
                 await asyncio.sleep(0.001)
         finally:
@@ -78,11 +101,11 @@ async def test_leaving_early_closes_the_source() -> None:
 async def test_a_slow_consumer_pauses_the_producer() -> None:
     produced = 0
 
-    async def fast() -> AsyncGenerator[int, None]:
+    async def fast() -> AsyncGenerator[list[int], None]:
         nonlocal produced
         for i in range(HIGH_WATER * 3):
             produced += 1
-            yield i
+            yield [i]
 
     stream = Batches(fast())
     first = await anext(stream)

@@ -92,6 +92,25 @@ async def test_body_bytes_reach_the_reader_as_they_arrive() -> None:
         assert [piece async for piece in pieces] == [b"data: two\n\n"]
 
 
+async def test_chunks_that_arrive_together_are_read_as_one_piece() -> None:
+    events = [b"data: %d\n\n" % i for i in range(20)]
+    rest = asyncio.Event()
+    burst = b"".join(chunk(event) for event in events[1:])
+    answer: list[Step] = [CHUNKED + chunk(events[0]), rest, burst + LAST_CHUNK]
+    async with (
+        raw_server(answer) as server,
+        client() as http,
+        http.stream("POST", server.url(), content=b"{}") as response,
+    ):
+        pieces = response.aiter_raw()
+        assert await anext(pieces) == events[0]
+        rest.set()
+        await asyncio.sleep(PAUSE)  # the burst is in before the reader asks for it
+        # Nineteen chunks in one network read: one piece, so the SSE layers above see them
+        # together instead of once per chunk.
+        assert [piece async for piece in pieces] == [b"".join(events[1:])]
+
+
 async def test_content_length_body_and_the_request_as_sent() -> None:
     body = b'{"model":"glm-5.2","stream":true}'
     answer: list[Step] = [ok(b"0123456789")[:-6], PAUSE, b"456789"]

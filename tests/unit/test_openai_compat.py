@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,14 @@ from hypothesis import strategies as st
 from router_service.chat import ChatMessage, ToolCall, ToolSpec
 from router_service.config import OpenAIProviderConfig
 from router_service.cost import Usage
-from router_service.providers.base import ProviderRequest, StreamEnd, TextDelta, ToolCallDelta
+from router_service.errors import ProviderError
+from router_service.providers.base import (
+    ProviderEvents,
+    ProviderRequest,
+    StreamEnd,
+    TextDelta,
+    ToolCallDelta,
+)
 from router_service.providers.errors import UpstreamErrorEvent
 from router_service.providers.openai_compat import (
     ChunkParser,
@@ -254,3 +262,50 @@ async def test_closing_the_stream_closes_the_upstream_response_at_once() -> None
         await stream.aclose()
         # Not left to the garbage collector: the caller went away, the upstream stops now.
         assert closed == [True]
+
+
+def sse(chunk: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(chunk)}\n\n".encode()
+
+
+def text_chunk(text: str) -> bytes:
+    return sse({"choices": [{"index": 0, "delta": {"content": text}}]})
+
+
+@asynccontextmanager
+async def streamed(reads: list[bytes]) -> AsyncIterator[AsyncIterator[ProviderEvents]]:
+    """The adapter's stream of batches for a body that arrives in `reads`."""
+
+    class Reads(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for read in reads:
+                yield read
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Reads())
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        config = OpenAIProviderConfig(kind="openai", base_url="http://upstream/v1")
+        async with aclosing(OpenAICompatProvider("p", config, client, {}).stream(REQUEST)) as s:
+            yield s
+
+
+async def test_the_events_of_one_read_come_as_one_batch() -> None:
+    usage = sse({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3}})
+    reads = [text_chunk("a"), text_chunk("b") + text_chunk("c") + usage + b"data: [DONE]\n\n"]
+    async with streamed(reads) as stream:
+        batches = [list(batch) async for batch in stream]
+    assert batches[:2] == [[TextDelta("a")], [TextDelta("b"), TextDelta("c")]]
+    (end,) = batches[2]
+    assert isinstance(end, StreamEnd) and end.usage == Usage(5, 0, 0, 3)
+    assert len(batches) == 3
+
+
+async def test_an_error_in_a_read_comes_after_the_deltas_before_it() -> None:
+    error = sse({"error": {"message": "overloaded", "type": "server_error"}})
+    async with streamed([text_chunk("a") + text_chunk("b") + error]) as stream:
+        # The deltas before the error are handed on first (they commit the call to this
+        # target, as if they had come in a read of their own); then the error.
+        assert list(await anext(stream)) == [TextDelta("a"), TextDelta("b")]
+        with pytest.raises(ProviderError, match="server_error"):
+            await anext(stream)

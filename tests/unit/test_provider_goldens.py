@@ -73,7 +73,7 @@ async def run(
     make: Callable[[httpx.AsyncClient], Provider], body: bytes, seen: list[httpx.Request]
 ) -> list[ProviderEvent]:
     async with httpx.AsyncClient(transport=transport(body, seen)) as client:
-        return [event async for event in make(client).stream(REQUEST)]
+        return [event async for batch in make(client).stream(REQUEST) for event in batch]
 
 
 def openai(stream: bool) -> Callable[[httpx.AsyncClient], Provider]:
@@ -183,7 +183,7 @@ async def test_a_streamed_request_answered_with_one_json_document() -> None:
         return httpx.Response(200, content=body, headers={"content-type": "application/json"})
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
-        events = [e async for e in openai(stream=True)(client).stream(REQUEST)]
+        events = [e async for batch in openai(stream=True)(client).stream(REQUEST) for e in batch]
     assert answer(events)[2].usage == OPENAI_USAGE
     assert json.loads(seen[0].content)["stream"] is True
 

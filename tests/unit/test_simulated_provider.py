@@ -31,7 +31,8 @@ def request(system: str = LONG_SYSTEM, max_output: int = 50) -> ProviderRequest:
 
 async def collect(provider: SimulatedProvider, req: ProviderRequest) -> tuple[str, StreamEnd]:
     text, end = [], None
-    async for event in provider.stream(req):
+    async for batch in provider.stream(req):
+        (event,) = batch  # a simulated token is a read of its own
         if isinstance(event, TextDelta):
             text.append(event.text)
         else:
@@ -95,6 +96,6 @@ async def test_failure_mid_stream() -> None:
     )
     seen = []
     with pytest.raises(ProviderStreamBroken):
-        async for event in provider.stream(request(max_output=20)):
-            seen.append(event)
+        async for batch in provider.stream(request(max_output=20)):
+            seen += batch
     assert len(seen) == 10
