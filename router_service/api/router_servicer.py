@@ -86,13 +86,12 @@ class RouterServicer:
                 deadline = (
                     None if remaining is None else asyncio.get_running_loop().time() + remaining
                 )
-                # The upstream call starts now, while the decision is being sent; deltas that
-                # arrive together go out as one message (see `batching`).
+                # The decision goes out before the upstream call starts: sent while the upstream
+                # answers, its write would wait for the CPU the answer's first bytes take, and
+                # the first delta would wait for it (measured: 0.2-0.3 ms later at p50 against a
+                # fast upstream). Deltas that arrive together go out as one message.
+                yield pb.RouteEvent(decision=decision_message(plan, chat.request_id))
                 async with Batches(call.stream(deadline=deadline), tracker=self._streams) as stream:
-                    # Let the producer put the upstream request on the wire before gRPC
-                    # writes the decision (a system call of its own).
-                    await asyncio.sleep(0)
-                    yield pb.RouteEvent(decision=decision_message(plan, chat.request_id))
                     async for batch in stream:
                         for event in delta_events(batch):
                             yield event
