@@ -38,6 +38,7 @@ __all__ = [
     "AnswerParser",
     "CallDeadline",
     "HttpEndpoint",
+    "ProviderClient",
     "build_http_client",
     "encode_json",
 ]
@@ -87,28 +88,47 @@ class AnswerParser(Protocol):
     def whole(self, document: bytes) -> list[ProviderEvent]: ...
 
 
+class ProviderClient(httpx.AsyncClient):
+    """The provider client, knowing which origins it sends through its `LeanTransport`. An
+    `HttpEndpoint` on such an origin hands its requests to that transport itself: what `send`
+    adds around a transport (redirects, cookies, auth flows, event hooks, none of which a
+    provider call uses) costs about 0.1 ms of CPU a call."""
+
+    def __init__(self, lean: LeanTransport, lean_origins: Mapping[str, LeanTransport]) -> None:
+        super().__init__(
+            http2=True,
+            limits=_LIMITS,
+            mounts=lean_origins,
+            timeout=httpx.Timeout(connect=5.0, read=60.0, write=10.0, pool=5.0),
+        )
+        self._lean_origins = frozenset(lean_origins)
+        self._lean = lean
+
+    def lean_transport(self, url: str) -> LeanTransport | None:
+        """The lean transport if requests to `url` go through it."""
+        return self._lean if _origin(httpx.URL(url)) in self._lean_origins else None
+
+
+def _origin(url: httpx.URL) -> str:
+    return f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+
+
 def build_http_client(
     providers: Mapping[str, ProviderConfig], environ: Mapping[str, str]
-) -> httpx.AsyncClient:
+) -> ProviderClient:
     """The one client for every provider. Providers on HTTP/1.1 (cleartext, or `http2: false`)
     share one `LeanTransport`, mounted on each of their origins; closing the client closes it.
     An origin the environment sends through a proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`,
     not excluded by `NO_PROXY`) stays on httpx, which speaks to proxies; the lean one does not."""
     lean = LeanTransport(max_idle_per_origin=_MAX_IDLE, idle_expiry_s=_IDLE_EXPIRY_S)
-    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
+    mounts: dict[str, LeanTransport] = {}
     for config in providers.values():
         if not isinstance(config, HttpProviderConfig):
             continue
         url = httpx.URL(config.resolved_base_url(environ))
         if (url.scheme == "http" or not config.http2) and not _proxied(url, environ):
-            origin = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
-            mounts[origin] = lean
-    return httpx.AsyncClient(
-        http2=True,
-        limits=_LIMITS,
-        mounts=mounts,
-        timeout=httpx.Timeout(connect=5.0, read=60.0, write=10.0, pool=5.0),
-    )
+            mounts[_origin(url)] = lean
+    return ProviderClient(lean, mounts)
 
 
 def _proxied(url: httpx.URL, environ: Mapping[str, str]) -> bool:
@@ -192,6 +212,9 @@ class HttpEndpoint:
         key = config.resolved_api_key(environ)
         self._client = client
         self._base_url = config.resolved_base_url(environ)
+        self._lean = (
+            client.lean_transport(self._base_url) if isinstance(client, ProviderClient) else None
+        )
         self.streamed = config.stream
         stream_headers = {
             "accept": "text/event-stream",
@@ -280,7 +303,11 @@ class HttpEndpoint:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout_at(deadline.read_by(loop.time())):
-                response = await self._client.send(request, stream=True)
+                if self._lean is not None:
+                    response = await self._lean.handle_async_request(request)
+                    response.request = request
+                else:
+                    response = await self._client.send(request, stream=True)
         except (TimeoutError, httpx.HTTPError) as exc:
             raise self._failure(exc, deadline, loop.time(), mid_stream=False) from exc
         try:

@@ -99,6 +99,11 @@ async def test_http11_providers_go_through_the_lean_transport() -> None:
         assert not isinstance(h2, LeanTransport)
         # HTTP/1.1 is the default, over TLS too.
         assert client._transport_for_url(httpx.URL("https://api.anthropic.com/v1/messages")) is lean
+        # What the endpoints use to hand their requests to the lean transport directly.
+        assert client.lean_transport("https://llm.internal:8443/v1") is lean
+        assert client.lean_transport("http://vllm:8000/v1") is lean
+        assert client.lean_transport("https://api.anthropic.com") is lean
+        assert client.lean_transport("https://api.openai.com/v1") is None
 
 
 async def test_origins_behind_an_environment_proxy_stay_on_httpx() -> None:
@@ -113,6 +118,8 @@ async def test_origins_behind_an_environment_proxy_stay_on_httpx() -> None:
         # Excluded by NO_PROXY (and not HTTPS anyway): the lean transport.
         direct = client._transport_for_url(httpx.URL("http://vllm:8000/v1/chat"))
         assert isinstance(direct, LeanTransport)
+        assert client.lean_transport("https://api.openai.com/v1") is None
+        assert client.lean_transport("http://vllm:8000/v1") is direct
 
 
 def test_no_proxy_entries_cover_hosts_and_their_subdomains() -> None:
