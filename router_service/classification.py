@@ -105,7 +105,14 @@ class ClassifierRuntime:
 
     async def reload(self, path: Path | None = None) -> ActiveClassifier:
         """Load the artifact at `path` (default: the configured one) and make it active; from
-        then on the watcher follows `path`."""
+        then on the watcher follows `path`. A `path` outside `classifier.reload_root`, when
+        that is set, is refused."""
+        root = self._config.reload_root
+        if path is not None and root is not None and not _inside(path, root):
+            raise ArtifactRejected(
+                f"classifier artifact {path} refused: it is not inside classifier.reload_root "
+                f"({root}); the previous one keeps serving"
+            )
         async with self._lock:
             target = path or self._configured
             fingerprint = _fingerprint(target)
@@ -139,3 +146,11 @@ class ClassifierRuntime:
                 # Files swapped under the loader (a retraining job mid-write), or anything else
                 # unforeseen: the artifact loaded before keeps serving; look again next poll.
                 log.exception("classifier artifact %s could not be checked", path)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether `path`, symlinks resolved, is `root` or below it."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a symlink loop, an unreadable directory
+        return False

@@ -194,6 +194,9 @@ class ClassifierConfig(Frozen):
     # Poll the artifact directory and load a new artifact when its files change.
     watch: bool = True
     watch_interval_s: Annotated[float, Field(gt=0)] = 2.0
+    # Admin.ReloadClassifier loads only artifacts inside this directory (symlinks resolved);
+    # unset: any directory the process can read (a development setting).
+    reload_root: Path | None = None
 
 
 class StoreConfig(Frozen):

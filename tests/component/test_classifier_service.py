@@ -192,3 +192,23 @@ async def test_a_configured_model_pair_refuses_other_pairs(tmp_path: Path) -> No
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "model_pair" in (caught.value.details() or "")
         assert await classifier_version(running) == SHIPPED.version
+
+
+async def test_reloads_are_confined_to_the_reload_root(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    inside = artifact_copy(root / "v2", version="retrained-2")
+    outside = artifact_copy(tmp_path / "elsewhere", version="planted")
+    (root / "sneaky").symlink_to(outside)
+    config = fast_config(classifier={"enabled": True, "reload_root": str(root)})
+    async with running_router(config) as running:
+        for path in (outside, root / "sneaky", root / ".." / "elsewhere"):
+            with pytest.raises(aio.AioRpcError) as caught:
+                await reload(running, str(path))
+            assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "reload_root" in (caught.value.details() or "")
+        assert await classifier_version(running) == SHIPPED.version
+        reply = await reload(running, str(inside))
+        assert reply.classifier.version == "retrained-2"
+        # The configured artifact (here the shipped one, outside the root) stays reachable.
+        reply = await reload(running)
+        assert reply.classifier.version == SHIPPED.version
