@@ -8,19 +8,26 @@ SDK's, set up once at the edge by `telemetry.sdk`) or nothing, and with nothing 
 Parents are passed explicitly, never taken from the ambient context. `Route` is an async
 generator that grpc.aio drives across many `yield`s, and a context attached before a `yield`
 may be detached from another context (a cancelled or garbage-collected generator), which
-corrupts the ambient context. So a `CallTrace` carries its own context, and `CallTrace.span`
-makes a child current only for a block without `yield`s in it.
+corrupts the ambient context. So a `CallTrace` carries its own context, and its step spans are
+never made current.
 
 Provider spans are built when the call ends, from its `CallRecord`: the record holds every
 attempt with its outcome and duration, the usage and the cost, which is everything the GenAI
 conventions ask for; attempts run one after another, so their start times follow from the
 call's start and the durations before them.
+
+Step spans (classify, budget reserve) are timed where they happen but built when the RPC's
+span ends: the SDK's span machinery (ids, sampling, locks, the processor queue) costs tens of
+microseconds a span, which the request path would otherwise pay before the first token.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
@@ -34,7 +41,7 @@ from router_service.policy import Decision
 from router_service.records import CallRecord, CallStatus
 from router_service.telemetry import attributes as a
 
-__all__ = ["NO_TRACE", "CallTrace", "Tracing"]
+__all__ = ["NO_TRACE", "CallTrace", "StepSpan", "Tracing"]
 
 Metadata = Iterable[tuple[str, str | bytes]]
 
@@ -57,6 +64,26 @@ class _MetadataGetter(Getter[Sequence[tuple[str, str | bytes]]]):
 _GETTER = _MetadataGetter()
 
 
+class StepSpan(Protocol):
+    """What a step inside `CallTrace.span` may do with its span."""
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None: ...
+
+
+@dataclass(slots=True)
+class _Step:
+    """A step span timed on the request path, built when the RPC's span ends."""
+
+    name: str
+    attributes: dict[str, AttributeValue]
+    start_ns: int = field(default_factory=time.time_ns)
+    end_ns: int = 0
+    error: BaseException | None = None
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        self.attributes[key] = value
+
+
 class CallTrace:
     """The trace of one RPC (or one background job). This base class records nothing: it is
     what every call gets when tracing is off or the call was not sampled."""
@@ -65,8 +92,9 @@ class CallTrace:
 
     def span(
         self, name: str, attributes: Mapping[str, AttributeValue] | None = None
-    ) -> AbstractContextManager[Span]:
-        """A child span, current inside the `with` block (which must not `yield`)."""
+    ) -> AbstractContextManager[StepSpan]:
+        """A child span timing the `with` block; an exception leaving the block is recorded on
+        it. Built by the SDK when this trace ends (at once if it has ended)."""
         return nullcontext(trace.INVALID_SPAN)
 
     def set(self, key: str, value: AttributeValue) -> None:
@@ -93,7 +121,7 @@ NO_TRACE = CallTrace()
 
 
 class _RecordingTrace(CallTrace):
-    __slots__ = ("_context", "_decided", "_ended", "_span", "_tracer")
+    __slots__ = ("_context", "_decided", "_ended", "_span", "_steps", "_tracer")
 
     def __init__(self, tracer: Tracer, span: Span) -> None:
         self._tracer = tracer
@@ -101,13 +129,34 @@ class _RecordingTrace(CallTrace):
         self._context = trace.set_span_in_context(span)
         self._decided = False
         self._ended = False
+        self._steps: list[_Step] = []
 
+    @contextmanager
     def span(
         self, name: str, attributes: Mapping[str, AttributeValue] | None = None
-    ) -> AbstractContextManager[Span]:
-        return self._tracer.start_as_current_span(
-            name, context=self._context, attributes=attributes
+    ) -> Iterator[StepSpan]:
+        step = _Step(name, dict(attributes or {}))
+        try:
+            yield step
+        except BaseException as exc:
+            step.error = exc
+            raise
+        finally:
+            step.end_ns = time.time_ns()
+            if self._ended:
+                self._build(step)
+            else:
+                self._steps.append(step)
+
+    def _build(self, step: _Step) -> None:
+        span = self._tracer.start_span(
+            step.name, context=self._context, start_time=step.start_ns, attributes=step.attributes
         )
+        if step.error is not None:
+            # As the SDK's `start_as_current_span` records an exception leaving its block.
+            span.record_exception(step.error, timestamp=step.end_ns)
+            span.set_status(Status(StatusCode.ERROR, f"{type(step.error).__name__}: {step.error}"))
+        span.end(end_time=step.end_ns)
 
     def set(self, key: str, value: AttributeValue) -> None:
         self._span.set_attribute(key, value)
@@ -224,6 +273,9 @@ class _RecordingTrace(CallTrace):
     def end(self) -> None:
         if not self._ended:
             self._ended = True
+            for step in self._steps:
+                self._build(step)
+            self._steps.clear()
             self._span.end()
 
 

@@ -76,3 +76,33 @@ def test_a_response_cache_hit_has_no_provider_span_and_no_genai_metrics(
     assert cache.attributes[a.CACHE_KIND] == "response" and cache.value == 1
     assert recorded.points(m.TOKEN_USAGE) == [] and recorded.points(m.OPERATION_DURATION) == []
     assert recorded.points(m.ROUTING_DECISIONS)[0].value == 1
+
+
+def test_step_spans_are_timed_in_place_and_built_when_the_rpc_ends(recorded: Recorded) -> None:
+    trace = Tracing(recorded.tracer_provider).start_rpc("router.v1.Router", "Route", ())
+    with trace.span(a.SPAN_CLASSIFY, {a.CLASSIFIER_VERSION: "v1"}) as span:
+        span.set_attribute(a.DIFFICULTY, 0.7)
+    with pytest.raises(RuntimeError), trace.span(a.SPAN_BUDGET_RESERVE):
+        raise RuntimeError("over budget")
+    assert recorded.spans() == []  # nothing built on the request path
+    trace.end()
+    # A step after the end (the background settle) is built at once.
+    with trace.span(a.SPAN_BUDGET_SETTLE):
+        pass
+    rpc = recorded.span("router.v1.Router/Route")
+    classify = recorded.span(a.SPAN_CLASSIFY)
+    reserve = recorded.span(a.SPAN_BUDGET_RESERVE)
+    settle = recorded.span(a.SPAN_BUDGET_SETTLE)
+    for step in (classify, reserve, settle):
+        assert step.parent is not None and step.parent.span_id == rpc.context.span_id
+        assert step.context.trace_id == rpc.context.trace_id
+    assert rpc.start_time is not None and rpc.end_time is not None
+    assert classify.start_time is not None and classify.end_time is not None
+    assert reserve.start_time is not None and reserve.end_time is not None
+    assert rpc.start_time <= classify.start_time <= classify.end_time <= reserve.start_time
+    assert reserve.end_time <= rpc.end_time
+    assert dict(classify.attributes or {}) == {a.CLASSIFIER_VERSION: "v1", a.DIFFICULTY: 0.7}
+    assert reserve.status.status_code is StatusCode.ERROR
+    assert reserve.status.description == "RuntimeError: over budget"
+    assert [e.name for e in reserve.events] == ["exception"]
+    assert settle.status.status_code is StatusCode.UNSET
