@@ -124,10 +124,13 @@ async def test_openai_golden(stream: bool, fixture: str) -> None:
     sent: dict[str, Any] = json.loads(seen[0].content)
     assert seen[0].url == "https://api.openai.com/v1/chat/completions"
     assert seen[0].headers["authorization"] == f"Bearer {KEY}"
+    assert seen[0].headers["user-agent"].startswith("llm-router")
     if stream:
         assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+        assert seen[0].headers["accept-encoding"] == "identity"
     else:
         assert "stream" not in sent
+        assert seen[0].headers["accept-encoding"] == "gzip, deflate"
 
 
 ANTHROPIC_USAGE = Usage(
