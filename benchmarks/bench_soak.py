@@ -64,7 +64,7 @@ async def run(calls: int, concurrency: int, block: int) -> dict[str, Any]:
             async with otlp_receiver() as (otlp, _received), httpx.AsyncClient() as client:
                 await wait_until(lambda: _listening(client, upstream_url), upstream)
                 name, _, _ = FULL
-                router, channel, _ = await start_router(workdir, name, upstream_url, redis, otlp)
+                router, channel, _, _ = await start_router(workdir, name, upstream_url, redis, otlp)
                 procs.append(router)
                 stub = router_pb2_grpc.RouterStub(channel)
                 done = 0
