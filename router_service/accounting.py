@@ -2,8 +2,9 @@
 
 The composition root builds one `Accounting` from the store config and the shared Redis client
 (`Accounting.build`) and hands it to the pipeline, the Admin service and the call observers. It
-also owns the work each call leaves behind (settling its cost, charging its output tokens,
-caching its answer, marking its prefix warm): that work runs as tracked background tasks, so a
+admits calls (`admission`: rate limits and the budget hold, one round trip) and owns the work
+each call leaves behind (settling its cost, charging its output tokens, caching its answer,
+marking its prefix warm): that work runs as tracked background tasks, so a
 caller who cancels cannot interrupt it, and `aclose` waits for all of it before the process
 stops.
 """
@@ -14,6 +15,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from router_service.admission import Admissions
 from router_service.affinity import PrefixWarmth
 from router_service.auth import App
 from router_service.budgets import BudgetLedger, Hold
@@ -56,6 +58,7 @@ class Accounting:
             release_after_s=2 * config.operation_timeout_s,
         )
         self.rate_limits = RateLimiter(store)
+        self.admissions = Admissions(store, self.budgets, self.rate_limits)
         self.responses = ResponseCache(store, ttl_s=config.response_cache_ttl_s)
         self.warmth = PrefixWarmth(store, ttl_s=config.prefix_warm_ttl_s)
         self.stats = StatsRecorder(store, flush_interval_s=config.stats_flush_interval_s)
@@ -107,6 +110,7 @@ class Accounting:
 
     async def aclose(self) -> None:
         await self.drain()
+        await self.admissions.drain()
         await self.rate_limits.drain()
         self._closed = True
         await self.budgets.aclose()

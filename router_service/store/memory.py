@@ -117,12 +117,15 @@ class MemoryStore:
         default: BudgetLimit,
     ) -> ReserveResult:
         hold = HoldRequest(lease_id, amount_micro_usd, lease_ms, default)
-        result = await self.admit(app, period, hold, _NO_TAKE)
+        result = self._admit(app, period, hold, _NO_TAKE)
         return ReserveResult(granted=result.granted, usage=result.usage)
 
     async def admit(
         self, app: str, period: Period, hold: HoldRequest, take: RateTake
     ) -> AdmitResult:
+        return self._admit(app, period, hold, take)
+
+    def _admit(self, app: str, period: Period, hold: HoldRequest, take: RateTake) -> AdmitResult:
         budget = self._budget(app, period)
         if hold.lease_id in budget.holds or hold.lease_id in budget.expired:
             # Granted before (and its rate allowance taken then): granted again, unchanged.
