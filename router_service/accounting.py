@@ -3,8 +3,8 @@
 The composition root builds one `Accounting` from the store config and the shared Redis client
 (`Accounting.build`) and hands it to the pipeline, the Admin service and the call observers. It
 admits calls (`admission`: rate limits and the budget hold, one round trip) and owns the work
-each call leaves behind (settling its cost, charging its output tokens, caching its answer,
-marking its prefix warm): that work runs as tracked background tasks, so a
+each call leaves behind (settling its cost and charging its output tokens, one round trip;
+caching its answer, marking its prefix warm): that work runs as tracked background tasks, so a
 caller who cancels cannot interrupt it, and `aclose` waits for all of it before the process
 stops.
 """
@@ -91,11 +91,14 @@ class Accounting:
 
     async def _finish(self, work: AfterCall) -> None:
         app = work.app
+        charged = False
         if work.hold is not None:
+            charge = self.rate_limits.output_charge(app, work.output_tokens)
             with work.trace.span(SPAN_BUDGET_SETTLE):
-                await self.budgets.settle(work.hold, work.cost_micro_usd)
+                charged = await self.budgets.settle(work.hold, work.cost_micro_usd, charge=charge)
         try:
-            await self.rate_limits.charge_output(app, work.output_tokens)
+            if not charged:
+                await self.rate_limits.charge_output(app, work.output_tokens)
             if work.cache is not None:
                 await self.responses.put(app.name, *work.cache)
             if work.warm is not None:

@@ -61,6 +61,7 @@ from router_service.store import (
     Period,
     ReserveResult,
     Store,
+    TokenCharge,
 )
 
 __all__ = [
@@ -301,19 +302,25 @@ class BudgetLedger:
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
 
-    async def settle(self, hold: Hold, actual_micro_usd: int) -> None:
-        """Replace the hold by the actual cost. Never raises: when the store cannot take it
-        now, the settle is queued and retried until it lands (the hold stays renewed)."""
+    async def settle(
+        self, hold: Hold, actual_micro_usd: int, *, charge: TokenCharge | None = None
+    ) -> bool:
+        """Replace the hold by the actual cost; with `charge`, take the call's output tokens
+        from the app's token bucket in the same round trip. Never raises: when the store cannot
+        take it now, the settle is queued and retried until it lands (the hold stays renewed),
+        without the charge. True when the charge was made with the settle."""
         if hold.settled:
-            return
+            return False
         hold.settled = True
         # No longer renewed from here on: the settle releases it.
         self._held.pop(hold.lease_id, None)
         if actual_micro_usd > hold.amount_micro_usd:
             alerts.reservation_shortfall(hold.app, hold.amount_micro_usd, actual_micro_usd)
-        await self._settle(hold, actual_micro_usd)
+        return await self._settle(hold, actual_micro_usd, charge)
 
-    async def _settle(self, hold: Hold, actual_micro_usd: int) -> bool:
+    async def _settle(
+        self, hold: Hold, actual_micro_usd: int, charge: TokenCharge | None = None
+    ) -> bool:
         """One attempt; False (and the settle queued) when the store could not take it."""
         try:
             result = await self._store.settle(
@@ -322,6 +329,7 @@ class BudgetLedger:
                 lease_id=hold.lease_id,
                 actual_micro_usd=actual_micro_usd,
                 default=hold.default,
+                charge=charge,
             )
         except StoreUnavailable:
             if hold.lease_id not in self._unsettled:

@@ -7,8 +7,9 @@ is three numbers per app, one script call per request, and smooth.
 
 Tokens: at admission the prompt's estimated tokens are taken, and a request is refused when the
 bucket lacks them. Output tokens are known only after the call, so they are taken afterwards
-whatever the bucket holds: a burst of long answers pushes it into debt (at most one minute's
-allowance) and the following requests wait until it has refilled.
+whatever the bucket holds (with the budget settle, in the same round trip): a burst of long
+answers pushes it into debt (at most one minute's allowance) and the following requests wait
+until it has refilled.
 
 On the request path the take goes to the store together with the budget hold (`admission`);
 this module says what to take and words the refusal. A request admitted but then refused or
@@ -24,7 +25,7 @@ import math
 
 from router_service.auth import App
 from router_service.errors import RateLimited, StoreUnavailable
-from router_service.store import RateDecision, RateTake, Store
+from router_service.store import RateDecision, RateTake, Store, TokenCharge
 
 __all__ = ["RateLimiter"]
 
@@ -100,16 +101,23 @@ class RateLimiter:
         while self._refunds:
             await asyncio.wait(list(self._refunds))
 
-    async def charge_output(self, app: App, output_tokens: int) -> None:
-        """Take the answer's tokens from the token bucket, into debt if need be."""
+    def output_charge(self, app: App, output_tokens: int) -> TokenCharge | None:
+        """What the answer's tokens take from the token bucket; None when nothing."""
         tpm = app.config.rate_limits.tokens_per_minute
         if not tpm or output_tokens <= 0:
+            return None
+        return TokenCharge(tokens_per_minute=tpm, tokens=output_tokens)
+
+    async def charge_output(self, app: App, output_tokens: int) -> None:
+        """Take the answer's tokens from the token bucket, into debt if need be."""
+        charge = self.output_charge(app, output_tokens)
+        if charge is None:
             return
         await self._store.take(
             app.name,
             requests_per_minute=0,
-            tokens_per_minute=tpm,
+            tokens_per_minute=charge.tokens_per_minute,
             requests=0,
-            tokens=output_tokens,
+            tokens=charge.tokens,
             force=True,
         )

@@ -1,18 +1,21 @@
 """Admissions: a rate-limit take and a budget hold sent together, then fitted to the decided
-worst case (kept, asked again at the exact amount, or replaced), and given back whole."""
+worst case (kept, asked again at the exact amount, or replaced), and given back whole; and the
+after-call settle that carries the output tokens to the token bucket."""
 
 from __future__ import annotations
 
 import logging
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
-from router_service.accounting import Accounting
+from router_service.accounting import Accounting, AfterCall
 from router_service.auth import App
 from router_service.config import AppConfig, BudgetConfig, RateLimitConfig, StoreConfig
-from router_service.errors import BudgetExhausted, RateLimited
-from router_service.store import MemoryStore
+from router_service.errors import BudgetExhausted, RateLimited, StoreUnavailable
+from router_service.store import MemoryStore, RateDecision, SettleResult, TokenCharge
+from tests.support.waiting import eventually
 
 # $1.00 a month, two requests a minute.
 APP = App(
@@ -107,3 +110,63 @@ async def test_without_rate_limits_only_the_budget_is_asked() -> None:
     unlimited = App(name="a", config=AppConfig(key_sha256="0" * 64), tasks={})
     hold = await accounting.admissions.begin(unlimited, 10, 10**9).hold_for(10)
     assert hold.amount_micro_usd == 10**9
+
+
+class Counting(MemoryStore):
+    """Counts the store's round trips of the after-call path; settles fail while `down`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settles: list[TokenCharge | None] = []
+        self.takes = 0
+        self.down = False
+
+    async def settle(self, *args: Any, **kwargs: Any) -> SettleResult:
+        self.settles.append(kwargs.get("charge"))
+        if self.down:
+            raise StoreUnavailable("unreachable")
+        return await super().settle(*args, **kwargs)
+
+    async def take(self, *args: Any, **kwargs: Any) -> RateDecision:
+        self.takes += 1
+        return await super().take(*args, **kwargs)
+
+
+TOKENS_APP = App(
+    name="a",
+    config=AppConfig(key_sha256="0" * 64, rate_limits=RateLimitConfig(tokens_per_minute=6_000)),
+    tasks={},
+)
+
+
+async def test_the_settle_carries_the_output_tokens_in_one_round_trip() -> None:
+    store = Counting()
+    accounting = Accounting(store, StoreConfig())
+    hold = await accounting.admissions.begin(TOKENS_APP, 1_000, 500).hold_for(500)
+    accounting.after_call(AfterCall(TOKENS_APP, hold, 200, output_tokens=5_000))
+    await accounting.drain()
+    assert store.settles == [TokenCharge(tokens_per_minute=6_000, tokens=5_000)]
+    assert store.takes == 0
+    # 6000 - 1000 - 5000: the bucket is empty.
+    with pytest.raises(RateLimited):
+        await accounting.rate_limits.admit(TOKENS_APP, 100)
+    await accounting.aclose()
+
+
+async def test_a_settle_that_must_wait_leaves_the_charge_to_the_rate_limiter() -> None:
+    store = Counting()
+    accounting = Accounting(store, StoreConfig())
+    hold = await accounting.admissions.begin(TOKENS_APP, 1_000, 500).hold_for(500)
+    store.down = True
+    accounting.after_call(AfterCall(TOKENS_APP, hold, 200, output_tokens=5_000))
+    await accounting.drain()
+    assert accounting.budgets.unsettled == 1 and store.takes == 1  # charged on its own
+    store.down = False
+    await eventually(lambda: not accounting.budgets.unsettled)
+    # The queued settle goes without the charge: the tokens are taken once.
+    assert store.settles[-1] is None
+    with pytest.raises(RateLimited):
+        await accounting.rate_limits.admit(TOKENS_APP, 100)
+    usage = (await accounting.budgets.read("a", TOKENS_APP.config)).usage
+    assert usage.spent_micro_usd == 200 and usage.reserved_micro_usd == 0
+    await accounting.aclose()
