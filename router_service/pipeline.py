@@ -108,11 +108,7 @@ class Pipeline:
         arrival = self._arrival(app, canonical.request, prompt)
         plan = await self._plan(app, canonical, prompt, arrival, trace=trace, explore=explore)
         budget = await self._accounting.budgets.snapshot(app)
-        if plan.decision.budget is not BudgetState.EXHAUSTED and not budget.fits(
-            plan.hold_micro_usd
-        ):
-            plan = _unaffordable(plan)
-        return plan
+        return plan if budget.fits(plan.hold_micro_usd) else _unaffordable(plan)
 
     async def route(
         self,
@@ -128,9 +124,9 @@ class Pipeline:
         canonical, prompt = _prepare(request)
         arrival = self._arrival(app, canonical.request, prompt)
         admission = self._admit_on_arrival(app, arrival, prompt)
-        if admission is not None:
-            await asyncio.sleep(0)  # let it send its request before the CPU-bound part
         try:
+            if admission is not None:
+                await asyncio.sleep(0)  # let it send its request before the CPU-bound part
             plan = await self._plan(app, canonical, prompt, arrival, trace=trace, explore=True)
         except BaseException:
             if admission is not None:

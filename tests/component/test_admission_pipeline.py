@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -27,9 +29,10 @@ from router_service.policy import BudgetState, Classification
 from router_service.providers.http import build_http_client
 from router_service.providers.registry import build_providers
 from router_service.records import CallRecord, CallStatus
-from router_service.store import MemoryStore
+from router_service.store import MemoryStore, RateDecision
 from tests.support.configs import fast_config
 from tests.support.stores import any_store
+from tests.support.waiting import eventually
 
 CONFIG = fast_config()
 TASKS = [*sorted(CONFIG.tasks), "unknown"]
@@ -197,3 +200,58 @@ async def test_refused_at_the_bound_but_fitting_its_worst_case_it_is_served(
         await accounting.admissions.drain()
         assert (await accounting.budgets.read(app.name, app.config)).usage.reserved_micro_usd == 0
     assert "below the decided worst case" not in caplog.text
+
+
+class Slow(MemoryStore):
+    """Prefix-warmth and response-cache reads wait for `gate`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.refunded = 0
+
+    async def take(self, app: str, **take: Any) -> RateDecision:
+        self.refunded -= min(0, take["requests"])
+        return await super().take(app, **take)
+
+    async def warm_models(self, app: str, prefix_hash: str) -> frozenset[str]:
+        await self.gate.wait()
+        return await super().warm_models(app, prefix_hash)
+
+    async def cache_get(self, app: str, key: str) -> bytes | None:
+        await self.gate.wait()
+        return await super().cache_get(app, key)
+
+
+LONG_PREFIX = replace(
+    SUMMARY,
+    messages=(ChatMessage("system", "Answer politely and cite policy. " * 400), *SUMMARY.messages),
+)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pytest.param(LONG_PREFIX, id="while-deciding"),  # waits on the warmth read
+        pytest.param(replace(SUMMARY, temperature=0.0), id="while-admitting"),  # the cache read
+    ],
+)
+async def test_a_caller_who_leaves_early_holds_nothing(request_: ChatRequest) -> None:
+    store = Slow()
+    accounting = Accounting(store, StoreConfig())
+    amounts = recording(accounting)
+    async with pipeline(accounting) as (p, app):
+        call = asyncio.create_task(p.route(app, request_))
+        await eventually(lambda: bool(amounts) and accounting.budgets.open_holds == 1)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await accounting.admissions.drain()
+        await accounting.rate_limits.drain()
+        assert accounting.budgets.open_holds == 0
+        store.gate.set()
+        usage = (await accounting.budgets.read(app.name, app.config)).usage
+        assert usage.reserved_micro_usd == 0 and usage.spent_micro_usd == 0
+        # Its request went back to the bucket too.
+        assert store.refunded == 1
+    await accounting.aclose()
