@@ -2,10 +2,13 @@
 
 Why settled spend never exceeds the limit, under any concurrency and across replicas:
 
-1. The reserve script grants a hold only when `spent + reserved + hold <= limit`, atomically in
-   the store, so `spent + reserved <= limit` holds after every grant.
+1. The reserve script (and the admission script, which takes the rate allowance with it) grants
+   a hold only when `spent + reserved + hold <= limit`, atomically in the store, so
+   `spent + reserved <= limit` holds after every grant.
 2. A settle replaces a hold by the call's actual cost in one atomic step. The actual cost is
-   never more than the hold, because the hold is the worst case the call can cost:
+   never more than the hold, because the hold is at least the worst case the call can cost (a
+   hold taken at a request's arrival is the dearest worst case of every model the decision
+   could name, see `admission`; one taken after the decision is the decided worst case):
    - input: `tokens.measure_prompt(...).bound`, the UTF-8 byte count of everything sent plus
      chat-format overhead. Byte-level BPE tokenizers never produce more tokens than bytes, so no
      provider can bill more prompt tokens than this (the realistic ~chars/4 estimate could be
