@@ -32,7 +32,7 @@ __all__ = ["MemoryStore"]
 _MAX_CACHE_ENTRIES = 10_000
 _MAX_WARM_PREFIXES = 10_000
 _MINUTE_MS = 60_000
-_NO_TAKE = RateTake(0, 0, 0, 0)
+_ALLOWED = RateDecision(True)
 # How long a lease that ran out is remembered, so its late settle still counts (as in Redis).
 _FORGET_MS = 24 * 3600 * 1000
 
@@ -117,29 +117,36 @@ class MemoryStore:
         default: BudgetLimit,
     ) -> ReserveResult:
         hold = HoldRequest(lease_id, amount_micro_usd, lease_ms, default)
-        result = self._admit(app, period, hold, _NO_TAKE)
-        return ReserveResult(granted=result.granted, usage=result.usage)
+        fits, usage, _ = self._admit(app, period, hold, None)
+        return ReserveResult(granted=fits, usage=usage)
 
     async def admit(
         self, app: str, period: Period, hold: HoldRequest, take: RateTake
     ) -> AdmitResult:
-        return self._admit(app, period, hold, take)
+        return AdmitResult(*self._admit(app, period, hold, take))
 
-    def _admit(self, app: str, period: Period, hold: HoldRequest, take: RateTake) -> AdmitResult:
+    def _admit(
+        self, app: str, period: Period, hold: HoldRequest, take: RateTake | None
+    ) -> tuple[bool, BudgetUsage, RateDecision]:
+        """A hold and, unless `take` is None (a reserve), a rate-limit take: both or neither.
+        Returns whether the hold fits, the usage after it, and the rate-limit decision."""
         budget = self._budget(app, period)
         if hold.lease_id in budget.holds or hold.lease_id in budget.expired:
             # Granted before (and its rate allowance taken then): granted again, unchanged.
-            return AdmitResult(True, self._usage(app, budget, hold.default), RateDecision(True))
+            return True, self._usage(app, budget, hold.default), _ALLOWED
         limit = (self._limits.get(app) or hold.default).limit_micro_usd
         amount = hold.amount_micro_usd
         fits = limit is None or budget.spent + budget.reserved + amount <= limit
-        buckets = self._buckets_of(app, take.requests_per_minute, take.tokens_per_minute)
-        rate = buckets.check(take.requests, take.tokens)
+        rate, buckets = _ALLOWED, None
+        if take is not None:
+            buckets = self._buckets_of(app, take.requests_per_minute, take.tokens_per_minute)
+            rate = buckets.check(take.requests, take.tokens)
         if fits and rate.allowed:
-            buckets.apply(take.requests, take.tokens)
+            if buckets is not None and take is not None:
+                buckets.apply(take.requests, take.tokens)
             budget.holds[hold.lease_id] = (amount, self._now_ms() + hold.lease_ms)
             budget.reserved += amount
-        return AdmitResult(fits, self._usage(app, budget, hold.default), rate)
+        return fits, self._usage(app, budget, hold.default), rate
 
     async def settle(
         self,
