@@ -3,6 +3,8 @@
 Runs sequential reserve-then-settle pairs through `BudgetLedger` (the code the pipeline calls)
 against a local Redis (REDIS_URL, else 127.0.0.1:6379) and against the in-process store, in one
 run, and prints p50/p99 per pair and the ratio. Target: p99 <= 0.5 ms against local Redis.
+Also a call's whole store work both ways: as four scripts (rate-limit take, reserve, settle,
+output tokens) and as the request path sends it, two (admission; settle with the charge).
 Keys live under a fresh prefix and are deleted afterwards.
 
     .venv/bin/python -m benchmarks.bench_budget [--pairs 5000]
@@ -30,7 +32,15 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from router_service.auth import App
 from router_service.budgets import BudgetLedger, period_of
 from router_service.config import AppConfig, BudgetConfig
-from router_service.store import BudgetLimit, MemoryStore, RedisStore, Store
+from router_service.store import (
+    BudgetLimit,
+    HoldRequest,
+    MemoryStore,
+    RateTake,
+    RedisStore,
+    Store,
+    TokenCharge,
+)
 from router_service.store.resp import RespConnection
 
 RESULTS = Path(__file__).parent / "results" / "bench_budget.json"
@@ -126,6 +136,39 @@ def store_pair(store: Store) -> Pair:
     return pair
 
 
+def four_scripts(store: Store) -> Pair:
+    """A call's store work as four scripts: rate-limit take, reserve, settle, output tokens."""
+    period, limit = period_of(time.time()), BudgetLimit(10**12)
+    limits = {"requests_per_minute": 10**9, "tokens_per_minute": 10**12}
+
+    async def pair(i: int) -> None:
+        lease = str(i)
+        await store.take("bench", **limits, requests=1, tokens=100)
+        await store.reserve(
+            "bench", period, lease_id=lease, amount_micro_usd=20_000, lease_ms=60_000, default=limit
+        )
+        await store.settle("bench", period, lease_id=lease, actual_micro_usd=7_000, default=limit)
+        await store.take("bench", **limits, requests=0, tokens=300, force=True)
+
+    return pair
+
+
+def two_scripts(store: Store) -> Pair:
+    """The same work as the request path sends it: admission, then settle with the charge."""
+    period, limit = period_of(time.time()), BudgetLimit(10**12)
+    take = RateTake(10**9, 10**12, 1, 100)
+    charge = TokenCharge(tokens_per_minute=10**12, tokens=300)
+
+    async def pair(i: int) -> None:
+        lease = f"a{i}"
+        await store.admit("bench", period, HoldRequest(lease, 20_000, 60_000, limit), take)
+        await store.settle(
+            "bench", period, lease_id=lease, actual_micro_usd=7_000, default=limit, charge=charge
+        )
+
+    return pair
+
+
 def lean_pings(connection: RespConnection, count: int) -> Pair:
     """`count` PINGs over the lean connection the store's scripts use: their floor."""
 
@@ -181,6 +224,8 @@ async def measure_all(pairs: int) -> dict[str, object]:
                 "one PING, lean connection (floor)": lean_pings(lean, 1),
                 "one PING, redis-py": one_ping(client),
                 "reserve alone (request path)": ledger_reserve(redis_store),
+                "take+reserve+settle+charge (4 scripts)": four_scripts(redis_store),
+                "admit+settle/charge (2 scripts)": two_scripts(redis_store),
             },
             pairs,
         )

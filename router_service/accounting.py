@@ -2,7 +2,8 @@
 
 The composition root builds one `Accounting` from the store config and the shared Redis client
 (`Accounting.build`) and hands it to the pipeline, the Admin service and the call observers. It
-also owns the work each call leaves behind (settling its cost, charging its output tokens,
+admits calls (`admission`: rate limits and the budget hold, one round trip) and owns the work
+each call leaves behind (settling its cost and charging its output tokens, one round trip;
 caching its answer, marking its prefix warm): that work runs as tracked background tasks, so a
 caller who cancels cannot interrupt it, and `aclose` waits for all of it before the process
 stops.
@@ -14,6 +15,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from router_service.admission import Admissions
 from router_service.affinity import PrefixWarmth
 from router_service.auth import App
 from router_service.budgets import BudgetLedger, Hold
@@ -56,6 +58,7 @@ class Accounting:
             release_after_s=2 * config.operation_timeout_s,
         )
         self.rate_limits = RateLimiter(store)
+        self.admissions = Admissions(store, self.budgets, self.rate_limits)
         self.responses = ResponseCache(store, ttl_s=config.response_cache_ttl_s)
         self.warmth = PrefixWarmth(store, ttl_s=config.prefix_warm_ttl_s)
         self.stats = StatsRecorder(store, flush_interval_s=config.stats_flush_interval_s)
@@ -88,11 +91,14 @@ class Accounting:
 
     async def _finish(self, work: AfterCall) -> None:
         app = work.app
+        charged = False
         if work.hold is not None:
+            charge = self.rate_limits.output_charge(app, work.output_tokens)
             with work.trace.span(SPAN_BUDGET_SETTLE):
-                await self.budgets.settle(work.hold, work.cost_micro_usd)
+                charged = await self.budgets.settle(work.hold, work.cost_micro_usd, charge=charge)
         try:
-            await self.rate_limits.charge_output(app, work.output_tokens)
+            if not charged:
+                await self.rate_limits.charge_output(app, work.output_tokens)
             if work.cache is not None:
                 await self.responses.put(app.name, *work.cache)
             if work.warm is not None:
@@ -107,6 +113,7 @@ class Accounting:
 
     async def aclose(self) -> None:
         await self.drain()
+        await self.admissions.drain()
         await self.rate_limits.drain()
         self._closed = True
         await self.budgets.aclose()

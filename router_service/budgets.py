@@ -2,10 +2,13 @@
 
 Why settled spend never exceeds the limit, under any concurrency and across replicas:
 
-1. The reserve script grants a hold only when `spent + reserved + hold <= limit`, atomically in
-   the store, so `spent + reserved <= limit` holds after every grant.
+1. The reserve script (and the admission script, which takes the rate allowance with it) grants
+   a hold only when `spent + reserved + hold <= limit`, atomically in the store, so
+   `spent + reserved <= limit` holds after every grant.
 2. A settle replaces a hold by the call's actual cost in one atomic step. The actual cost is
-   never more than the hold, because the hold is the worst case the call can cost:
+   never more than the hold, because the hold is at least the worst case the call can cost (a
+   hold taken at a request's arrival is the dearest worst case of every model the decision
+   could name, see `admission`; one taken after the decision is the decided worst case):
    - input: `tokens.measure_prompt(...).bound`, the UTF-8 byte count of everything sent plus
      chat-format overhead. Byte-level BPE tokenizers never produce more tokens than bytes, so no
      provider can bill more prompt tokens than this (the realistic ~chars/4 estimate could be
@@ -41,10 +44,11 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import TypeVar
 
 from router_service import alerts
 from router_service.auth import App
@@ -52,7 +56,16 @@ from router_service.config import AppConfig, BudgetConfig
 from router_service.cost import usd_to_micro
 from router_service.errors import BudgetExhausted, StoreUnavailable
 from router_service.policy import BudgetState
-from router_service.store import BudgetLimit, BudgetUsage, Period, Store
+from router_service.store import (
+    AdmitResult,
+    BudgetLimit,
+    BudgetUsage,
+    HoldRequest,
+    Period,
+    ReserveResult,
+    Store,
+    TokenCharge,
+)
 
 __all__ = [
     "BudgetLedger",
@@ -64,6 +77,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# What the store answers when asked for a hold: a reserve's or an admission's result.
+Asked = TypeVar("Asked", ReserveResult, AdmitResult)
 
 # A month's spend is kept this long after the month ends (for reports), then expires.
 _KEEP_AFTER_PERIOD_S = 35 * 24 * 3600
@@ -220,41 +236,64 @@ class BudgetLedger:
 
     async def reserve(self, app: App, amount_micro_usd: int) -> Hold:
         """Hold `amount` of the app's budget, or raise `BudgetExhausted` (nothing is held)."""
+        hold = self.prepare(app, amount_micro_usd)
+        store = self._store
+        result = await self.ask(
+            hold,
+            lambda request: store.reserve(
+                hold.app,
+                hold.period,
+                lease_id=request.lease_id,
+                amount_micro_usd=request.amount_micro_usd,
+                lease_ms=request.lease_ms,
+                default=request.default,
+            ),
+        )
+        if not result.granted:
+            raise self.exhausted(hold, result.usage)
+        return self.keep(hold)
+
+    # The steps of `reserve`, for a hold the store grants in a script of its own (`admission`).
+
+    def prepare(self, app: App, amount_micro_usd: int) -> Hold:
+        """A hold not yet asked for: its lease id, period and amount."""
         period = period_of(self._clock())
         default = configured_limit(app.config)
-        lease_id = next(self._lease_ids)
+        return Hold(app.name, default, period, next(self._lease_ids), amount_micro_usd)
+
+    async def ask(self, hold: Hold, call: Callable[[HoldRequest], Awaitable[Asked]]) -> Asked:
+        """`call`: the store asked for `hold`. A caller who leaves before the store answers
+        does not leak it: the store may still grant it, so it is released later."""
+        request = HoldRequest(hold.lease_id, hold.amount_micro_usd, self._lease_ms, hold.default)
         try:
-            result = await self._store.reserve(
-                app.name,
-                period,
-                lease_id=lease_id,
-                amount_micro_usd=amount_micro_usd,
-                lease_ms=self._lease_ms,
-                default=default,
-            )
+            result = await call(request)
         except asyncio.CancelledError:
-            # The store may still grant the hold after the caller has gone: release it.
-            self._release_later(Hold(app.name, default, period, lease_id, amount_micro_usd))
+            self.release_later(hold)
             raise
-        self._remember(app.name, period, result.usage)
-        if not result.granted:
-            usage = result.usage
-            limit = usage.limit.limit_micro_usd or 0
-            raise BudgetExhausted(
-                f"app {app.name} has reached its {period.name} budget: "
-                f"{_usd(usage.spent_micro_usd)} spent and {_usd(usage.reserved_micro_usd)} held "
-                f"by calls in flight, of {_usd(limit)}; this request may cost up to "
-                f"{_usd(amount_micro_usd)}",
-                subject=f"app:{app.name}",
-                description=f"monthly budget {period.name} of {_usd(limit)}",
-            )
-        hold = Hold(app.name, default, period, lease_id, amount_micro_usd)
-        self._held[lease_id] = hold
+        self._remember(hold.app, hold.period, result.usage)
+        return result
+
+    def exhausted(self, hold: Hold, usage: BudgetUsage) -> BudgetExhausted:
+        """The error for a hold the store refused under `usage`."""
+        limit = usage.limit.limit_micro_usd or 0
+        period = hold.period.name
+        return BudgetExhausted(
+            f"app {hold.app} has reached its {period} budget: "
+            f"{_usd(usage.spent_micro_usd)} spent and {_usd(usage.reserved_micro_usd)} held "
+            f"by calls in flight, of {_usd(limit)}; this request may cost up to "
+            f"{_usd(hold.amount_micro_usd)}",
+            subject=f"app:{hold.app}",
+            description=f"monthly budget {period} of {_usd(limit)}",
+        )
+
+    def keep(self, hold: Hold) -> Hold:
+        """Renew a granted hold's lease until it is settled."""
+        self._held[hold.lease_id] = hold
         if self._keeper is None or self._keeper.done():
             self._keeper = asyncio.create_task(self._renew_leases(), name="budget-lease-keeper")
         return hold
 
-    def _release_later(self, hold: Hold) -> None:
+    def release_later(self, hold: Hold) -> None:
         """Settles at zero a reservation whose outcome its caller never learnt, once the store
         has surely run it or given up on it; a no-op for a lease the store never held."""
 
@@ -266,19 +305,25 @@ class BudgetLedger:
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
 
-    async def settle(self, hold: Hold, actual_micro_usd: int) -> None:
-        """Replace the hold by the actual cost. Never raises: when the store cannot take it
-        now, the settle is queued and retried until it lands (the hold stays renewed)."""
+    async def settle(
+        self, hold: Hold, actual_micro_usd: int, *, charge: TokenCharge | None = None
+    ) -> bool:
+        """Replace the hold by the actual cost; with `charge`, take the call's output tokens
+        from the app's token bucket in the same round trip. Never raises: when the store cannot
+        take it now, the settle is queued and retried until it lands (the hold stays renewed),
+        without the charge. True when the charge was made with the settle."""
         if hold.settled:
-            return
+            return False
         hold.settled = True
         # No longer renewed from here on: the settle releases it.
         self._held.pop(hold.lease_id, None)
         if actual_micro_usd > hold.amount_micro_usd:
             alerts.reservation_shortfall(hold.app, hold.amount_micro_usd, actual_micro_usd)
-        await self._settle(hold, actual_micro_usd)
+        return await self._settle(hold, actual_micro_usd, charge)
 
-    async def _settle(self, hold: Hold, actual_micro_usd: int) -> bool:
+    async def _settle(
+        self, hold: Hold, actual_micro_usd: int, charge: TokenCharge | None = None
+    ) -> bool:
         """One attempt; False (and the settle queued) when the store could not take it."""
         try:
             result = await self._store.settle(
@@ -287,6 +332,7 @@ class BudgetLedger:
                 lease_id=hold.lease_id,
                 actual_micro_usd=actual_micro_usd,
                 default=hold.default,
+                charge=charge,
             )
         except StoreUnavailable:
             if hold.lease_id not in self._unsettled:

@@ -3,29 +3,39 @@ budget hold).
 
 The pure policy decides; this module does the I/O around it. `Pipeline.plan` is everything
 `Explain` needs; `Pipeline.start` admits a planned call and returns a `RouteCall` (`call.py`)
-that streams it; `Pipeline.route` does both for `Route`, overlapping the rate-limit round trip
-with the classification and the budget reservation.
+that streams it; `Pipeline.route` does both for `Route`, sending the admission (rate limits and
+the budget hold, one round trip; see `admission`) when the request arrives, so that it overlaps
+the classification: the hold is then the dearest worst case of every model the decision could
+name, and the decision, once made, keeps it or adjusts it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
 
 from router_service import response_cache
 from router_service.accounting import Accounting, AfterCall
+from router_service.admission import Admission
 from router_service.affinity import affinity_key, rendezvous_order
 from router_service.auth import App
 from router_service.breaker import CircuitBreaker, deployment_key
 from router_service.call import CallServices, CallSummary, Plan, RouteCall, Shadowing, refusal
 from router_service.catalog import Catalog
 from router_service.chat import ChatRequest
-from router_service.errors import QuotaExceeded, StoreUnavailable
+from router_service.errors import BudgetExhausted, QuotaExceeded, StoreUnavailable
 from router_service.exploration import Exploration
 from router_service.fallback import Target
-from router_service.policy import BudgetState, Classification, Decision, PolicyInput, decide
+from router_service.policy import (
+    BudgetState,
+    Classification,
+    Decision,
+    PolicyInput,
+    decide,
+    reachable,
+)
 from router_service.prefix import CanonicalRequest, canonicalize
 from router_service.providers.base import Provider
 from router_service.records import CallObserver, CallRecord
@@ -92,8 +102,13 @@ class Pipeline:
     ) -> Plan:
         """Decide where `request` goes. Reads budget state and prefix warmth and, with
         `explore`, draws for exploration (Explain does not: it shows the policy's own choice);
-        never charges."""
-        return await self._plan(app, *_prepare(request), trace=trace, explore=explore)
+        never charges. The decision says when the budget, as last read, is too small for the
+        call's worst case."""
+        canonical, prompt = _prepare(request)
+        arrival = self._arrival(app, canonical.request, prompt)
+        plan = await self._plan(app, canonical, prompt, arrival, trace=trace, explore=explore)
+        budget = await self._accounting.budgets.snapshot(app)
+        return plan if budget.fits(plan.hold_micro_usd) else _unaffordable(plan)
 
     async def route(
         self,
@@ -103,35 +118,62 @@ class Pipeline:
         trace: CallTrace = NO_TRACE,
         arrived_at: float | None = None,
     ) -> RouteCall:
-        """`plan`, then `start`, for `Route`: the rate-limit check goes to the store first and
-        its round trip overlaps the classification and the budget reservation."""
+        """`plan`, then `start`, for `Route`: the admission goes to the store first, holding
+        an upper bound of the call's worst case, and its round trip overlaps the
+        classification."""
         canonical, prompt = _prepare(request)
-        admission = self._accounting.rate_limits.admission(app, prompt.estimate)
-        if admission is not None:
-            await asyncio.sleep(0)  # let it send its request before the CPU-bound part
+        arrival = self._arrival(app, canonical.request, prompt)
+        admission = self._admit_on_arrival(app, arrival, prompt)
         try:
-            plan = await self._plan(app, canonical, prompt, trace=trace, explore=True)
+            if admission is not None:
+                await asyncio.sleep(0)  # let it send its request before the CPU-bound part
+            plan = await self._plan(app, canonical, prompt, arrival, trace=trace, explore=True)
         except BaseException:
             if admission is not None:
-                self._accounting.rate_limits.give_back(app, admission, prompt.estimate)
+                admission.abandon()
             raise
         trace.set_decision(plan.decision, plan.request.request_id)
         return await self.start(app, plan, trace=trace, arrived_at=arrived_at, admission=admission)
+
+    def _arrival(self, app: App, request: ChatRequest, prompt: PromptSize) -> PolicyInput:
+        """What the policy knows of `request` before classifying it and reading the store."""
+        task = app.tasks.get(request.task)
+        known = task is not None
+        if task is None:
+            task = app.tasks["default"]
+        return PolicyInput(
+            task_name=request.task,
+            task=task,
+            task_known=known,
+            hints=request.hints,
+            prompt_tokens=prompt.estimate,
+            max_output_tokens=request.max_output_tokens or task.default_max_output_tokens,
+            needs_tools=bool(request.tools),
+        )
+
+    def _admit_on_arrival(
+        self, app: App, arrival: PolicyInput, prompt: PromptSize
+    ) -> Admission | None:
+        """The admission at the dearest worst case of every model the decision can name (see
+        `policy.reachable`), which no decided worst case exceeds; None when no model can serve
+        the request (the decision refuses it: there is nothing to admit)."""
+        models = reachable(self._catalog, arrival)
+        if not models:
+            return None
+        bound = self._dearest_worst_case(models, prompt, arrival.max_output_tokens)
+        return self._accounting.admissions.begin(app, prompt.estimate, bound)
 
     async def _plan(
         self,
         app: App,
         canonical: CanonicalRequest,
         prompt: PromptSize,
+        arrival: PolicyInput,
         *,
         trace: CallTrace,
         explore: bool,
     ) -> Plan:
         request = canonical.request
-        task = app.tasks.get(request.task)
-        known = task is not None
-        if task is None:
-            task = app.tasks["default"]
         classification = None
         if self._difficulty is not None and not request.hints.force_model:
             with trace.span(SPAN_CLASSIFY) as span:
@@ -140,7 +182,7 @@ class Pipeline:
                     span.set_attribute(DIFFICULTY, classification.score)
                     span.set_attribute(CLASSIFIER_VERSION, classification.version)
         exploration = self._exploration
-        explore_rate = 0.0 if exploration is None else exploration.exploration_rate(task)
+        explore_rate = 0.0 if exploration is None else exploration.exploration_rate(arrival.task)
         budget = await self._accounting.budgets.snapshot(app)
         key = affinity_key(canonical)
         cacheable = key == canonical.prefix_hash
@@ -149,14 +191,8 @@ class Pipeline:
         )
         decision = decide(
             self._catalog,
-            PolicyInput(
-                task_name=request.task,
-                task=task,
-                task_known=known,
-                hints=request.hints,
-                prompt_tokens=prompt.estimate,
-                max_output_tokens=request.max_output_tokens or task.default_max_output_tokens,
-                needs_tools=bool(request.tools),
+            replace(
+                arrival,
                 classification=classification,
                 budget=budget.state,
                 warm=warm,
@@ -167,17 +203,6 @@ class Pipeline:
                 ),
             ),
         )
-        hold = self._worst_case(decision, prompt)
-        if decision.budget is not BudgetState.EXHAUSTED and not budget.fits(hold):
-            decision = replace(
-                decision,
-                budget=BudgetState.EXHAUSTED,
-                reasons=(
-                    *decision.reasons,
-                    "budget: too little left this month for this request's worst case "
-                    f"(${hold / 1e6:.6f}): the call will be refused",
-                ),
-            )
         return Plan(
             request=request,
             decision=decision,
@@ -185,17 +210,21 @@ class Pipeline:
             prefix_hash=canonical.prefix_hash,
             targets=self._targets(decision, key),
             cacheable_prefix=cacheable,
-            hold_micro_usd=hold,
+            hold_micro_usd=self._worst_case(decision, prompt),
         )
 
     def _worst_case(self, decision: Decision, prompt: PromptSize) -> int:
         """The most the call can cost whichever candidate serves it: the provable prompt-token
         bound, and every allowed output token, at the dearest candidate's prices."""
+        return self._dearest_worst_case(decision.candidates, prompt, decision.max_output_tokens)
+
+    def _dearest_worst_case(
+        self, models: Iterable[str], prompt: PromptSize, max_output_tokens: int
+    ) -> int:
+        catalog = self._catalog
         return max(
-            self._catalog[name].prices.worst_case_micro_usd(
-                prompt.bound, decision.max_output_tokens
-            )
-            for name in decision.candidates
+            catalog[name].prices.worst_case_micro_usd(prompt.bound, max_output_tokens)
+            for name in models
         )
 
     def _targets(self, decision: Decision, affinity: str) -> tuple[Target, ...]:
@@ -221,10 +250,11 @@ class Pipeline:
         *,
         trace: CallTrace = NO_TRACE,
         arrived_at: float | None = None,
-        admission: asyncio.Task[None] | None = None,
+        admission: Admission | None = None,
     ) -> RouteCall:
-        """Admit the call: rate limits (or the `admission` check already under way), the
-        response cache, the budget hold.
+        """Admit the call: rate limits and the budget hold (or the `admission` already under
+        way, which holds at least the plan's worst case or is adjusted to it), and the
+        response cache.
 
         Raises `QuotaExceeded` (nothing is held and a refusal is recorded) or, when the store
         is unreachable and the policy is fail-closed, `StoreUnavailable`. The caller must
@@ -234,39 +264,28 @@ class Pipeline:
         """
         accounting = self._accounting
         services = self._services
-        cache_key = None
-        hold = None
         if admission is None:
-            admission = accounting.rate_limits.admission(app, plan.prompt.estimate)
+            admission = accounting.admissions.begin(app, plan.prompt.estimate, plan.hold_micro_usd)
+        cache_key = None
+        cached = None
         try:
             if response_cache.eligible(app, plan.request):
                 cache_key = response_cache.cache_key(plan.request, plan.decision.max_output_tokens)
                 cached = await accounting.responses.get(app.name, cache_key)
-                if cached is not None:
-                    if plan.decision.budget is BudgetState.EXHAUSTED:
-                        # The hard cutoff refuses every request, a free replay too. The
-                        # decision read a snapshot up to a second old; the store decides.
-                        hold = await accounting.budgets.reserve(app, plan.hold_micro_usd)
-                        accounting.after_call(AfterCall(app, hold, 0, 0))
-                        hold = None
-                    if admission is not None:
-                        await admission
-                    return RouteCall(
-                        services, app, plan, cached=cached, trace=trace, arrived_at=arrived_at
-                    )
+            # A cached replay is held too: the hard cutoff refuses every request.
             with trace.span(SPAN_BUDGET_RESERVE):
-                hold = await accounting.budgets.reserve(app, plan.hold_micro_usd)
-            if admission is not None:
-                await admission
+                hold = await admission.hold_for(plan.hold_micro_usd)
         except BaseException as exc:
-            if admission is not None:
-                accounting.rate_limits.give_back(app, admission, plan.prompt.estimate)
-            if hold is not None:
-                # Refused by the rate limit after the hold was taken: give the hold back.
-                accounting.after_call(AfterCall(app, hold, 0, 0))
+            admission.abandon()
             if isinstance(exc, QuotaExceeded | StoreUnavailable):
+                if isinstance(exc, BudgetExhausted):
+                    plan = _unaffordable(plan)
                 self._finish(refusal(app, plan, exc))
             raise
+        if cached is not None:
+            # A replay costs nothing: its hold goes back at once.
+            accounting.after_call(AfterCall(app, hold, 0, 0))
+            return RouteCall(services, app, plan, cached=cached, trace=trace, arrived_at=arrived_at)
         return RouteCall(
             services, app, plan, hold=hold, cache_key=cache_key, trace=trace, arrived_at=arrived_at
         )
@@ -274,6 +293,23 @@ class Pipeline:
     def _finish(self, record: CallRecord) -> None:
         for observer in self._observers:
             observer.observe(record)
+
+
+def _unaffordable(plan: Plan) -> Plan:
+    """`plan` with its decision marked as refused at the hard cutoff, saying why."""
+    decision = plan.decision
+    if decision.budget is BudgetState.EXHAUSTED:
+        return plan
+    reason = (
+        "budget: too little left this month for this request's worst case "
+        f"(${plan.hold_micro_usd / 1e6:.6f}): the call will be refused"
+    )
+    return replace(
+        plan,
+        decision=replace(
+            decision, budget=BudgetState.EXHAUSTED, reasons=(*decision.reasons, reason)
+        ),
+    )
 
 
 def _prepare(request: ChatRequest) -> tuple[CanonicalRequest, PromptSize]:

@@ -7,6 +7,10 @@ would do.
 The tier is decided first (hard constraints, hints, task rules, difficulty, budget, exploration),
 then the models of that tier are ordered: those that fit the prompt and support what it needs,
 healthy before unhealthy, prompt-cache-warm before cold, then by what this request would cost.
+
+`reachable` answers before the classifier has run: every model `decide` may put among a
+request's candidates, whatever the score, budget state, prefix warmth, health and exploration
+draw turn out to be (the budget hold taken at a request's arrival covers the dearest of them).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from router_service.chat import Hints, TierPreference
 from router_service.config import TaskConfig, Tier
 from router_service.errors import InvalidRequest
 
-__all__ = ["BudgetState", "Classification", "Decision", "PolicyInput", "decide"]
+__all__ = ["BudgetState", "Classification", "Decision", "PolicyInput", "decide", "reachable"]
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -165,6 +169,45 @@ def decide(catalog: Catalog, inp: PolicyInput) -> Decision:
     for model in ordered:
         names += [f for f in model.fallbacks if f not in names and _fits(catalog[f], inp)]
     return _decision(inp, tier, names, reasons, arm=arm, propensity=propensity)
+
+
+def reachable(catalog: Catalog, inp: PolicyInput) -> frozenset[str]:
+    """Every model `decide(catalog, inp')` can name among its candidates, for every `inp'`
+    that differs from `inp` only in what is learned later: `classification`, `budget`,
+    `unhealthy`, `warm`, `exploration_rate` and `exploration_draw`. Empty when `decide` raises
+    for every such input (an unknown or unfit forced model, nothing that fits).
+
+    Why this is every such model: the candidates are the fitting models of one tier (the order
+    varies, the set does not) and their fitting fallbacks, or, with a forced model, it and its
+    fitting fallbacks; `_fits` reads only the prompt size, the output allowance and the tools.
+    The tier comes from `_choose_tier`, whose rules before the classifier's score read none of
+    the later facts: a REQUIRED tier is final (but for the frontier-to-cheap step when no
+    frontier model fits), a RULE may be downgraded from frontier to cheap by the budget, and a
+    LEARNED tier may be either (the score, the default tier, exploration)."""
+    if inp.hints.force_model:
+        model = catalog.get(inp.hints.force_model)
+        if model is None or not _fits(model, inp):
+            return frozenset()
+        return frozenset([model.name, *(f for f in model.fallbacks if _fits(catalog[f], inp))])
+    fitting = {
+        tier: [m for m in catalog.in_tier(tier) if _fits(m, inp)]
+        for tier in (Tier.CHEAP, Tier.FRONTIER)
+    }
+    if not fitting[Tier.CHEAP] and not fitting[Tier.FRONTIER]:
+        return frozenset()
+    tier, basis = _choose_tier(inp, bool(fitting[Tier.CHEAP]), [])
+    tiers = {tier}
+    if basis is _Basis.LEARNED or (basis is _Basis.RULE and tier is Tier.FRONTIER):
+        tiers.add(Tier.CHEAP)
+        tiers.add(Tier.FRONTIER)
+    if not fitting[Tier.FRONTIER]:
+        tiers = {Tier.CHEAP}
+    names: set[str] = set()
+    for reached in tiers:
+        for model in fitting[reached]:
+            names.add(model.name)
+            names.update(f for f in model.fallbacks if _fits(catalog[f], inp))
+    return frozenset(names)
 
 
 def _why_model(chosen: CatalogModel, tier: Tier, inp: PolicyInput) -> str:

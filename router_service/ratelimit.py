@@ -7,11 +7,14 @@ is three numbers per app, one script call per request, and smooth.
 
 Tokens: at admission the prompt's estimated tokens are taken, and a request is refused when the
 bucket lacks them. Output tokens are known only after the call, so they are taken afterwards
-whatever the bucket holds: a burst of long answers pushes it into debt (at most one minute's
-allowance) and the following requests wait until it has refilled.
+whatever the bucket holds (with the budget settle, in the same round trip): a burst of long
+answers pushes it into debt (at most one minute's allowance) and the following requests wait
+until it has refilled.
 
-A request admitted but then refused or failed before it reached a provider (its budget, an
-invalid hint) gives back what its admission took (`give_back`): only work done counts.
+On the request path the take goes to the store together with the budget hold (`admission`);
+this module says what to take and words the refusal. A request admitted but then refused or
+failed before it reached a provider (an invalid hint) gives back what its admission took
+(`refund`): only work done counts.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import math
 
 from router_service.auth import App
 from router_service.errors import RateLimited, StoreUnavailable
-from router_service.store import Store
+from router_service.store import RateDecision, RateTake, Store, TokenCharge
 
 __all__ = ["RateLimiter"]
 
@@ -34,55 +37,51 @@ class RateLimiter:
 
     async def admit(self, app: App, prompt_tokens: int) -> None:
         """Take one request and the prompt's tokens, or raise `RateLimited` (nothing taken)."""
-        limits = app.config.rate_limits
-        rpm, tpm = limits.requests_per_minute or 0, limits.tokens_per_minute or 0
-        if not rpm and not tpm:
+        take = self.take_for(app, prompt_tokens)
+        if take is None:
             return
         decision = await self._store.take(
             app.name,
-            requests_per_minute=rpm,
-            tokens_per_minute=tpm,
-            requests=1,
-            tokens=prompt_tokens,
+            requests_per_minute=take.requests_per_minute,
+            tokens_per_minute=take.tokens_per_minute,
+            requests=take.requests,
+            tokens=take.tokens,
         )
-        if decision.allowed:
-            return
-        per_minute = rpm if decision.limited_by == "requests" else tpm
-        raise RateLimited(
+        if not decision.allowed:
+            raise self.refused(app, decision)
+
+    def refused(self, app: App, decision: RateDecision) -> RateLimited:
+        """The error for a take the store refused."""
+        limits = app.config.rate_limits
+        per_minute = (
+            limits.requests_per_minute
+            if decision.limited_by == "requests"
+            else limits.tokens_per_minute
+        )
+        return RateLimited(
             f"app {app.name} is over its limit of {per_minute} {decision.limited_by} per minute; "
             f"retry in {math.ceil(decision.retry_after_s)} s",
             subject=f"app:{app.name}",
             description=f"{decision.limited_by} per minute: {per_minute}",
         )
 
-    def admission(self, app: App, prompt_tokens: int) -> asyncio.Task[None] | None:
-        """`admit` started as a task, so its round trip can overlap other work; None when the
-        app has no limits (nothing to wait for)."""
+    def take_for(self, app: App, prompt_tokens: int) -> RateTake | None:
+        """What admitting one request takes from the app's buckets; None when it has no
+        limits (nothing to take)."""
         limits = app.config.rate_limits
-        if not limits.requests_per_minute and not limits.tokens_per_minute:
+        rpm, tpm = limits.requests_per_minute or 0, limits.tokens_per_minute or 0
+        if not rpm and not tpm:
             return None
-        task = asyncio.get_running_loop().create_task(
-            self.admit(app, prompt_tokens), name="rate-limit"
+        return RateTake(rpm, tpm, 1, prompt_tokens)
+
+    def refund(self, app: App, prompt_tokens: int) -> None:
+        """Return the request and prompt tokens an admission took, for a request that went no
+        further; in the background, never raises."""
+        refund = asyncio.get_running_loop().create_task(
+            self._refund(app, prompt_tokens), name="rate-limit-refund"
         )
-        # A caller that gives up early (its request failed validation of its own) never awaits
-        # the task; its outcome is then of no interest and must not be reported as lost.
-        task.add_done_callback(_consume)
-        return task
-
-    def give_back(self, app: App, admission: asyncio.Task[None], prompt_tokens: int) -> None:
-        """Return the request and prompt tokens `admission` took, once it has taken them, for a
-        request that went no further; in the background, never raises."""
-
-        def done(task: asyncio.Task[None]) -> None:
-            if task.cancelled() or task.exception() is not None:
-                return  # refused (or never ran): nothing was taken
-            refund = asyncio.get_running_loop().create_task(
-                self._refund(app, prompt_tokens), name="rate-limit-refund"
-            )
-            self._refunds.add(refund)
-            refund.add_done_callback(self._refunds.discard)
-
-        admission.add_done_callback(done)
+        self._refunds.add(refund)
+        refund.add_done_callback(self._refunds.discard)
 
     async def _refund(self, app: App, prompt_tokens: int) -> None:
         limits = app.config.rate_limits
@@ -102,21 +101,23 @@ class RateLimiter:
         while self._refunds:
             await asyncio.wait(list(self._refunds))
 
-    async def charge_output(self, app: App, output_tokens: int) -> None:
-        """Take the answer's tokens from the token bucket, into debt if need be."""
+    def output_charge(self, app: App, output_tokens: int) -> TokenCharge | None:
+        """What the answer's tokens take from the token bucket; None when nothing."""
         tpm = app.config.rate_limits.tokens_per_minute
         if not tpm or output_tokens <= 0:
+            return None
+        return TokenCharge(tokens_per_minute=tpm, tokens=output_tokens)
+
+    async def charge_output(self, app: App, output_tokens: int) -> None:
+        """Take the answer's tokens from the token bucket, into debt if need be."""
+        charge = self.output_charge(app, output_tokens)
+        if charge is None:
             return
         await self._store.take(
             app.name,
             requests_per_minute=0,
-            tokens_per_minute=tpm,
+            tokens_per_minute=charge.tokens_per_minute,
             requests=0,
-            tokens=output_tokens,
+            tokens=charge.tokens,
             force=True,
         )
-
-
-def _consume(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()

@@ -9,30 +9,38 @@ from __future__ import annotations
 
 from router_service.config import StoreConfig
 from router_service.store.base import (
+    AdmitResult,
     BudgetLimit,
     BudgetUsage,
+    HoldRequest,
     Period,
     RateDecision,
+    RateTake,
     ReserveResult,
     SettleResult,
     Store,
+    TokenCharge,
 )
 from router_service.store.failover import FailoverStore
 from router_service.store.memory import MemoryStore
 from router_service.store.redis import RedisClient, RedisStore
 
 __all__ = [
+    "AdmitResult",
     "BudgetLimit",
     "BudgetUsage",
     "FailoverStore",
+    "HoldRequest",
     "MemoryStore",
     "Period",
     "RateDecision",
+    "RateTake",
     "RedisClient",
     "RedisStore",
     "ReserveResult",
     "SettleResult",
     "Store",
+    "TokenCharge",
     "build_store",
 ]
 

@@ -6,7 +6,8 @@ statistics. Each operation here is atomic on its own (one Lua script in Redis, o
 stretch of Python in the in-process store), so the rules built on top (`budgets`, `ratelimit`,
 `response_cache`, `affinity`, `stats`) never need a lock.
 
-    Store                       everything below, as one object
+    Store                       everything below, as one object, and `admit`: a rate-limit
+    │                           take and a budget hold in one step (both or neither)
     ├── BudgetStore             reserve / settle / renew leases / usage / set a limit
     ├── RateLimitStore          take from per-app token buckets
     ├── CacheStore              response cache entries and warm-prefix records
@@ -23,17 +24,21 @@ from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = [
+    "AdmitResult",
     "BudgetLimit",
     "BudgetStore",
     "BudgetUsage",
     "CacheStore",
+    "HoldRequest",
     "Period",
     "RateDecision",
     "RateLimitStore",
+    "RateTake",
     "ReserveResult",
     "SettleResult",
     "StatsStore",
     "Store",
+    "TokenCharge",
 ]
 
 DEFAULT_SOFT_THRESHOLD = 0.8
@@ -94,6 +99,51 @@ class RateDecision:
     retry_after_s: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class HoldRequest:
+    """A budget hold to take (see `BudgetStore.reserve`)."""
+
+    lease_id: str
+    amount_micro_usd: int
+    lease_ms: int
+    default: BudgetLimit
+
+
+@dataclass(frozen=True, slots=True)
+class RateTake:
+    """What one request takes from its app's rate-limit buckets (see `RateLimitStore.take`)."""
+
+    requests_per_minute: int
+    tokens_per_minute: int
+    requests: int
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class AdmitResult:
+    """A rate-limit take and a budget hold made together: both were taken, or neither."""
+
+    # Whether the hold fits the budget (or its lease was granted before).
+    fits: bool
+    # Usage after the hold when granted, else the usage that was checked.
+    usage: BudgetUsage
+    # The rate-limit check (allowed when the app has no limits or the lease was granted before).
+    rate: RateDecision
+
+    @property
+    def granted(self) -> bool:
+        return self.fits and self.rate.allowed
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCharge:
+    """Tokens taken from an app's token bucket whatever it holds (into debt if need be): a
+    call's output tokens, known only once it has ended."""
+
+    tokens_per_minute: int
+    tokens: int
+
+
 class BudgetStore(Protocol):
     async def reserve(
         self,
@@ -118,10 +168,14 @@ class BudgetStore(Protocol):
         lease_id: str,
         actual_micro_usd: int,
         default: BudgetLimit,
+        charge: TokenCharge | None = None,
     ) -> SettleResult:
-        """Release the lease's hold and add the actual cost to the spend, in one step.
+        """Release the lease's hold and add the actual cost to the spend, in one step; with
+        `charge`, in the same step take its tokens from the app's token bucket (as
+        `take(..., force=True)` would).
 
-        Idempotent: a lease settled before (a retry after a lost reply) changes nothing."""
+        Idempotent: a lease settled before (a retry after a lost reply) changes nothing, and
+        charges nothing."""
         ...
 
     async def renew(
@@ -176,5 +230,13 @@ class StatsStore(Protocol):
 
 class Store(BudgetStore, RateLimitStore, CacheStore, StatsStore, Protocol):
     """Everything the router keeps in its store."""
+
+    async def admit(
+        self, app: str, period: Period, hold: HoldRequest, take: RateTake
+    ) -> AdmitResult:
+        """`reserve` and `take` in one atomic step: both are checked, and taken only when both
+        allow it (a refusal takes nothing from either). Idempotent as `reserve`: a lease id the
+        store already holds (or held) is granted again, and takes nothing more."""
+        ...
 
     async def aclose(self) -> None: ...

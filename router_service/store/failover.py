@@ -32,19 +32,24 @@ from redis.exceptions import ClusterError, RedisError, ResponseError
 from router_service import alerts
 from router_service.errors import StoreUnavailable
 from router_service.store.base import (
+    AdmitResult,
     BudgetLimit,
     BudgetUsage,
+    HoldRequest,
     Period,
     RateDecision,
+    RateTake,
     ReserveResult,
     SettleResult,
     Store,
+    TokenCharge,
 )
 from router_service.store.memory import MemoryStore
 
 __all__ = ["FailoverStore"]
 
 T = TypeVar("T")
+Held = TypeVar("Held", ReserveResult, AdmitResult)
 
 _FIRST_RETRY_S = 0.25
 _MAX_RETRY_S = 5.0
@@ -161,20 +166,49 @@ class FailoverStore:
         lease_ms: int,
         default: BudgetLimit,
     ) -> ReserveResult:
-        async def reserve(store: Store) -> tuple[ReserveResult, bool]:
-            if store is self._local:
-                self._seed(app, period)
-            result = await store.reserve(
+        return await self._holding(
+            "budget reserve",
+            app,
+            period,
+            lease_id,
+            lambda store: store.reserve(
                 app,
                 period,
                 lease_id=lease_id,
                 amount_micro_usd=amount_micro_usd,
                 lease_ms=lease_ms,
                 default=default,
-            )
-            return result, store is self._local
+            ),
+        )
 
-        result, local = await self._run("budget reserve", reserve)
+    async def admit(
+        self, app: str, period: Period, hold: HoldRequest, take: RateTake
+    ) -> AdmitResult:
+        return await self._holding(
+            "admission",
+            app,
+            period,
+            hold.lease_id,
+            lambda store: store.admit(app, period, hold, take),
+        )
+
+    async def _holding(
+        self,
+        operation: str,
+        app: str,
+        period: Period,
+        lease_id: str,
+        call: Callable[[Store], Awaitable[Held]],
+    ) -> Held:
+        """`call` (a reserve or an admission) on Redis or, per the policy, locally; a hold the
+        local store granted settles there too."""
+
+        async def run(store: Store) -> tuple[Held, bool]:
+            if store is self._local:
+                self._seed(app, period)
+            return await call(store), store is self._local
+
+        result, local = await self._run(operation, run)
         if local:
             if result.granted:
                 self._local_leases.add(lease_id)
@@ -196,19 +230,22 @@ class FailoverStore:
         lease_id: str,
         actual_micro_usd: int,
         default: BudgetLimit,
+        charge: TokenCharge | None = None,
     ) -> SettleResult:
+        def settle(store: Store) -> Awaitable[SettleResult]:
+            return store.settle(
+                app,
+                period,
+                lease_id=lease_id,
+                actual_micro_usd=actual_micro_usd,
+                default=default,
+                charge=charge,
+            )
+
         if lease_id in self._local_leases:
             self._local_leases.discard(lease_id)
-            return await self._local.settle(
-                app, period, lease_id=lease_id, actual_micro_usd=actual_micro_usd, default=default
-            )
-        result = await self._run(
-            "budget settle",
-            lambda store: store.settle(
-                app, period, lease_id=lease_id, actual_micro_usd=actual_micro_usd, default=default
-            ),
-            local=False,
-        )
+            return await settle(self._local)
+        result = await self._run("budget settle", settle, local=False)
         self._remember(app, period, result.usage)
         return result
 

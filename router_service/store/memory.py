@@ -15,12 +15,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from router_service.store.base import (
+    AdmitResult,
     BudgetLimit,
     BudgetUsage,
+    HoldRequest,
     Period,
     RateDecision,
+    RateTake,
     ReserveResult,
     SettleResult,
+    TokenCharge,
 )
 
 __all__ = ["MemoryStore"]
@@ -28,6 +32,7 @@ __all__ = ["MemoryStore"]
 _MAX_CACHE_ENTRIES = 10_000
 _MAX_WARM_PREFIXES = 10_000
 _MINUTE_MS = 60_000
+_ALLOWED = RateDecision(True)
 # How long a lease that ran out is remembered, so its late settle still counts (as in Redis).
 _FORGET_MS = 24 * 3600 * 1000
 
@@ -111,15 +116,37 @@ class MemoryStore:
         lease_ms: int,
         default: BudgetLimit,
     ) -> ReserveResult:
+        hold = HoldRequest(lease_id, amount_micro_usd, lease_ms, default)
+        fits, usage, _ = self._admit(app, period, hold, None)
+        return ReserveResult(granted=fits, usage=usage)
+
+    async def admit(
+        self, app: str, period: Period, hold: HoldRequest, take: RateTake
+    ) -> AdmitResult:
+        return AdmitResult(*self._admit(app, period, hold, take))
+
+    def _admit(
+        self, app: str, period: Period, hold: HoldRequest, take: RateTake | None
+    ) -> tuple[bool, BudgetUsage, RateDecision]:
+        """A hold and, unless `take` is None (a reserve), a rate-limit take: both or neither.
+        Returns whether the hold fits, the usage after it, and the rate-limit decision."""
         budget = self._budget(app, period)
-        if lease_id in budget.holds or lease_id in budget.expired:
-            return ReserveResult(granted=True, usage=self._usage(app, budget, default))
-        limit = (self._limits.get(app) or default).limit_micro_usd
-        if limit is not None and budget.spent + budget.reserved + amount_micro_usd > limit:
-            return ReserveResult(granted=False, usage=self._usage(app, budget, default))
-        budget.holds[lease_id] = (amount_micro_usd, self._now_ms() + lease_ms)
-        budget.reserved += amount_micro_usd
-        return ReserveResult(granted=True, usage=self._usage(app, budget, default))
+        if hold.lease_id in budget.holds or hold.lease_id in budget.expired:
+            # Granted before (and its rate allowance taken then): granted again, unchanged.
+            return True, self._usage(app, budget, hold.default), _ALLOWED
+        limit = (self._limits.get(app) or hold.default).limit_micro_usd
+        amount = hold.amount_micro_usd
+        fits = limit is None or budget.spent + budget.reserved + amount <= limit
+        rate, buckets = _ALLOWED, None
+        if take is not None:
+            buckets = self._buckets_of(app, take.requests_per_minute, take.tokens_per_minute)
+            rate = buckets.check(take.requests, take.tokens)
+        if fits and rate.allowed:
+            if buckets is not None and take is not None:
+                buckets.apply(take.requests, take.tokens)
+            budget.holds[hold.lease_id] = (amount, self._now_ms() + hold.lease_ms)
+            budget.reserved += amount
+        return fits, self._usage(app, budget, hold.default), rate
 
     async def settle(
         self,
@@ -129,6 +156,7 @@ class MemoryStore:
         lease_id: str,
         actual_micro_usd: int,
         default: BudgetLimit,
+        charge: TokenCharge | None = None,
     ) -> SettleResult:
         budget = self._budget(app, period)
         held = budget.holds.pop(lease_id, None)
@@ -139,6 +167,8 @@ class MemoryStore:
             usage = self._usage(app, budget, default)
             return SettleResult(usage=usage, lease_found=True, crossed_soft=False, replayed=True)
         budget.spent += actual_micro_usd
+        if charge is not None:
+            self._buckets_of(app, 0, charge.tokens_per_minute).apply(0, charge.tokens)
         usage = self._usage(app, budget, default)
         crossed = False
         limit = usage.limit.limit_micro_usd
@@ -176,27 +206,23 @@ class MemoryStore:
         tokens: int,
         force: bool = False,
     ) -> RateDecision:
-        now = self._now_ms()
-        # A limit of 0 leaves its bucket untouched.
-        requests_bucket = self._bucket(app, "requests", requests_per_minute, now)
-        tokens_bucket = self._bucket(app, "tokens", tokens_per_minute, now)
-        level_r = requests_bucket.refilled(requests_per_minute, now) if requests_bucket else 0.0
-        level_t = tokens_bucket.refilled(tokens_per_minute, now) if tokens_bucket else 0.0
+        take = self._buckets_of(app, requests_per_minute, tokens_per_minute)
         if not force:
-            if requests_bucket and level_r < requests:
-                return RateDecision(
-                    False, "requests", _wait_s(requests - level_r, requests_per_minute)
-                )
-            # A request larger than the whole bucket passes when the bucket is full.
-            wanted = min(tokens, tokens_per_minute)
-            if tokens_bucket and level_t < wanted:
-                return RateDecision(False, "tokens", _wait_s(wanted - level_t, tokens_per_minute))
-        if requests_bucket:
-            requests_bucket.level, requests_bucket.at_ms = level_r - requests, now
-        if tokens_bucket:
-            tokens_bucket.level = max(level_t - tokens, -float(tokens_per_minute))
-            tokens_bucket.at_ms = now
+            decision = take.check(requests, tokens)
+            if not decision.allowed:
+                return decision
+        take.apply(requests, tokens)
         return RateDecision(True)
+
+    def _buckets_of(self, app: str, rpm: int, tpm: int) -> _Take:
+        now = self._now_ms()
+        return _Take(
+            self._bucket(app, "requests", rpm, now),
+            self._bucket(app, "tokens", tpm, now),
+            rpm,
+            tpm,
+            now,
+        )
 
     def _bucket(self, app: str, kind: str, per_minute: int, now_ms: int) -> _Bucket | None:
         if not per_minute:
@@ -246,3 +272,33 @@ class MemoryStore:
 
 def _wait_s(missing: float, per_minute: int) -> float:
     return missing * 60 / per_minute
+
+
+class _Take:
+    """An app's request and token buckets refilled to `now_ms`: checked, then taken from (a
+    limit of 0 leaves its bucket untouched)."""
+
+    def __init__(
+        self, requests: _Bucket | None, tokens: _Bucket | None, rpm: int, tpm: int, now_ms: int
+    ) -> None:
+        self._rpm, self._tpm, self._now = rpm, tpm, now_ms
+        self._requests, self._tokens = requests, tokens
+        self._level_r = self._requests.refilled(rpm, now_ms) if self._requests else 0.0
+        self._level_t = self._tokens.refilled(tpm, now_ms) if self._tokens else 0.0
+
+    def check(self, requests: int, tokens: int) -> RateDecision:
+        if self._requests and self._level_r < requests:
+            return RateDecision(False, "requests", _wait_s(requests - self._level_r, self._rpm))
+        # A request larger than the whole bucket passes when the bucket is full.
+        wanted = min(tokens, self._tpm)
+        if self._tokens and self._level_t < wanted:
+            return RateDecision(False, "tokens", _wait_s(wanted - self._level_t, self._tpm))
+        return RateDecision(True)
+
+    def apply(self, requests: int, tokens: int) -> None:
+        """Take, whatever the buckets hold; the token bucket goes at most a minute into debt."""
+        if self._requests:
+            self._requests.level, self._requests.at_ms = self._level_r - requests, self._now
+        if self._tokens:
+            self._tokens.level = max(self._level_t - tokens, -float(self._tpm))
+            self._tokens.at_ms = self._now

@@ -21,12 +21,16 @@ from redis.commands.core import AsyncScript
 
 from router_service.store import scripts
 from router_service.store.base import (
+    AdmitResult,
     BudgetLimit,
     BudgetUsage,
+    HoldRequest,
     Period,
     RateDecision,
+    RateTake,
     ReserveResult,
     SettleResult,
+    TokenCharge,
 )
 from router_service.store.keys import Keys
 from router_service.store.resp import RespConnection, ScriptSource
@@ -57,6 +61,12 @@ def _usage(spent: Any, reserved: Any, limit: Any, soft: Any, overridden: Any) ->
     )
 
 
+def _rate(allowed: Any, limited_by: Any, retry_ms: Any) -> RateDecision:
+    if allowed:
+        return RateDecision(True)
+    return RateDecision(False, _text(limited_by), int(retry_ms) / 1000)
+
+
 class RedisStore:
     """Budgets, rate limits, caches and statistics in a Redis (standalone or Cluster)."""
 
@@ -65,7 +75,9 @@ class RedisStore:
         self._fast = RespConnection.for_client(client)
         self._keys = Keys(key_prefix)
         self._reserve = self._register(scripts.BUDGET_RESERVE)
+        self._admit = self._register(scripts.ADMIT)
         self._settle = self._register(scripts.BUDGET_SETTLE)
+        self._settle_charge = self._register(scripts.BUDGET_SETTLE_CHARGE)
         self._renew = self._register(scripts.BUDGET_RENEW)
         self._usage = self._register(scripts.BUDGET_USAGE)
         self._take = self._register(scripts.RATE_TAKE)
@@ -103,6 +115,22 @@ class RedisStore:
         )
         return ReserveResult(granted=bool(granted), usage=_usage(*usage))
 
+    async def admit(
+        self, app: str, period: Period, hold: HoldRequest, take: RateTake
+    ) -> AdmitResult:
+        limit, soft = _limit_args(hold.default)
+        fits, *usage, allowed, limited_by, retry_ms = await self._admit(
+            [*self._budget_keys(app, period), self._keys.rate(app)],
+            [
+                *(hold.lease_id, hold.amount_micro_usd, hold.lease_ms, limit, soft),
+                period.expire_at,
+                *(take.requests_per_minute, take.tokens_per_minute, take.requests, take.tokens),
+            ],
+        )
+        return AdmitResult(
+            fits=bool(fits), usage=_usage(*usage), rate=_rate(allowed, limited_by, retry_ms)
+        )
+
     async def settle(
         self,
         app: str,
@@ -111,12 +139,18 @@ class RedisStore:
         lease_id: str,
         actual_micro_usd: int,
         default: BudgetLimit,
+        charge: TokenCharge | None = None,
     ) -> SettleResult:
         limit, soft = _limit_args(default)
-        outcome, spent, reserved, limit_now, soft_now, overridden, crossed = await self._settle(
-            self._budget_keys(app, period),
-            [lease_id, actual_micro_usd, limit, soft],
-        )
+        keys = self._budget_keys(app, period)
+        args: list[Any] = [lease_id, actual_micro_usd, limit, soft]
+        if charge is None:
+            reply = await self._settle(keys, args)
+        else:
+            keys.append(self._keys.rate(app))
+            args += [charge.tokens_per_minute, charge.tokens]
+            reply = await self._settle_charge(keys, args)
+        outcome, spent, reserved, limit_now, soft_now, overridden, crossed = reply
         return SettleResult(
             usage=_usage(spent, reserved, limit_now, soft_now, overridden),
             lease_found=int(outcome) != 0,
@@ -155,13 +189,12 @@ class RedisStore:
         tokens: int,
         force: bool = False,
     ) -> RateDecision:
-        allowed, limited_by, retry_ms = await self._take(
-            [self._keys.rate(app)],
-            [requests_per_minute, tokens_per_minute, requests, tokens, int(force)],
+        return _rate(
+            *await self._take(
+                [self._keys.rate(app)],
+                [requests_per_minute, tokens_per_minute, requests, tokens, int(force)],
+            )
         )
-        if allowed:
-            return RateDecision(True)
-        return RateDecision(False, _text(limited_by), int(retry_ms) / 1000)
 
     async def cache_get(self, app: str, key: str) -> bytes | None:
         if self._fast is not None:

@@ -180,8 +180,8 @@ async def test_rate_limit_refuses_with_quota_failure() -> None:
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         [violation] = quota_violations(caught.value.trailing_metadata())
         assert violation.description == "requests per minute: 2"
-        # The rate limit is checked while the budget hold is taken; the refused call's hold
-        # is given back and nothing is charged for it.
+        # The rate limit and the budget hold are taken together or not at all: the refused
+        # call holds nothing and nothing is charged for it.
         for _ in range(100):
             budget = await running.admin.GetBudget(
                 pb.GetBudgetRequest(app_id="demo"), metadata=ADMIN

@@ -15,7 +15,14 @@ from router_service._proto import router_pb2 as pb
 from router_service.auth import App
 from router_service.budgets import BudgetLedger, period_of
 from router_service.config import AppConfig, BudgetConfig
-from router_service.store import BudgetLimit, RedisStore, scripts
+from router_service.store import (
+    BudgetLimit,
+    HoldRequest,
+    RateTake,
+    RedisStore,
+    TokenCharge,
+    scripts,
+)
 from router_service.store.keys import Keys
 from tests.component.test_route_api import route_request
 from tests.support.budget_load import concurrent_calls
@@ -90,6 +97,17 @@ async def test_budget_scripts_run_on_the_cluster(cluster: RedisCluster) -> None:
         assert (
             await store.take(name, requests_per_minute=1, tokens_per_minute=0, requests=1, tokens=0)
         ).allowed
+        admitted = await store.admit(
+            name, period, HoldRequest("l3", 700, 60_000, limit), RateTake(0, 100, 1, 10)
+        )
+        assert admitted.granted and admitted.usage.reserved_micro_usd == 700
+        charge = TokenCharge(tokens_per_minute=100, tokens=90)
+        await store.settle(
+            name, period, lease_id="l3", actual_micro_usd=1, default=limit, charge=charge
+        )
+        # 100 - 10 - 90: the token bucket is empty.
+        tokens_only = {"requests_per_minute": 0, "tokens_per_minute": 100}
+        assert not (await store.take(name, **tokens_only, requests=0, tokens=5)).allowed
 
 
 async def test_without_hash_tags_the_same_script_is_refused(cluster: RedisCluster) -> None:

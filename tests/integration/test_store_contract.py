@@ -8,7 +8,17 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from router_service.store import BudgetLimit, Period, ReserveResult, SettleResult, Store
+from router_service.store import (
+    AdmitResult,
+    BudgetLimit,
+    HoldRequest,
+    Period,
+    RateTake,
+    ReserveResult,
+    SettleResult,
+    Store,
+    TokenCharge,
+)
 from tests.support.stores import any_store, redis_store
 
 pytestmark = pytest.mark.integration
@@ -37,6 +47,20 @@ async def settle(
     store: Store, lease: str, actual: int, *, period: Period = PERIOD, limit: BudgetLimit = LIMIT
 ) -> SettleResult:
     return await store.settle("a", period, lease_id=lease, actual_micro_usd=actual, default=limit)
+
+
+async def admit(
+    store: Store,
+    lease: str,
+    amount: int,
+    *,
+    rpm: int = 0,
+    tpm: int = 0,
+    tokens: int = 10,
+    limit: BudgetLimit = LIMIT,
+) -> AdmitResult:
+    hold = HoldRequest(lease, amount, LEASE_MS, limit)
+    return await store.admit("a", PERIOD, hold, RateTake(rpm, tpm, 1, tokens))
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -236,3 +260,70 @@ async def test_budget_keys_expire_after_their_period(redis_url_fixture: str) -> 
         await reserve(store, "l3", 10, period=soon)  # and comes back
         for key in (f"{prefix}:{{a}}:budget:2026-11", f"{prefix}:{{a}}:leases:2026-11"):
             assert 3500 < await client.ttl(key) <= 3600, key
+
+
+async def test_admit_takes_the_hold_and_the_rate_allowance_together(store: Store) -> None:
+    first = await admit(store, "l1", 600, rpm=2)
+    assert first.granted and first.fits and first.rate.allowed
+    assert first.usage.reserved_micro_usd == 600
+    assert (await admit(store, "l2", 100, rpm=2)).granted
+    third = await admit(store, "l3", 100, rpm=2)
+    assert not third.granted and third.fits
+    assert third.rate.limited_by == "requests" and 0 < third.rate.retry_after_s <= 30
+    # The holds taken settle like any other.
+    assert (await settle(store, "l1", 50)).usage.reserved_micro_usd == 100
+
+
+async def test_a_rate_refusal_takes_no_budget(store: Store) -> None:
+    assert (await admit(store, "l1", 300, tpm=1_000, tokens=900)).granted
+    refused = await admit(store, "l2", 300, tpm=1_000, tokens=500)
+    assert refused.fits and not refused.rate.allowed and refused.rate.limited_by == "tokens"
+    assert refused.usage.reserved_micro_usd == 300
+    assert (await store.budget_usage("a", PERIOD, LIMIT)).reserved_micro_usd == 300
+    # Its lease was never held: it settles as nothing.
+    assert (await settle(store, "l2", 0)).replayed
+
+
+async def test_a_budget_refusal_takes_no_rate_allowance(store: Store) -> None:
+    assert (await admit(store, "l1", 900, rpm=2)).granted
+    refused = await admit(store, "l2", 200, rpm=2)
+    assert not refused.fits and refused.rate.allowed and not refused.granted
+    assert refused.usage.reserved_micro_usd == 900
+    # The refused admission left the request bucket's second request in place.
+    assert (await admit(store, "l3", 100, rpm=2)).granted
+    assert not (await admit(store, "l4", 0, rpm=2)).rate.allowed
+
+
+async def test_an_admit_run_twice_takes_once(store: Store) -> None:
+    assert (await admit(store, "l1", 600, rpm=2)).granted
+    again = await admit(store, "l1", 600, rpm=2)
+    assert again.granted and again.usage.reserved_micro_usd == 600
+    # Neither the hold nor the request was taken twice.
+    assert (await admit(store, "l2", 400, rpm=2)).granted
+
+
+async def test_admit_without_rate_limits_is_a_reserve(store: Store) -> None:
+    assert (await admit(store, "l1", 1_000, tokens=10**9)).granted
+    refused = await admit(store, "l2", 1)
+    assert not refused.fits and refused.rate.allowed
+    unlimited = await admit(store, "l3", 10**12, limit=BudgetLimit(None))
+    assert unlimited.granted
+
+
+async def test_a_settle_with_a_charge_takes_the_output_tokens_once(store: Store) -> None:
+    assert (await admit(store, "l1", 600, tpm=1_000, tokens=100)).granted
+    charge = TokenCharge(tokens_per_minute=1_000, tokens=900)
+    settled = await store.settle(
+        "a", PERIOD, lease_id="l1", actual_micro_usd=250, default=LIMIT, charge=charge
+    )
+    assert settled.usage.spent_micro_usd == 250 and settled.usage.reserved_micro_usd == 0
+    # The bucket is empty: 50 tokens take about 3 s to come back.
+    refused = (await admit(store, "l2", 1, tpm=1_000, tokens=50)).rate
+    assert not refused.allowed and 2 < refused.retry_after_s <= 3
+    # A replayed settle charges nothing again (else 900 tokens of debt: 57 s).
+    replay = await store.settle(
+        "a", PERIOD, lease_id="l1", actual_micro_usd=250, default=LIMIT, charge=charge
+    )
+    assert replay.replayed
+    refused = (await admit(store, "l3", 1, tpm=1_000, tokens=50)).rate
+    assert not refused.allowed and refused.retry_after_s <= 3
