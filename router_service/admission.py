@@ -8,7 +8,11 @@ the decision exists: it is the dearest worst case over every model the decision 
 settles the difference:
 
 - the hold at the bound was granted and covers the decided worst case: the call keeps it, and
-  its settle releases all it did not cost (a cached replay releases it at once);
+  its settle releases all it did not cost (a cached replay releases it at once). When what it
+  holds beyond the worst case is a noticeable share of what the budget has left (1% or more,
+  as the admission's reply told), it is lowered to the worst case at once, in the background:
+  near the limit a call holds no more than it may cost (as when the hold followed the
+  decision), and far from it the extra round trip is not spent;
 - it was granted but falls short of the decided worst case (a bound that is wrong; logged as an
   error): it is given back and the decided worst case reserved instead;
 - the bound was refused for budget: the store took nothing (neither the rate allowance nor any
@@ -36,6 +40,11 @@ from router_service.store import Store
 __all__ = ["Admission", "Admissions"]
 
 log = logging.getLogger(__name__)
+
+# A hold at the bound is lowered to the decided worst case when the excess is at least this
+# share of the budget's headroom: below it, the excess can change no other call's admission
+# unless the budget runs within a hundred such calls of its limit while this one runs.
+_SHRINK_SHARE = 0.01
 
 
 class Admissions:
@@ -86,6 +95,20 @@ class Admissions:
         if not result.rate.allowed:
             raise self._rate_limits.refused(app, result.rate)
         return budgets.keep(hold)
+
+    def fit(self, hold: Hold, worst_case_micro_usd: int) -> None:
+        """Lower `hold` to `worst_case` in the background when its excess is a noticeable share
+        of what the app's budget has left."""
+        excess = hold.amount_micro_usd - worst_case_micro_usd
+        if excess <= 0:
+            return
+        headroom = self._budgets.headroom(hold.app)
+        if headroom is None or excess < headroom * _SHRINK_SHARE:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._budgets.shrink(hold, worst_case_micro_usd), name="admission-shrink"
+        )
+        self._track(task)
 
     def release(self, hold: Hold) -> asyncio.Task[None]:
         """Give a hold back whole, in the background."""
@@ -142,6 +165,7 @@ class Admission:
             self._task = self._admissions.send(self._app, self._prompt_tokens, worst_case_micro_usd)
             hold = await asyncio.shield(self._task)
         if hold.amount_micro_usd >= worst_case_micro_usd:
+            self._admissions.fit(hold, worst_case_micro_usd)
             return hold
         log.error(
             "app %s: the hold taken at arrival (%d micro-USD) is below the decided worst case "

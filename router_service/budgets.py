@@ -17,7 +17,9 @@ Why settled spend never exceeds the limit, under any concurrency and across repl
      allowed output token (`max_output_tokens`, which providers enforce) at the output price;
    - the dearest model among the decision's candidates, so a fallback to a dearer model mid-call
      is already paid for.
-   So `spent + reserved` can only shrink at settle time, and invariant 1 keeps holding.
+   So `spent + reserved` can only shrink at settle time, and invariant 1 keeps holding. A hold
+   taken at the bound may be lowered to the decided worst case (`shrink`) once that is known:
+   it still covers the call, and `spent + reserved` only shrinks.
 3. Holds carry a lease. A live replica renews its leases (every third of the lease time, one
    script per app); a dead replica's holds are released when their lease runs out, so they
    neither leak nor overlap with a settle (a settle whose lease is gone still records the cost,
@@ -292,6 +294,30 @@ class BudgetLedger:
         if self._keeper is None or self._keeper.done():
             self._keeper = asyncio.create_task(self._renew_leases(), name="budget-lease-keeper")
         return hold
+
+    def headroom(self, app: str) -> int | None:
+        """What the app's budget had left beyond spend and holds when the store last said (None:
+        no limit, or nothing heard yet)."""
+        cached = self._snapshots.get(app)
+        if cached is None:
+            return None
+        usage = cached[1].usage
+        limit = usage.limit.limit_micro_usd
+        if limit is None:
+            return None
+        return limit - usage.spent_micro_usd - usage.reserved_micro_usd
+
+    async def shrink(self, hold: Hold, amount_micro_usd: int) -> None:
+        """Lower a hold taken at an upper bound to `amount` (the call's own worst case), giving
+        the rest back to the budget. Never raises: when the store cannot take it, the hold stays
+        whole until its settle, which is safe."""
+        if hold.settled or amount_micro_usd >= hold.amount_micro_usd:
+            return
+        try:
+            await self._store.shrink(hold.app, hold.period, hold.lease_id, amount_micro_usd)
+        except StoreUnavailable:
+            return
+        hold.amount_micro_usd = min(hold.amount_micro_usd, amount_micro_usd)
 
     def release_later(self, hold: Hold) -> None:
         """Settles at zero a reservation whose outcome its caller never learnt, once the store

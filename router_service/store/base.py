@@ -178,6 +178,11 @@ class BudgetStore(Protocol):
         charges nothing."""
         ...
 
+    async def shrink(self, app: str, period: Period, lease_id: str, amount_micro_usd: int) -> None:
+        """Lower the lease's live hold to `amount`; a hold already at or below it, settled or
+        run out is left alone (so a retry changes nothing)."""
+        ...
+
     async def renew(
         self, app: str, period: Period, lease_ids: Sequence[str], lease_ms: int
     ) -> list[str]:

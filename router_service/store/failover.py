@@ -249,6 +249,18 @@ class FailoverStore:
         self._remember(app, period, result.usage)
         return result
 
+    async def shrink(self, app: str, period: Period, lease_id: str, amount_micro_usd: int) -> None:
+        if lease_id in self._local_leases:
+            await self._local.shrink(app, period, lease_id, amount_micro_usd)
+            return
+        # A hold Redis granted lives there; if Redis cannot take this now, the hold stays
+        # whole until its settle, which is safe.
+        await self._run(
+            "budget shrink",
+            lambda store: store.shrink(app, period, lease_id, amount_micro_usd),
+            local=False,
+        )
+
     async def renew(
         self, app: str, period: Period, lease_ids: Sequence[str], lease_ms: int
     ) -> list[str]:

@@ -176,6 +176,13 @@ class MemoryStore:
             budget.soft_alerted = crossed = True
         return SettleResult(usage=usage, lease_found=held is not None, crossed_soft=crossed)
 
+    async def shrink(self, app: str, period: Period, lease_id: str, amount_micro_usd: int) -> None:
+        budget = self._budget(app, period)
+        held = budget.holds.get(lease_id)
+        if held is not None and held[0] > amount_micro_usd:
+            budget.reserved -= held[0] - amount_micro_usd
+            budget.holds[lease_id] = (amount_micro_usd, held[1])
+
     async def renew(
         self, app: str, period: Period, lease_ids: Sequence[str], lease_ms: int
     ) -> list[str]:

@@ -78,6 +78,7 @@ class RedisStore:
         self._admit = self._register(scripts.ADMIT)
         self._settle = self._register(scripts.BUDGET_SETTLE)
         self._settle_charge = self._register(scripts.BUDGET_SETTLE_CHARGE)
+        self._shrink = self._register(scripts.BUDGET_SHRINK)
         self._renew = self._register(scripts.BUDGET_RENEW)
         self._usage = self._register(scripts.BUDGET_USAGE)
         self._take = self._register(scripts.RATE_TAKE)
@@ -157,6 +158,9 @@ class RedisStore:
             crossed_soft=bool(crossed),
             replayed=int(outcome) == 2,
         )
+
+    async def shrink(self, app: str, period: Period, lease_id: str, amount_micro_usd: int) -> None:
+        await self._shrink(self._budget_keys(app, period)[:1], [lease_id, amount_micro_usd])
 
     async def renew(
         self, app: str, period: Period, lease_ids: Sequence[str], lease_ms: int

@@ -30,6 +30,7 @@ __all__ = [
     "BUDGET_RESERVE",
     "BUDGET_SETTLE",
     "BUDGET_SETTLE_CHARGE",
+    "BUDGET_SHRINK",
     "BUDGET_USAGE",
     "RATE_TAKE",
     "Lua",
@@ -260,6 +261,22 @@ if settled[1] ~= 2 then
   take_buckets(KEYS[4], 0, t, 0, tpm, 0, tokens, now)
 end
 return settled
+""",
+)
+
+# Lowers a live hold to `amount` (a hold taken at an upper bound, once the call's own worst
+# case is known). A hold already at or below it, settled or run out: nothing changes.
+# KEYS: budget hash. ARGV: lease id, amount. Returns the amount freed.
+BUDGET_SHRINK = _script(
+    "budget_shrink_v1",
+    """
+local held = redis.call('HGET', KEYS[1], 'h:' .. ARGV[1])
+local amount = tonumber(ARGV[2])
+if not held or tonumber(held) <= amount then return 0 end
+local freed = tonumber(held) - amount
+redis.call('HSET', KEYS[1], 'h:' .. ARGV[1], amount)
+redis.call('HINCRBY', KEYS[1], 'reserved', -freed)
+return freed
 """,
 )
 

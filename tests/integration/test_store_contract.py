@@ -327,3 +327,20 @@ async def test_a_settle_with_a_charge_takes_the_output_tokens_once(store: Store)
     assert replay.replayed
     refused = (await admit(store, "l3", 1, tpm=1_000, tokens=50)).rate
     assert not refused.allowed and refused.retry_after_s <= 3
+
+
+async def test_a_shrunk_hold_gives_the_rest_back_once(store: Store) -> None:
+    assert (await reserve(store, "l1", 600)).granted
+    assert not (await reserve(store, "l2", 500)).granted  # 400 left
+    await store.shrink("a", PERIOD, "l1", 200)
+    await store.shrink("a", PERIOD, "l1", 200)  # a retry changes nothing
+    await store.shrink("a", PERIOD, "l1", 400)  # never raised again
+    usage = await store.budget_usage("a", PERIOD, LIMIT)
+    assert usage.reserved_micro_usd == 200
+    assert (await reserve(store, "l2", 500)).granted
+    # The settle releases what is held now, and a shrink after it changes nothing.
+    settled = await store.settle("a", PERIOD, lease_id="l1", actual_micro_usd=150, default=LIMIT)
+    assert settled.usage.reserved_micro_usd == 500 and settled.usage.spent_micro_usd == 150
+    await store.shrink("a", PERIOD, "l1", 10)
+    usage = await store.budget_usage("a", PERIOD, LIMIT)
+    assert usage.reserved_micro_usd == 500 and usage.spent_micro_usd == 150

@@ -40,14 +40,36 @@ async def reserved(accounting: Accounting) -> int:
     return (await accounting.budgets.read(APP.name, APP.config)).usage.reserved_micro_usd
 
 
-async def test_a_bound_that_covers_the_worst_case_is_kept(accounting: Accounting) -> None:
-    hold = await accounting.admissions.begin(APP, 10, 300_000).hold_for(120_000)
-    assert hold.amount_micro_usd == 300_000
-    assert await reserved(accounting) == 300_000
-    # The settle releases what the call did not cost.
-    await accounting.budgets.settle(hold, 90_000)
+async def spent_once_settled(accounting: Accounting) -> int:
+    """The spend, once every hold is settled (nothing may still be reserved)."""
     usage = (await accounting.budgets.read(APP.name, APP.config)).usage
-    assert usage.reserved_micro_usd == 0 and usage.spent_micro_usd == 90_000
+    assert usage.reserved_micro_usd == 0
+    return usage.spent_micro_usd
+
+
+async def test_a_bound_that_covers_the_worst_case_is_kept(accounting: Accounting) -> None:
+    # Far from the limit: the excess (1,800) is under 1% of what is left (997,000).
+    hold = await accounting.admissions.begin(APP, 10, 3_000).hold_for(1_200)
+    assert hold.amount_micro_usd == 3_000
+    assert await reserved(accounting) == 3_000
+    # The settle releases what the call did not cost.
+    await accounting.budgets.settle(hold, 900)
+    assert await spent_once_settled(accounting) == 900
+
+
+async def test_near_the_limit_a_bound_is_lowered_to_the_worst_case(
+    accounting: Accounting,
+) -> None:
+    # The excess (180,000) is over 1% of what is left (700,000): given back at once.
+    hold = await accounting.admissions.begin(APP, 10, 300_000).hold_for(120_000)
+    assert await reserved(accounting) == 120_000
+    assert hold.amount_micro_usd == 120_000
+    # So a call that fits beside the worst case (not beside the bound) is admitted.
+    other = await accounting.admissions.begin(APP, 10, 850_000).hold_for(850_000)
+    assert await reserved(accounting) == 970_000
+    await accounting.budgets.settle(hold, 90_000)
+    await accounting.budgets.settle(other, 0)
+    assert await spent_once_settled(accounting) == 90_000
 
 
 async def test_refused_at_the_bound_but_fitting_its_worst_case_is_admitted(
@@ -170,3 +192,16 @@ async def test_a_settle_that_must_wait_leaves_the_charge_to_the_rate_limiter() -
     usage = (await accounting.budgets.read("a", TOKENS_APP.config)).usage
     assert usage.spent_micro_usd == 200 and usage.reserved_micro_usd == 0
     await accounting.aclose()
+
+
+async def test_a_shrink_the_store_cannot_take_leaves_the_hold_whole() -> None:
+    class Down(MemoryStore):
+        async def shrink(self, app: str, period: Any, lease_id: str, amount: int) -> None:
+            raise StoreUnavailable("redis is down")
+
+    accounting = Accounting(Down(), StoreConfig())
+    hold = await accounting.admissions.begin(APP, 10, 300_000).hold_for(120_000)
+    assert await reserved(accounting) == 300_000  # safe: the settle releases it
+    assert hold.amount_micro_usd == 300_000
+    await accounting.budgets.settle(hold, 100_000)
+    assert await reserved(accounting) == 0
