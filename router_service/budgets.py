@@ -198,8 +198,9 @@ class BudgetLedger:
         # lease id -> hold, for every hold this replica has not settled yet.
         self._held: dict[str, Hold] = {}
         self._keeper: asyncio.Task[None] | None = None
-        # lease id -> (hold, actual cost): settles the store could not take yet, retried.
-        self._unsettled: dict[str, tuple[Hold, int]] = {}
+        # lease id -> (hold, actual cost, output-token charge): settles the store could not
+        # take yet, retried.
+        self._unsettled: dict[str, tuple[Hold, int, TokenCharge | None]] = {}
         self._retrier: asyncio.Task[None] | None = None
         # Releases of reservations whose caller left before the store answered.
         self._releases: set[asyncio.Task[None]] = set()
@@ -336,8 +337,10 @@ class BudgetLedger:
     ) -> bool:
         """Replace the hold by the actual cost; with `charge`, take the call's output tokens
         from the app's token bucket in the same round trip. Never raises: when the store cannot
-        take it now, the settle is queued and retried until it lands (the hold stays renewed),
-        without the charge. True when the charge was made with the settle."""
+        take it now, the settle is queued with its charge and retried until it lands (the hold
+        stays renewed). The store applies a settle and its charge once however often it is
+        sent, so a retry after a lost reply charges nothing twice. False only for a hold settled
+        before (its charge, if any, is not made here)."""
         if hold.settled:
             return False
         hold.settled = True
@@ -345,7 +348,8 @@ class BudgetLedger:
         self._held.pop(hold.lease_id, None)
         if actual_micro_usd > hold.amount_micro_usd:
             alerts.reservation_shortfall(hold.app, hold.amount_micro_usd, actual_micro_usd)
-        return await self._settle(hold, actual_micro_usd, charge)
+        await self._settle(hold, actual_micro_usd, charge)
+        return True
 
     async def _settle(
         self, hold: Hold, actual_micro_usd: int, charge: TokenCharge | None = None
@@ -362,7 +366,7 @@ class BudgetLedger:
             )
         except StoreUnavailable:
             if hold.lease_id not in self._unsettled:
-                self._unsettled[hold.lease_id] = (hold, actual_micro_usd)
+                self._unsettled[hold.lease_id] = (hold, actual_micro_usd, charge)
                 self._held[hold.lease_id] = hold
                 if self._retrier is None or self._retrier.done():
                     self._retrier = asyncio.create_task(self._retry(), name="budget-settle-retry")
@@ -390,8 +394,8 @@ class BudgetLedger:
         delay = _FIRST_RETRY_S
         while self._unsettled:
             await asyncio.sleep(delay)
-            for hold, actual in list(self._unsettled.values()):
-                if not await self._settle(hold, actual):
+            for hold, actual, charge in list(self._unsettled.values()):
+                if not await self._settle(hold, actual, charge):
                     delay = min(2 * delay, _MAX_RETRY_S)
                     break
             else:
@@ -440,6 +444,6 @@ class BudgetLedger:
                 task.cancel()
                 await asyncio.wait([task])
         self._keeper = self._retrier = None
-        for hold, actual in self._unsettled.values():
+        for hold, actual, _ in self._unsettled.values():
             alerts.settle_failed(hold.app, actual, StoreUnavailable("the store never came back"))
         self._unsettled.clear()

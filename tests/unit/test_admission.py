@@ -175,20 +175,54 @@ async def test_the_settle_carries_the_output_tokens_in_one_round_trip() -> None:
     await accounting.aclose()
 
 
-async def test_a_settle_that_must_wait_leaves_the_charge_to_the_rate_limiter() -> None:
+async def tokens_left(store: MemoryStore) -> float:
+    """What the token bucket of TOKENS_APP holds now (negative: in debt), read with a refused
+    take that asks for a whole minute's allowance more than it can hold."""
+    decision = await store.take(
+        "a", requests_per_minute=0, tokens_per_minute=6_000, requests=0, tokens=6_000
+    )
+    assert not decision.allowed
+    return 6_000 - decision.retry_after_s * 100  # refills 100 tokens a second
+
+
+async def test_a_settle_that_must_wait_takes_its_charge_with_it() -> None:
     store = Counting()
     accounting = Accounting(store, StoreConfig())
     hold = await accounting.admissions.begin(TOKENS_APP, 1_000, 500).hold_for(500)
     store.down = True
     accounting.after_call(AfterCall(TOKENS_APP, hold, 200, output_tokens=5_000))
     await accounting.drain()
-    assert accounting.budgets.unsettled == 1 and store.takes == 1  # charged on its own
+    assert accounting.budgets.unsettled == 1 and store.takes == 0
     store.down = False
     await eventually(lambda: not accounting.budgets.unsettled)
-    # The queued settle goes without the charge: the tokens are taken once.
-    assert store.settles[-1] is None
-    with pytest.raises(RateLimited):
-        await accounting.rate_limits.admit(TOKENS_APP, 100)
+    # The queued settle carries the charge: the tokens are taken once, with it.
+    assert store.settles[-1] == TokenCharge(tokens_per_minute=6_000, tokens=5_000)
+    assert store.takes == 0
+    # 6000 - 1000 - 5000, plus what refilled since (100 a second); twice charged: -5000.
+    assert 0 <= await tokens_left(store) < 1_000
+    usage = (await accounting.budgets.read("a", TOKENS_APP.config)).usage
+    assert usage.spent_micro_usd == 200 and usage.reserved_micro_usd == 0
+    await accounting.aclose()
+
+
+async def test_a_settle_whose_reply_was_lost_charges_once() -> None:
+    class LostReply(Counting):
+        async def settle(self, *args: Any, **kwargs: Any) -> SettleResult:
+            result = await super().settle(*args, **kwargs)
+            if len(self.settles) == 1:
+                raise StoreUnavailable("timed out after Redis ran it")
+            return result
+
+    store = LostReply()
+    accounting = Accounting(store, StoreConfig())
+    hold = await accounting.admissions.begin(TOKENS_APP, 1_000, 500).hold_for(500)
+    accounting.after_call(AfterCall(TOKENS_APP, hold, 200, output_tokens=5_000))
+    await accounting.drain()
+    await eventually(lambda: not accounting.budgets.unsettled)
+    # Sent twice, applied once: a replayed settle charges nothing (5,000 more would leave the
+    # bucket a minute in debt).
+    assert len(store.settles) == 2 and store.takes == 0
+    assert 0 <= await tokens_left(store) < 1_000
     usage = (await accounting.budgets.read("a", TOKENS_APP.config)).usage
     assert usage.spent_micro_usd == 200 and usage.reserved_micro_usd == 0
     await accounting.aclose()
