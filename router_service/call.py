@@ -222,11 +222,20 @@ class RouteCall:
         )
 
     def release(self) -> None:
-        """Give back the budget hold of a call whose `stream()` never ran (the caller left
-        before it began); does nothing once the stream has run."""
+        """End a call whose `stream()` never ran (the caller left before it began, while the
+        decision was being sent): its hold goes back and it is recorded as cancelled, at no
+        cost, like a call cancelled before its first upstream request. Does nothing once the
+        stream has run."""
         if not self._finished:
-            self._finished = True
-            self._services.accounting.after_call(AfterCall(self._app, self._hold, 0, 0))
+            self._settle(
+                fallback=FallbackStream((), self._provider_request),
+                received=_Received(),
+                status=CallStatus.CANCELLED,
+                error="the caller left before the answer began",
+                started_at=time.time(),
+                t0=time.perf_counter(),
+                first_at=None,
+            )
 
     def _provider_request(self, target: Target) -> ProviderRequest:
         if self._upstream_at is None:

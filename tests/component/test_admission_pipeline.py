@@ -255,3 +255,19 @@ async def test_a_caller_who_leaves_early_holds_nothing(request_: ChatRequest) ->
         # Its request went back to the bucket too.
         assert store.refunded == 1
     await accounting.aclose()
+
+
+async def test_a_call_left_before_its_stream_began_is_recorded_and_holds_nothing() -> None:
+    accounting = Accounting(MemoryStore(), StoreConfig())
+    records: list[CallRecord] = []
+    async with pipeline(accounting, observers=records) as (p, app):
+        call = await p.route(app, SUMMARY)
+        call.release()  # the caller went away while the decision was being sent
+        call.release()  # once only
+        await accounting.drain()
+    (record,) = records
+    assert record.status == CallStatus.CANCELLED and record.cost_micro_usd == 0
+    assert record.model == "" and record.attempts == ()
+    assert call.summary is not None and call.summary.finish_reason == CallStatus.CANCELLED
+    assert (await accounting.budgets.read(app.name, app.config)).usage.reserved_micro_usd == 0
+    await accounting.aclose()
