@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,8 +172,17 @@ def router_config(workdir: Path, name: str, redis: str | None) -> Path:
 
 
 async def start_router(
-    workdir: Path, name: str, upstream: str, redis: str | None, otlp: str | None
+    workdir: Path,
+    name: str,
+    upstream: str,
+    redis: str | None,
+    otlp: str | None,
+    *,
+    launcher: Sequence[str] = ("-m", "router_service"),
 ) -> tuple[subprocess.Popen[bytes], aio.Channel, float, Path]:
+    """`llm-router serve` (or what `launcher` runs with the same arguments) with every feature
+    `redis` and `otlp` allow; returns the process, a channel to it, its start-up time to SERVING
+    and its config."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_") and k != "REDIS_URL"}
     env.update(
@@ -185,7 +194,7 @@ async def start_router(
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp
     config = router_config(workdir, name, redis)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "router_service", "serve", "--config", str(config)]
+        [sys.executable, *launcher, "serve", "--config", str(config)]
         + ["--listen", f"127.0.0.1:{port}", "--log-level", "WARNING"],
         cwd=workdir,
         env=env,

@@ -1,0 +1,105 @@
+"""`llm-router serve` with timestamps at the steps of each `Route` call, for `bench_timeline`.
+
+Run as `python -m benchmarks.timeline_router MARKS.jsonl serve ...`: the same server, with a
+few functions wrapped (nothing in `router_service` knows) so that each records
+`time.perf_counter()` when it runs. On Linux that clock is CLOCK_MONOTONIC, shared by every
+process, so the client can read the marks against its own. Calls must come one at a time: the
+marks of one call are kept in one list and written as one JSON line when its `Route` ends.
+
+Marks, in the order a call passes them (a later one may be missing when a call takes another
+path, e.g. a cached answer never reaches the upstream):
+
+    handler            `Route` starts (the request has crossed gRPC)
+    classify_start     the classifier is asked ...
+    classify_end       ... and has answered
+    hold_wait          the decision is made; waiting for the admission's budget hold ...
+    held               ... which is there
+    decision_written   gRPC has taken the decision event
+    upstream_request   the request goes to the provider
+    upstream_bytes     the provider's first bytes arrive
+    first_batch        the first deltas go to gRPC
+    end                `Route` ends
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from router_service.admission import Admission
+from router_service.api import router_servicer
+from router_service.api.router_servicer import RouterServicer
+from router_service.classification import ClassifierRuntime
+from router_service.cli import main
+from router_service.providers import h1
+
+_marks: list[tuple[str, float]] = []
+
+
+def mark(name: str) -> None:
+    """Note `name` once per call (the first time it happens)."""
+    if all(seen != name for seen, _ in _marks):
+        _marks.append((name, time.perf_counter()))
+
+
+def around(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function`, marking `name` each time it is called."""
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        mark(name)
+        return function(*args, **kwargs)
+
+    return wrapped
+
+
+def install(out: Path) -> None:
+    route = RouterServicer.Route
+    delta_events = router_servicer.delta_events  # type: ignore[attr-defined]
+    classify = ClassifierRuntime.classify
+    hold_for = Admission.hold_for
+
+    async def traced_route(self: RouterServicer, request: Any, context: Any) -> AsyncIterator[Any]:
+        _marks.clear()
+        mark("handler")
+        try:
+            async for event in route(self, request, context):
+                yield event
+                if event.WhichOneof("event") == "decision":
+                    mark("decision_written")
+        finally:
+            mark("end")
+            with out.open("a") as f:
+                f.write(json.dumps(dict(_marks)) + "\n")
+
+    def traced_classify(self: ClassifierRuntime, messages: Any) -> Any:
+        mark("classify_start")
+        try:
+            return classify(self, messages)
+        finally:
+            mark("classify_end")
+
+    async def traced_hold_for(self: Admission, worst_case_micro_usd: int) -> Any:
+        mark("hold_wait")
+        try:
+            return await hold_for(self, worst_case_micro_usd)
+        finally:
+            mark("held")
+
+    RouterServicer.Route = traced_route  # type: ignore[method-assign]
+    ClassifierRuntime.classify = traced_classify  # type: ignore[method-assign]
+    Admission.hold_for = traced_hold_for  # type: ignore[method-assign]
+    router_servicer.delta_events = around("first_batch", delta_events)  # type: ignore[attr-defined]
+    connection = h1._Connection
+    connection.send = around("upstream_request", connection.send)  # type: ignore[method-assign]
+    connection.data_received = around(  # type: ignore[method-assign]
+        "upstream_bytes", connection.data_received
+    )
+
+
+if __name__ == "__main__":
+    install(Path(sys.argv[1]))
+    sys.exit(main(sys.argv[2:]))
