@@ -339,21 +339,29 @@ async def stream_openai(client: httpx.AsyncClient, url: str, key: str) -> float:
     return first
 
 
-async def stream_router(stub: router_pb2_grpc.RouterStub) -> float:
+async def timed_route(stub: router_pb2_grpc.RouterStub) -> tuple[float, float, float]:
+    """One streamed `Route` call: when it was sent, when its first delta and its end arrived
+    (`perf_counter`)."""
     request = pb.RouteRequest(
         task="summarization",
         messages=[pb.Message(role="user", content=PROMPT)],
         max_output_tokens=256,
     )
-    started = time.perf_counter()
+    sent = time.perf_counter()
     first = 0.0
     async for event in stub.Route(request, metadata=(("authorization", "Bearer demo-key"),)):
         kind = event.WhichOneof("event")
         if kind == "delta" and not first:
-            first = time.perf_counter() - started
+            first = time.perf_counter()
         elif kind == "done":
             assert event.done.usage.output_tokens == TOKENS, event.done
-    return first
+    return sent, first, time.perf_counter()
+
+
+async def stream_router(stub: router_pb2_grpc.RouterStub) -> float:
+    """A call's time to its first token."""
+    sent, first, _ = await timed_route(stub)
+    return first - sent
 
 
 def summarize(arm: Arm, direct: Arm, rounds: int) -> dict[str, Any]:

@@ -22,24 +22,21 @@ import platform
 import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from benchmarks.bench_gateway import (
-    PROMPT,
     RESULTS,
     ROOT,
-    TOKENS,
     _listening,
     percentile,
     start_router,
     start_upstream,
+    timed_route,
     wait_until,
 )
-from router_service._proto import router_pb2 as pb
 from router_service._proto import router_pb2_grpc
 from tests.support.otlp_receiver import otlp_receiver
 from tests.support.redis_server import free_port, redis_url
@@ -62,19 +59,8 @@ STEPS = (
 
 
 async def one_call(stub: router_pb2_grpc.RouterStub) -> dict[str, float]:
-    request = pb.RouteRequest(
-        task="summarization",
-        messages=[pb.Message(role="user", content=PROMPT)],
-        max_output_tokens=256,
-    )
-    sent = time.perf_counter()
-    first = 0.0
-    async for event in stub.Route(request, metadata=(("authorization", "Bearer demo-key"),)):
-        if event.WhichOneof("event") == "delta" and not first:
-            first = time.perf_counter()
-        elif event.WhichOneof("event") == "done":
-            assert event.done.usage.output_tokens == TOKENS, event.done
-    return {"sent": sent, "client_first_delta": first, "client_done": time.perf_counter()}
+    sent, first, done = await timed_route(stub)
+    return {"sent": sent, "client_first_delta": first, "client_done": done}
 
 
 async def run(calls: int, warmup: int) -> dict[str, Any]:
