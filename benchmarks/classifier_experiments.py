@@ -482,6 +482,26 @@ def paired_bootstrap(a: Array, b: Array, weak: Array, strong: Array) -> list[flo
     return [float(np.mean(diffs)), *np.percentile(diffs, [2.5, 97.5]).tolist()]
 
 
+def grouped_paired_bootstrap(
+    a: dict[str, tuple[Array, Array, Array]], b: dict[str, tuple[Array, Array, Array]]
+) -> list[float]:
+    """Mean and 95% interval of the difference of the *mean over groups* of APGR (LOTO's
+    three tasks, or DC-Router's four families), rows resampled within each group, the same
+    rows for both recipes."""
+    rng = np.random.default_rng(0)
+    diffs = []
+    for _ in range(BOOTSTRAP):
+        total = 0.0
+        for name, (scores_a, weak, strong) in a.items():
+            scores_b = b[name][0]
+            i = rng.integers(0, len(weak), len(weak))
+            total += apgr(quantile_curve(scores_a[i], weak[i], strong[i])) - apgr(
+                quantile_curve(scores_b[i], weak[i], strong[i])
+            )
+        diffs.append(total / len(a))
+    return [float(np.mean(diffs)), *np.percentile(diffs, [2.5, 97.5]).tolist()]
+
+
 def bootstrap_interval(scores: Array, weak: Array, strong: Array) -> list[float]:
     rng = np.random.default_rng(0)
     values = []

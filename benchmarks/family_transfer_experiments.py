@@ -57,6 +57,7 @@ from benchmarks.classifier_experiments import (
     Array,
     Dataset,
     cross_validate,
+    grouped_paired_bootstrap,
     load,
     metrics,
     pair_counts,
@@ -66,7 +67,6 @@ from benchmarks.classifier_experiments import (
 )
 from training.dataset import read_outcomes
 from training.labels import training_targets
-from training.metrics import apgr, quantile_curve
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "family_transfer_experiments.json"
 MIN_GAP, MIN_ROWS, FLOOR = 0.03, 80, 0.6
@@ -203,17 +203,10 @@ def evaluate_set(
 def mean_bootstrap(sets: list[tuple[Array, Array, Array, Array]]) -> list[float]:
     """[mean, 2.5%, 97.5%] of the mean over sets of APGR(b) - APGR(a), rows resampled within
     each set, the same resample for (a) and (b)."""
-    rng = np.random.default_rng(0)
-    means = []
-    for _ in range(BOOTSTRAP):
-        diffs = []
-        for sa, sb, w, s in sets:
-            i = rng.integers(0, len(w), len(w))
-            diffs.append(
-                apgr(quantile_curve(sb[i], w[i], s[i])) - apgr(quantile_curve(sa[i], w[i], s[i]))
-            )
-        means.append(np.mean(diffs))
-    return [float(np.mean(means)), *np.percentile(means, [2.5, 97.5]).tolist()]
+    return grouped_paired_bootstrap(
+        {str(k): (sb, w, s) for k, (_, sb, w, s) in enumerate(sets)},
+        {str(k): (sa, w, s) for k, (sa, _, w, s) in enumerate(sets)},
+    )
 
 
 def cv_recipe_with_dc(dc: Dataset) -> Any:

@@ -42,7 +42,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from benchmarks.classifier_experiments import (
-    BOOTSTRAP,
     DC_FAMILIES,
     DC_STRONG,
     DC_WEAK,
@@ -53,6 +52,7 @@ from benchmarks.classifier_experiments import (
     Recipe,
     _fit_score,
     cross_validate,
+    grouped_paired_bootstrap,
     metrics,
     pair_counts,
     paired_bootstrap,
@@ -63,7 +63,6 @@ from benchmarks.classifier_experiments import (
     weighted_logistic,
 )
 from classifier.features import _final_block, prompt_text
-from training.metrics import apgr, quantile_curve
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "static_embedding_experiments.json"
 CACHE = pathlib.Path("/tmp/static_minilm_l6_raw_table.npz")
@@ -220,26 +219,6 @@ def leave_one_task_out_scores(
         result[task] = metrics(scores, w[held], s[held])["apgr"]
         kept[task] = (scores, w[held], s[held])
     return result, kept
-
-
-def grouped_paired_bootstrap(
-    a: dict[str, tuple[Array, Array, Array]], b: dict[str, tuple[Array, Array, Array]]
-) -> list[float]:
-    """Mean and 95% interval of the difference of the *mean over groups* of APGR (LOTO's
-    three tasks, or DC-Router's four families), rows resampled within each group, the same
-    rows for both recipes."""
-    rng = np.random.default_rng(0)
-    diffs = []
-    for _ in range(BOOTSTRAP):
-        total = 0.0
-        for name, (scores_a, weak, strong) in a.items():
-            scores_b = b[name][0]
-            i = rng.integers(0, len(weak), len(weak))
-            total += apgr(quantile_curve(scores_a[i], weak[i], strong[i])) - apgr(
-                quantile_curve(scores_b[i], weak[i], strong[i])
-            )
-        diffs.append(total / len(a))
-    return [float(np.mean(diffs)), *np.percentile(diffs, [2.5, 97.5]).tolist()]
 
 
 # name -> (recipe, [(table name, part, factor), ...])
