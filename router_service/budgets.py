@@ -154,11 +154,18 @@ class BudgetSnapshot:
     def state(self) -> BudgetState:
         return budget_state(self.usage)
 
+    @property
+    def headroom(self) -> int | None:
+        """What is left beyond spend and holds (None: no limit)."""
+        limit = self.usage.limit.limit_micro_usd
+        if limit is None:
+            return None
+        return limit - self.usage.spent_micro_usd - self.usage.reserved_micro_usd
+
     def fits(self, amount_micro_usd: int) -> bool:
         """Whether a hold of this size would be granted now (advisory: the store decides)."""
-        limit = self.usage.limit.limit_micro_usd
-        used = self.usage.spent_micro_usd + self.usage.reserved_micro_usd
-        return limit is None or used + amount_micro_usd <= limit
+        headroom = self.headroom
+        return headroom is None or amount_micro_usd <= headroom
 
 
 @dataclass(slots=True)
@@ -300,13 +307,7 @@ class BudgetLedger:
         """What the app's budget had left beyond spend and holds when the store last said (None:
         no limit, or nothing heard yet)."""
         cached = self._snapshots.get(app)
-        if cached is None:
-            return None
-        usage = cached[1].usage
-        limit = usage.limit.limit_micro_usd
-        if limit is None:
-            return None
-        return limit - usage.spent_micro_usd - usage.reserved_micro_usd
+        return None if cached is None else cached[1].headroom
 
     async def shrink(self, hold: Hold, amount_micro_usd: int) -> None:
         """Lower a hold taken at an upper bound to `amount` (the call's own worst case), giving
