@@ -9,9 +9,11 @@ exceptions and everything built on them stay httpx's.
 
 - Connections are pooled per origin (scheme, host, port). The most recently used idle one is
   taken first; at most `max_idle_per_origin` wait, each for at most `idle_expiry_s`. One the
-  server closed while idle is known closed (its `connection_lost` ran) and skipped. A request
-  whose reused connection closes before a byte of the answer came is sent once more on a new
-  connection: the server closed it as idle just as the request left.
+  server closed while idle is skipped: known closed when its `connection_lost` ran, and
+  otherwise seen by polling its socket before reuse (an idle connection has nothing to read,
+  so anything readable, the end of the stream included, spoils it), as httpcore does. A
+  request whose reused connection still closes before a byte of the answer came is sent once
+  more on a new connection: the server closed it as idle just as the request left.
 - The request (line, headers, body) goes out in one write.
 - `data_received` parses the response head and the body's framing (chunked, Content-Length,
   or until the server closes) as bytes arrive, and queues the body bytes for the reader as
@@ -35,6 +37,7 @@ HTTP/2, proxies, `Expect: 100-continue`, upgrades and pipelining.
 from __future__ import annotations
 
 import asyncio
+import select
 import ssl
 import time
 from collections import deque
@@ -144,6 +147,18 @@ class _Connection(asyncio.Protocol):
             assert self._transport is not None
             self._transport.resume_reading()
         return piece
+
+    def readable(self) -> bool:
+        """The socket has bytes or an end of stream the event loop has not delivered yet."""
+        if self._transport is None:
+            return True
+        sock = self._transport.get_extra_info("socket")
+        fd = -1 if sock is None else sock.fileno()
+        if fd < 0:
+            return True
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
 
     @property
     def reusable(self) -> bool:
@@ -465,7 +480,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
         fresh_since = time.monotonic() - self._idle_expiry_s
         while idle:
             connection = idle.pop()
-            if not connection.closed and connection.idle_since > fresh_since:
+            if (
+                not connection.closed
+                and connection.idle_since > fresh_since
+                and not connection.readable()
+            ):
                 return connection
             connection.close()
         return None

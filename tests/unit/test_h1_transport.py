@@ -226,6 +226,25 @@ async def test_a_connection_the_server_closed_while_idle_is_not_used() -> None:
         assert len(server.requests) == 2
 
 
+async def test_a_close_the_event_loop_has_not_delivered_yet_is_seen_before_reuse() -> None:
+    # The server closes the idle connection while the loop is not watching it (as when the
+    # FIN arrives while the loop is busy): the poll before reuse sees it, the request goes on
+    # a new connection and is never written to the dead one.
+    async with raw_server([ok(b"1"), CLOSE], [ok(b"2")]) as server, client(read=1.0) as http:
+        assert await post(http, server) == b"1"
+        transport = http._transport
+        assert isinstance(transport, LeanTransport)
+        (idle,) = transport._idle.values()
+        (connection,) = idle
+        assert connection._transport is not None
+        connection._transport.pause_reading()
+        await eventually(connection.readable, within_s=2)
+        assert not connection.closed
+        assert await post(http, server) == b"2"
+        assert server.connections == 2
+        assert connection.closed
+
+
 async def test_a_reused_connection_closed_without_an_answer_is_retried_once() -> None:
     # The server read the second request and closed without a word: as when it closes an idle
     # connection just as a request leaves. The request goes again, on a new connection.
