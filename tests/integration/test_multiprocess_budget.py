@@ -41,7 +41,10 @@ REQUEST = pb.RouteRequest(
 
 
 def write_config(path: Path, redis_url: str, prefix: str) -> None:
-    streaming = {"ttft_ms": 20, "tokens_per_second": 1500, "answer_tokens": 300}
+    # Answers as long as the request allows: 300 tokens (0.2 s) for the load, 1,500 (1 s) for
+    # the calls in flight when a replica is killed, so that none of them ends (and settles)
+    # before the kill on a loaded machine.
+    streaming = {"ttft_ms": 20, "tokens_per_second": 1500, "answer_tokens": 1500}
     raw = fast_raw(
         providers={"sim-openai": streaming, "sim-anthropic": streaming},
         apps={"demo": {"rate_limits": None, "budget": {"monthly_limit_usd": 1000}}},
@@ -120,12 +123,15 @@ async def test_three_replicas_share_one_exact_budget(
 
                 # SIGKILL a replica while its calls hold reservations.
                 await admin.SetBudget(
-                    pb.SetBudgetRequest(app_id="demo", monthly_limit_usd=2.00),
+                    pb.SetBudgetRequest(app_id="demo", monthly_limit_usd=3.00),
                     metadata=auth(ADMIN_KEY),
                 )
                 victim = running[2]
+                long_request = pb.RouteRequest()
+                long_request.CopyFrom(REQUEST)
+                long_request.max_output_tokens = 1500
                 in_flight = [
-                    routers[2].Route(REQUEST, metadata=auth(DEMO_KEY), timeout=30)
+                    routers[2].Route(long_request, metadata=auth(DEMO_KEY), timeout=30)
                     for _ in range(30)
                 ]
                 for call in in_flight:
