@@ -86,13 +86,16 @@ class RouterServicer:
                 deadline = (
                     None if remaining is None else asyncio.get_running_loop().time() + remaining
                 )
-                # The decision goes out before the upstream call starts: sent while the upstream
-                # answers, its write would wait for the CPU the answer's first bytes take, and
-                # the first delta would wait for it (measured: 0.2-0.3 ms later at p50 against a
-                # fast upstream; against a distant one this order costs the write, ~0.15 ms).
-                # Deltas that arrive together go out as one message.
-                yield pb.RouteEvent(decision=decision_message(plan, chat.request_id))
+                # The stream's producer is started, then the decision handed to gRPC: the
+                # decision's write begins first, and the upstream request leaves while gRPC
+                # completes it instead of after. Written while the upstream answers, the
+                # decision would wait for the CPU the answer's first bytes take, and the first
+                # delta behind it; sent and completed before the upstream request, it would
+                # delay that request by gRPC's write round trip (BENCHMARKS.md: this order beat
+                # both, against a fast and a distant upstream). Deltas that arrive together go
+                # out as one message.
                 async with Batches(call.stream(deadline=deadline), tracker=self._streams) as stream:
+                    yield pb.RouteEvent(decision=decision_message(plan, chat.request_id))
                     async for batch in stream:
                         for event in delta_events(batch):
                             yield event
