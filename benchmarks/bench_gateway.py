@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,10 +127,11 @@ async def wait_until(check: Callable[[], Awaitable[bool]], proc: subprocess.Pope
     raise RuntimeError(f"{proc.args!r} did not become ready")
 
 
-def start_upstream(port: int) -> subprocess.Popen[bytes]:
+def start_upstream(port: int, ttft_ms: float = 0.0) -> subprocess.Popen[bytes]:
+    """The mock upstream; `ttft_ms` delays each answer's first token (a distant provider)."""
     return subprocess.Popen(
         [sys.executable, "-m", "tests.support.fake_provider", "--port", str(port)]
-        + ["--tokens", str(TOKENS)],
+        + ["--tokens", str(TOKENS), "--ttft-ms", str(ttft_ms)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -179,10 +180,11 @@ async def start_router(
     otlp: str | None,
     *,
     launcher: Sequence[str] = ("-m", "router_service"),
+    extra_env: Mapping[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], aio.Channel, float, Path]:
     """`llm-router serve` (or what `launcher` runs with the same arguments) with every feature
-    `redis` and `otlp` allow; returns the process, a channel to it, its start-up time to SERVING
-    and its config."""
+    `redis` and `otlp` allow, and `extra_env` in its environment; returns the process, a channel
+    to it, its start-up time to SERVING and its config."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_") and k != "REDIS_URL"}
     env.update(
@@ -192,6 +194,7 @@ async def start_router(
     )
     if otlp is not None:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp
+    env.update(extra_env or {})
     config = router_config(workdir, name, redis)
     proc = subprocess.Popen(
         [sys.executable, *launcher, "serve", "--config", str(config)]

@@ -1,0 +1,175 @@
+"""Two or more versions of the router side by side in one run: the A/B behind every
+performance change in docs/BENCHMARKS.md.
+
+Each version is a git revision (exported with `git archive` into a temporary directory, with
+this checkout's generated protobuf code copied in) or `.` for the working tree. Every version
+runs as `llm-router serve` with every feature on, as in `bench_gateway` (Redis, the classifier,
+OTLP export, the call log), against one mock upstream whose first token comes after
+`--upstream-ttft-ms` (0: a fast upstream on loopback; 20: a distant provider, roughly). Calls
+go one at a time, one per version in turn, the order reversed every round, so the machine's
+noise hits every version alike. Figures per version: client-side time to first token (p50,
+p90, p99) and the router process's CPU per stream; the first version is the reference the
+others are compared with (difference at p50, ratio of CPU). Run:
+
+    .venv/bin/python -m benchmarks.bench_ab main . [--upstream-ttft-ms 0] [--calls 600]
+
+Results: benchmarks/results/ab.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bench_gateway import (
+    RESULTS,
+    ROOT,
+    cpu_seconds,
+    percentile,
+    start_router,
+    start_upstream,
+    timed_route,
+)
+from router_service._proto import router_pb2_grpc
+from tests.support.otlp_receiver import otlp_receiver
+from tests.support.redis_server import free_port, redis_url
+
+GENERATED = Path("router_service") / "_proto"
+
+
+@dataclass
+class Version:
+    name: str
+    tree: Path
+    stub: router_pb2_grpc.RouterStub | None = None
+    pid: int = 0
+    ttft_ms: list[float] = field(default_factory=list)
+    cpu_s: float = 0.0
+
+
+def export(revision: str, into: Path) -> Path:
+    """The tree of `revision` (`.`: this checkout), with this checkout's generated code."""
+    if revision == ".":
+        return ROOT
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", revision], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    tree = into / revision.replace("/", "_")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tree, filter="data")
+    shutil.copytree(ROOT / GENERATED, tree / GENERATED, dirs_exist_ok=True)
+    return tree
+
+
+async def run(
+    revisions: list[str], upstream_ttft_ms: float, calls: int, warmup: int
+) -> list[Version]:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-ab-"))
+    port = free_port()
+    upstream = start_upstream(port, upstream_ttft_ms)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        versions = [Version(r, export(r, workdir)) for r in revisions]
+        async with otlp_receiver() as (otlp, _):
+            with redis_url() as redis:
+                for version in versions:
+                    proc, channel, _, _ = await start_router(
+                        workdir,
+                        f"router {len(procs)}",
+                        f"http://127.0.0.1:{port}",
+                        redis,
+                        otlp,
+                        extra_env={"PYTHONPATH": str(version.tree)},
+                    )
+                    procs.append(proc)
+                    version.stub, version.pid = router_pb2_grpc.RouterStub(channel), proc.pid
+                for _ in range(warmup):
+                    for version in versions:
+                        assert version.stub is not None
+                        await timed_route(version.stub)
+                started = {v.name: cpu_seconds(v.pid) for v in versions}
+                for i in range(calls):
+                    for version in versions if i % 2 == 0 else versions[::-1]:
+                        assert version.stub is not None
+                        sent, first, _ = await timed_route(version.stub)
+                        version.ttft_ms.append((first - sent) * 1000)
+                for version in versions:
+                    version.cpu_s = cpu_seconds(version.pid) - started[version.name]
+        return versions
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait()
+        upstream.terminate()
+        upstream.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def summarize(version: Version, reference: Version, calls: int) -> dict[str, Any]:
+    ttft = version.ttft_ms
+    out: dict[str, Any] = {
+        "ttft_p50_ms": statistics.median(ttft),
+        "ttft_p90_ms": percentile(ttft, 0.9),
+        "ttft_p99_ms": percentile(ttft, 0.99),
+        "cpu_ms_per_stream": version.cpu_s / calls * 1000,
+    }
+    if version is not reference:
+        out["ttft_p50_minus_reference_ms"] = out["ttft_p50_ms"] - statistics.median(
+            reference.ttft_ms
+        )
+        out["cpu_ratio_to_reference"] = version.cpu_s / reference.cpu_s
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("revisions", nargs="+", help="git revisions, or . for the working tree")
+    parser.add_argument("--upstream-ttft-ms", type=float, default=0.0)
+    parser.add_argument("--calls", type=int, default=600)
+    parser.add_argument("--warmup", type=int, default=50)
+    args = parser.parse_args()
+    versions = asyncio.run(run(args.revisions, args.upstream_ttft_ms, args.calls, args.warmup))
+    reference = versions[0]
+    report = {
+        "benchmark": "ab",
+        "upstream_ttft_ms": args.upstream_ttft_ms,
+        "calls": args.calls,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_at_end": os.getloadavg(),
+        },
+        "versions": {v.name: summarize(v, reference, args.calls) for v in versions},
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "ab.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"upstream first token after {args.upstream_ttft_ms:g} ms, {args.calls} calls each")
+    header = f"{'version':24} {'TTFT p50':>9} {'p90':>7} {'p99':>7} {'CPU/stream':>11}"
+    print(f"{header}  vs {reference.name}")
+    for name, figures in report["versions"].items():
+        versus = ""
+        if "cpu_ratio_to_reference" in figures:
+            versus = (
+                f"{figures['ttft_p50_minus_reference_ms']:+.3f} ms, "
+                f"CPU x{figures['cpu_ratio_to_reference']:.3f}"
+            )
+        print(
+            f"{name:24} {figures['ttft_p50_ms']:9.3f} {figures['ttft_p90_ms']:7.3f} "
+            f"{figures['ttft_p99_ms']:7.3f} {figures['cpu_ms_per_stream']:9.2f} ms  {versus}"
+        )
+
+
+if __name__ == "__main__":
+    main()
