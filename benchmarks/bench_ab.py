@@ -1,5 +1,5 @@
-"""Two or more versions of the router side by side in one run: the A/B behind every
-performance change in docs/BENCHMARKS.md.
+"""Two or more versions of the router side by side in one run: an A/B measurement of a change
+(docs/BENCHMARKS.md).
 
 Each version is a git revision (exported with `git archive` into a temporary directory, with
 this checkout's generated protobuf code copied in) or `.` for the working tree. Every version
@@ -11,9 +11,11 @@ noise hits every version alike. Figures per version: client-side time to first t
 p90, p99) and the router process's CPU per stream; the first version is the reference the
 others are compared with (difference at p50, ratio of CPU). Run:
 
-    .venv/bin/python -m benchmarks.bench_ab main . [--upstream-ttft-ms 0] [--calls 600]
+    .venv/bin/python -m benchmarks.bench_ab [REVISION ...] [--upstream-ttft-ms 0] [--calls 600]
 
-Results: benchmarks/results/ab.json.
+(without revisions: HEAD against the working tree, as `make bench` runs it).
+
+Results: benchmarks/results/ab-upstream-<ttft>ms.json.
 """
 
 from __future__ import annotations
@@ -135,7 +137,12 @@ def summarize(version: Version, reference: Version, calls: int) -> dict[str, Any
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("revisions", nargs="+", help="git revisions, or . for the working tree")
+    parser.add_argument(
+        "revisions",
+        nargs="*",
+        default=["HEAD", "."],
+        help="git revisions, or . for the working tree (default: HEAD and the working tree)",
+    )
     parser.add_argument("--upstream-ttft-ms", type=float, default=0.0)
     parser.add_argument("--calls", type=int, default=600)
     parser.add_argument("--warmup", type=int, default=50)
@@ -154,7 +161,9 @@ def main() -> None:
         "versions": {v.name: summarize(v, reference, args.calls) for v in versions},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ab.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"ab-upstream-{args.upstream_ttft_ms:g}ms.json").write_text(
+        json.dumps(report, indent=2) + "\n"
+    )
     print(f"upstream first token after {args.upstream_ttft_ms:g} ms, {args.calls} calls each")
     header = f"{'version':24} {'TTFT p50':>9} {'p90':>7} {'p99':>7} {'CPU/stream':>11}"
     print(f"{header}  vs {reference.name}")
