@@ -149,7 +149,8 @@ class _Connection(asyncio.Protocol):
         return piece
 
     def readable(self) -> bool:
-        """The socket has bytes or an end of stream the event loop has not delivered yet."""
+        """The socket has bytes or an end of stream the event loop has not delivered yet, or
+        there is no socket left: either way the connection cannot serve another request."""
         if self._transport is None:
             return True
         sock = self._transport.get_extra_info("socket")
