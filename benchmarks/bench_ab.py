@@ -31,34 +31,25 @@ import statistics
 import subprocess
 import tarfile
 import tempfile
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_gateway import (
     RESULTS,
     ROOT,
+    Arm,
     cpu_seconds,
     percentile,
     start_router,
     start_upstream,
-    timed_route,
+    stream_router,
 )
 from router_service._proto import router_pb2_grpc
 from tests.support.otlp_receiver import otlp_receiver
 from tests.support.redis_server import free_port, redis_url
 
 GENERATED = Path("router_service") / "_proto"
-
-
-@dataclass
-class Version:
-    name: str
-    tree: Path
-    stub: router_pb2_grpc.RouterStub | None = None
-    pid: int = 0
-    ttft_ms: list[float] = field(default_factory=list)
-    cpu_s: float = 0.0
 
 
 def export(revision: str, into: Path) -> Path:
@@ -75,41 +66,38 @@ def export(revision: str, into: Path) -> Path:
     return tree
 
 
-async def run(
-    revisions: list[str], upstream_ttft_ms: float, calls: int, warmup: int
-) -> list[Version]:
+async def run(revisions: list[str], upstream_ttft_ms: float, calls: int, warmup: int) -> list[Arm]:
+    """One arm per revision, each a router of its own tree; their TTFTs and CPU."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-ab-"))
     port = free_port()
     upstream = start_upstream(port, upstream_ttft_ms)
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        versions = [Version(r, export(r, workdir)) for r in revisions]
+        arms = []
         async with otlp_receiver() as (otlp, _):
             with redis_url() as redis:
-                for version in versions:
+                for revision in revisions:
                     proc, channel, _, _ = await start_router(
                         workdir,
                         f"router {len(procs)}",
                         f"http://127.0.0.1:{port}",
                         redis,
                         otlp,
-                        extra_env={"PYTHONPATH": str(version.tree)},
+                        extra_env={"PYTHONPATH": str(export(revision, workdir))},
                     )
                     procs.append(proc)
-                    version.stub, version.pid = router_pb2_grpc.RouterStub(channel), proc.pid
+                    stub = router_pb2_grpc.RouterStub(channel)
+                    arms.append(Arm(revision, partial(stream_router, stub), pid=proc.pid))
                 for _ in range(warmup):
-                    for version in versions:
-                        assert version.stub is not None
-                        await timed_route(version.stub)
-                started = {v.name: cpu_seconds(v.pid) for v in versions}
+                    for arm in arms:
+                        await arm.call()
+                started = [cpu_seconds(proc.pid) for proc in procs]
                 for i in range(calls):
-                    for version in versions if i % 2 == 0 else versions[::-1]:
-                        assert version.stub is not None
-                        sent, first, _ = await timed_route(version.stub)
-                        version.ttft_ms.append((first - sent) * 1000)
-                for version in versions:
-                    version.cpu_s = cpu_seconds(version.pid) - started[version.name]
-        return versions
+                    for arm in arms if i % 2 == 0 else arms[::-1]:
+                        await arm.once()
+                for arm, proc, cpu in zip(arms, procs, started, strict=True):
+                    arm.cpu_s = cpu_seconds(proc.pid) - cpu
+        return arms
     finally:
         for proc in procs:
             proc.terminate()
@@ -119,19 +107,19 @@ async def run(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def summarize(version: Version, reference: Version, calls: int) -> dict[str, Any]:
-    ttft = version.ttft_ms
+def summarize(arm: Arm, reference: Arm, calls: int) -> dict[str, Any]:
+    ttft = arm.ttft_ms
     out: dict[str, Any] = {
         "ttft_p50_ms": statistics.median(ttft),
         "ttft_p90_ms": percentile(ttft, 0.9),
         "ttft_p99_ms": percentile(ttft, 0.99),
-        "cpu_ms_per_stream": version.cpu_s / calls * 1000,
+        "cpu_ms_per_stream": arm.cpu_s / calls * 1000,
     }
-    if version is not reference:
+    if arm is not reference:
         out["ttft_p50_minus_reference_ms"] = out["ttft_p50_ms"] - statistics.median(
             reference.ttft_ms
         )
-        out["cpu_ratio_to_reference"] = version.cpu_s / reference.cpu_s
+        out["cpu_ratio_to_reference"] = arm.cpu_s / reference.cpu_s
     return out
 
 
@@ -147,8 +135,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=600)
     parser.add_argument("--warmup", type=int, default=50)
     args = parser.parse_args()
-    versions = asyncio.run(run(args.revisions, args.upstream_ttft_ms, args.calls, args.warmup))
-    reference = versions[0]
+    arms = asyncio.run(run(args.revisions, args.upstream_ttft_ms, args.calls, args.warmup))
+    reference = arms[0]
     report = {
         "benchmark": "ab",
         "upstream_ttft_ms": args.upstream_ttft_ms,
@@ -158,7 +146,7 @@ def main() -> None:
             "python": platform.python_version(),
             "load_average_at_end": os.getloadavg(),
         },
-        "versions": {v.name: summarize(v, reference, args.calls) for v in versions},
+        "versions": {arm.name: summarize(arm, reference, args.calls) for arm in arms},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"ab-upstream-{args.upstream_ttft_ms:g}ms.json").write_text(
