@@ -107,9 +107,20 @@ async def run(revisions: list[str], upstream_ttft_ms: float, calls: int, warmup:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def commit(revision: str) -> str:
+    """The commit `revision` names (`.`: HEAD's, marked as the working tree), for the record:
+    a results file naming only "HEAD" would mean another commit tomorrow."""
+    name = "HEAD" if revision == "." else revision
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short=12", name], cwd=ROOT, check=True, capture_output=True
+    ).stdout.decode()
+    return sha.strip() + (" + working tree" if revision == "." else "")
+
+
 def summarize(arm: Arm, reference: Arm, calls: int) -> dict[str, Any]:
     ttft = arm.ttft_ms
     out: dict[str, Any] = {
+        "commit": commit(arm.name),
         "ttft_p50_ms": statistics.median(ttft),
         "ttft_p90_ms": percentile(ttft, 0.9),
         "ttft_p99_ms": percentile(ttft, 0.99),

@@ -1,13 +1,15 @@
 """OpenTelemetry for the router: spans, metrics, attribute names, and SDK set-up at the edge.
 
-Library code imports `Telemetry` (or `Tracing`, `CallTrace`, `RouterMetrics`) and uses only the
-OpenTelemetry API; `telemetry.sdk.configure_sdk` is imported by `llm-router serve` alone.
+Library code imports `Telemetry` (or `Tracing`, `CallTrace`, `RouterMetrics`): metrics use only
+the OpenTelemetry API, spans are built as the SDK's finished-span records (see `tracing`);
+`telemetry.sdk.configure_sdk`, which sets the SDK up from the `OTEL_*` variables, is imported by
+`llm-router serve` alone.
 """
 
 from __future__ import annotations
 
 from opentelemetry.metrics import MeterProvider
-from opentelemetry.trace import TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 
 from router_service.telemetry.metrics import RouterMetrics
 from router_service.telemetry.tracing import NO_TRACE, CallTrace, Tracing

@@ -1,29 +1,38 @@
 """Spans: one server span per RPC, child spans for its steps, a GenAI client span per provider
 attempt.
 
-Only the OpenTelemetry API is used here; the composition root hands in a `TracerProvider` (the
-SDK's, set up once at the edge by `telemetry.sdk`) or nothing, and with nothing every trace is
-`NO_TRACE`, whose methods do nothing: telemetry off costs a few attribute lookups per call.
+The composition root hands in the SDK's `TracerProvider` (set up once at the edge by
+`telemetry.sdk`) or nothing, and with nothing every trace is `NO_TRACE`, whose methods do
+nothing: telemetry off costs a few attribute lookups per call.
+
+Spans are built here as the SDK's finished-span records (`ReadableSpan`) and handed to the
+provider's span processors when they end, with the provider's sampler, id generator and
+resource: what an exporter receives is what the SDK's `Tracer` would have given it. The
+SDK's live spans are not used because of what they cost on a 2-core machine: about 30 µs to
+start one (ids, sampling, attribute containers with locks, the processors' `on_start`) and
+more to set attributes and end it, 144 µs for one routed call's five spans against 15 µs
+built here (benchmarks/bench_telemetry.py). A call's attributes are plain dicts until its
+span ends. Two SDK features are left out: span limits (the router's spans carry a fixed,
+small set of attributes) and spans that are recorded but not sampled (a trace the sampler
+does not sample is `NO_TRACE`; the SDK's batch and simple processors export only sampled
+spans anyway).
 
 Parents are passed explicitly, never taken from the ambient context. `Route` is an async
 generator that grpc.aio drives across many `yield`s, and a context attached before a `yield`
 may be detached from another context (a cancelled or garbage-collected generator), which
-corrupts the ambient context. So a `CallTrace` carries its own context, and its step spans are
-never made current.
+corrupts the ambient context. So a `CallTrace` carries its own span context.
 
 Provider spans are built when the call ends, from its `CallRecord`: the record holds every
 attempt with its outcome and duration, the usage and the cost, which is everything the GenAI
 conventions ask for; attempts run one after another, so their start times follow from the
-call's start and the durations before them.
-
-Step spans (classify, budget reserve) are timed where they happen but built when the RPC's
-span ends: the SDK's span machinery (ids, sampling, locks, the processor queue) costs tens of
-microseconds a span, which the request path would otherwise pay before the first token.
+call's start and the durations before them. Step spans (classify, budget reserve) are timed
+where they happen and built when the RPC's span ends, so the request path only reads clocks.
 """
 
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -32,7 +41,14 @@ from typing import Protocol
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import Decision as Sampling
+from opentelemetry.sdk.trace.sampling import Sampler
+from opentelemetry.sdk.util.instrumentation import InstrumentationInfo, InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
 from router_service.cost import micro_to_usd
@@ -120,15 +136,148 @@ class CallTrace:
 NO_TRACE = CallTrace()
 
 
-class _RecordingTrace(CallTrace):
-    __slots__ = ("_context", "_decided", "_ended", "_span", "_steps", "_tracer")
+@dataclass(frozen=True, slots=True)
+class _Spans:
+    """What spans are made with: the SDK tracer's sampler, ids, resource and processors."""
 
-    def __init__(self, tracer: Tracer, span: Span) -> None:
-        self._tracer = tracer
-        self._span = span
-        self._context = trace.set_span_in_context(span)
+    sampler: Sampler
+    ids: IdGenerator
+    resource: Resource
+    processor: SpanProcessor
+    scope: InstrumentationScope
+    info: InstrumentationInfo
+
+    def start(
+        self,
+        name: str,
+        kind: SpanKind,
+        parent: Context,
+        attributes: dict[str, AttributeValue],
+        links: Sequence[Link] = (),
+    ) -> SpanContext | None:
+        """A new span's context as the SDK's `Tracer.start_span` makes it, with the sampler's
+        attributes merged into `attributes`; None when the sampler does not sample it."""
+        parent_span = trace.get_current_span(parent).get_span_context()
+        valid = parent_span.is_valid
+        trace_id = parent_span.trace_id if valid else self.ids.generate_trace_id()
+        sampled = self.sampler.should_sample(parent, trace_id, name, kind, attributes, links)
+        if sampled.decision is not Sampling.RECORD_AND_SAMPLE:
+            return None
+        if sampled.attributes:
+            attributes.update(sampled.attributes)
+        flags = TraceFlags.SAMPLED
+        if parent_span.trace_flags.random_trace_id if valid else self.ids.is_trace_id_random():
+            flags |= TraceFlags.RANDOM_TRACE_ID
+        return SpanContext(
+            trace_id,
+            self.ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=TraceFlags(flags),
+            trace_state=sampled.trace_state,
+        )
+
+    def child(self, parent: SpanContext) -> SpanContext:
+        """The context of a span under `parent`, in its trace, sampled as it is (the default
+        parent-based sampler's decision for a sampled local parent, taken without asking)."""
+        return SpanContext(
+            parent.trace_id,
+            self.ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=parent.trace_flags,
+            trace_state=parent.trace_state,
+        )
+
+    def emit(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        *,
+        kind: SpanKind,
+        start_ns: int,
+        end_ns: int,
+        attributes: Mapping[str, AttributeValue],
+        status: Status | None = None,
+        events: Sequence[Event] = (),
+        links: Sequence[Link] = (),
+    ) -> None:
+        self.processor.on_end(
+            ReadableSpan(
+                name,
+                context,
+                parent,
+                self.resource,
+                attributes,
+                events,
+                links,
+                kind,
+                self.info,
+                status or _UNSET,
+                start_ns,
+                end_ns,
+                self.scope,
+            )
+        )
+
+
+_UNSET = Status(StatusCode.UNSET)
+
+
+def _exception_event(error: BaseException, at_ns: int) -> Event:
+    """The event the SDK's `Span.record_exception` adds for `error`."""
+    kind = type(error)
+    module = kind.__module__
+    name = f"{module}.{kind.__qualname__}" if module and module != "builtins" else kind.__qualname__
+    return Event(
+        "exception",
+        {
+            "exception.type": name,
+            "exception.message": str(error),
+            "exception.stacktrace": "".join(traceback.format_exception(error)),
+            "exception.escaped": "False",
+        },
+        at_ns,
+    )
+
+
+class _RecordingTrace(CallTrace):
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_decided",
+        "_end_ns",
+        "_kind",
+        "_links",
+        "_name",
+        "_parent",
+        "_spans",
+        "_start_ns",
+        "_status",
+        "_steps",
+    )
+
+    def __init__(
+        self,
+        spans: _Spans,
+        name: str,
+        context: SpanContext,
+        *,
+        kind: SpanKind,
+        parent: SpanContext | None,
+        attributes: dict[str, AttributeValue],
+        links: Sequence[Link] = (),
+    ) -> None:
+        self._spans = spans
+        self._name = name
+        self._kind = kind
+        self._context = context
+        self._parent = parent
+        self._attributes = attributes
+        self._links = links
+        self._start_ns = time.time_ns()
+        self._end_ns = 0  # 0 until the span ends
+        self._status: Status | None = None
         self._decided = False
-        self._ended = False
         self._steps: list[_Step] = []
 
     @contextmanager
@@ -143,47 +292,51 @@ class _RecordingTrace(CallTrace):
             raise
         finally:
             step.end_ns = time.time_ns()
-            if self._ended:
+            if self._end_ns:
                 self._build(step)
             else:
                 self._steps.append(step)
 
     def _build(self, step: _Step) -> None:
-        span = self._tracer.start_span(
-            step.name, context=self._context, start_time=step.start_ns, attributes=step.attributes
-        )
+        status, events = None, list[Event]()
         if step.error is not None:
             # As the SDK's `start_as_current_span` records an exception leaving its block.
-            span.record_exception(step.error, timestamp=step.end_ns)
-            span.set_status(Status(StatusCode.ERROR, f"{type(step.error).__name__}: {step.error}"))
-        span.end(end_time=step.end_ns)
+            events.append(_exception_event(step.error, step.end_ns))
+            status = Status(StatusCode.ERROR, f"{type(step.error).__name__}: {step.error}")
+        self._spans.emit(
+            step.name,
+            self._spans.child(self._context),
+            self._context,
+            kind=SpanKind.INTERNAL,
+            start_ns=step.start_ns,
+            end_ns=step.end_ns,
+            attributes=step.attributes,
+            status=status,
+            events=events,
+        )
 
     def set(self, key: str, value: AttributeValue) -> None:
-        self._span.set_attribute(key, value)
+        self._attributes[key] = value
 
     def set_decision(self, decision: Decision, request_id: str) -> None:
-        self._span.set_attributes(_decision_attributes(decision, request_id))
+        self._attributes.update(_decision_attributes(decision, request_id))
         self._decided = True
 
     def record_call(self, record: CallRecord) -> None:
-        span = self._span
         if not self._decided:
             self.set_decision(record.decision, record.request_id)
-        span.set_attributes(
-            {
-                a.APP: record.app,
-                a.COST_USD: micro_to_usd(record.cost_micro_usd),
-                a.SERVED_FROM_CACHE: record.served_from_cache,
-                a.PROMPT_CACHE_HIT: record.prompt_cache_hit,
-                a.STATUS: record.status,
-            }
-        )
+        attributes = self._attributes
+        attributes[a.APP] = record.app
+        attributes[a.COST_USD] = micro_to_usd(record.cost_micro_usd)
+        attributes[a.SERVED_FROM_CACHE] = record.served_from_cache
+        attributes[a.PROMPT_CACHE_HIT] = record.prompt_cache_hit
+        attributes[a.STATUS] = record.status
         if record.model:
-            span.set_attribute(a.MODEL, record.model)
+            attributes[a.MODEL] = record.model
         if record.ttft_ms is not None:
-            span.set_attribute(a.TTFT_MS, record.ttft_ms)
+            attributes[a.TTFT_MS] = record.ttft_ms
         if record.overhead_ms is not None:
-            span.set_attribute(a.OVERHEAD_MS, record.overhead_ms)
+            attributes[a.OVERHEAD_MS] = record.overhead_ms
         self._attempt_spans(record)
 
     def _attempt_spans(self, record: CallRecord) -> None:
@@ -200,83 +353,112 @@ class _RecordingTrace(CallTrace):
             if attempt.outcome is AttemptOutcome.SKIPPED:
                 continue
             finish = at + int(attempt.latency_ms * _NS_PER_MS)
-            span = self._attempt_span(record, attempt.model, attempt.provider, at, attempt)
-            span.set_attribute(a.COST_USD, 0.0)
-            span.end(end_time=finish)
+            attributes = _attempt_attributes(record, attempt.model, attempt.provider)
+            attributes[a.COST_USD] = 0.0
+            self._attempt_span(attempt.model, attempt, at, finish, attributes)
             at = finish
         if record.model and not record.served_from_cache:
             # The serving attempt ran from the end of the failed ones to the end of the call;
             # when the caller went away mid-answer it has no attempt record of its own.
             serving = attempts[-1] if serving_recorded else None
-            self._serving_span(record, serving, at, max(at, end_ns))
-
-    def _serving_span(
-        self, record: CallRecord, attempt: AttemptRecord | None, start_ns: int, end_ns: int
-    ) -> None:
-        span = self._attempt_span(record, record.model, record.provider, start_ns, attempt)
-        usage = record.usage
-        span.set_attributes(
-            {
-                a.GEN_AI_RESPONSE_MODEL: record.response_model or record.model,
-                a.GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens,
-                a.GEN_AI_USAGE_OUTPUT_TOKENS: usage.output_tokens,
-                a.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: usage.cached_input_tokens,
-                a.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: usage.cache_write_tokens,
-                a.COST_USD: micro_to_usd(record.cost_micro_usd),
-                a.PROMPT_CACHE_HIT: record.prompt_cache_hit,
-            }
-        )
-        if record.status == CallStatus.OK:
-            span.set_attribute(a.GEN_AI_RESPONSE_FINISH_REASONS, (record.finish_reason,))
-        elif attempt is None:
-            span.set_attribute(a.ATTEMPT_OUTCOME, record.status)
-        span.end(end_time=end_ns)
+            self._attempt_span(
+                record.model, serving, at, max(at, end_ns), _serving_attributes(record, serving)
+            )
 
     def _attempt_span(
         self,
-        record: CallRecord,
         model: str,
-        provider: str,
-        start_ns: int,
         attempt: AttemptRecord | None,
-    ) -> Span:
-        """A GenAI client span for one attempt, started at `start_ns`; the caller ends it."""
-        span = self._tracer.start_span(
-            f"{a.OPERATION_CHAT} {model}",
-            context=self._context,
-            kind=SpanKind.CLIENT,
-            start_time=start_ns,
-            attributes={
-                a.GEN_AI_OPERATION_NAME: a.OPERATION_CHAT,
-                a.GEN_AI_PROVIDER_NAME: provider,
-                a.GEN_AI_REQUEST_MODEL: model,
-                a.GEN_AI_REQUEST_MAX_TOKENS: record.decision.max_output_tokens,
-                a.APP: record.app,
-                a.TIER: record.decision.tier.value,
-            },
-        )
+        start_ns: int,
+        end_ns: int,
+        attributes: dict[str, AttributeValue],
+    ) -> None:
+        """A GenAI client span for one attempt."""
+        status = None
         if attempt is not None:
-            span.set_attribute(a.ATTEMPT_OUTCOME, attempt.outcome.value)
+            attributes[a.ATTEMPT_OUTCOME] = attempt.outcome.value
             if attempt.outcome in (AttemptOutcome.FAILED, AttemptOutcome.BROKEN):
-                span.set_attribute(a.ERROR_TYPE, attempt.outcome.value)
-                span.set_status(Status(StatusCode.ERROR, attempt.error))
-        return span
+                attributes[a.ERROR_TYPE] = attempt.outcome.value
+                status = Status(StatusCode.ERROR, attempt.error)
+        self._spans.emit(
+            f"{a.OPERATION_CHAT} {model}",
+            self._spans.child(self._context),
+            self._context,
+            kind=SpanKind.CLIENT,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            attributes=attributes,
+            status=status,
+        )
 
     def fail(self, error: BaseException, grpc_code: int) -> None:
-        self._span.set_attribute(a.RPC_GRPC_STATUS_CODE, grpc_code)
-        self._span.set_attribute(a.ERROR_TYPE, type(error).__name__)
-        self._span.set_status(Status(StatusCode.ERROR, str(error)))
+        self._attributes[a.RPC_GRPC_STATUS_CODE] = grpc_code
+        self._attributes[a.ERROR_TYPE] = type(error).__name__
+        self._status = Status(StatusCode.ERROR, str(error))
 
     def child_call(self, name: str) -> CallTrace:
-        return _RecordingTrace(self._tracer, self._tracer.start_span(name, context=self._context))
+        return _RecordingTrace(
+            self._spans,
+            name,
+            self._spans.child(self._context),
+            kind=SpanKind.INTERNAL,
+            parent=self._context,
+            attributes={},
+        )
 
     def end(self) -> None:
-        if not self._ended:
-            self._ended = True
-            for step in self._steps:
-                self._build(step)
-            self._steps.clear()
-            self._span.end()
+        if self._end_ns:
+            return
+        self._end_ns = time.time_ns()
+        for step in self._steps:
+            self._build(step)
+        self._steps.clear()
+        self._spans.emit(
+            self._name,
+            self._context,
+            self._parent,
+            kind=self._kind,
+            start_ns=self._start_ns,
+            end_ns=self._end_ns,
+            attributes=self._attributes,
+            status=self._status,
+            links=self._links,
+        )
+
+    @property
+    def context(self) -> SpanContext:
+        """This trace's span context (what a span linking to it refers to)."""
+        return self._context
+
+
+def _attempt_attributes(record: CallRecord, model: str, provider: str) -> dict[str, AttributeValue]:
+    return {
+        a.GEN_AI_OPERATION_NAME: a.OPERATION_CHAT,
+        a.GEN_AI_PROVIDER_NAME: provider,
+        a.GEN_AI_REQUEST_MODEL: model,
+        a.GEN_AI_REQUEST_MAX_TOKENS: record.decision.max_output_tokens,
+        a.APP: record.app,
+        a.TIER: record.decision.tier.value,
+    }
+
+
+def _serving_attributes(
+    record: CallRecord, attempt: AttemptRecord | None
+) -> dict[str, AttributeValue]:
+    usage = record.usage
+    attributes = _attempt_attributes(record, record.model, record.provider)
+    attributes[a.GEN_AI_RESPONSE_MODEL] = record.response_model or record.model
+    attributes[a.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+    attributes[a.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+    attributes[a.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens
+    attributes[a.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_write_tokens
+    attributes[a.COST_USD] = micro_to_usd(record.cost_micro_usd)
+    attributes[a.PROMPT_CACHE_HIT] = record.prompt_cache_hit
+    if record.status == CallStatus.OK:
+        attributes[a.GEN_AI_RESPONSE_FINISH_REASONS] = (record.finish_reason,)
+    elif attempt is None:
+        attributes[a.ATTEMPT_OUTCOME] = record.status
+    return attributes
 
 
 def _decision_attributes(decision: Decision, request_id: str) -> dict[str, AttributeValue]:
@@ -300,43 +482,64 @@ class Tracing:
     """Starts traces. Built once by the composition root; `provider=None` turns tracing off."""
 
     def __init__(self, provider: TracerProvider | None = None) -> None:
-        self._tracer = (
-            None if provider is None else trace.get_tracer(_SCOPE, tracer_provider=provider)
+        self._spans: _Spans | None = None
+        if provider is None:
+            return
+        tracer = provider.get_tracer(_SCOPE)
+        if not isinstance(tracer, SdkTracer):  # the SDK disabled by OTEL_SDK_DISABLED
+            return
+        info = tracer.instrumentation_info
+        self._spans = _Spans(
+            sampler=tracer.sampler,
+            ids=tracer.id_generator,
+            resource=tracer.resource,
+            processor=tracer.span_processor,
+            # The tracer's scope, as its (public, deprecated) instrumentation info says it.
+            scope=InstrumentationScope(info.name, info.version, info.schema_url),
+            info=info,
         )
 
     @property
     def enabled(self) -> bool:
-        return self._tracer is not None
+        return self._spans is not None
 
     def start_rpc(self, service: str, method: str, metadata: Metadata | None) -> CallTrace:
         """The server span of one RPC, continuing the caller's trace from its metadata."""
-        tracer = self._tracer
-        if tracer is None:
+        spans = self._spans
+        if spans is None:
             return NO_TRACE
         parent = propagate.extract(tuple(metadata or ()), getter=_GETTER)
-        span = tracer.start_span(
-            f"{service}/{method}",
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={a.RPC_SYSTEM: "grpc", a.RPC_SERVICE: service, a.RPC_METHOD: method},
-        )
-        if not span.is_recording():
+        name = f"{service}/{method}"
+        attributes: dict[str, AttributeValue] = {
+            a.RPC_SYSTEM: "grpc",
+            a.RPC_SERVICE: service,
+            a.RPC_METHOD: method,
+        }
+        context = spans.start(name, SpanKind.SERVER, parent, attributes)
+        if context is None:
             return NO_TRACE
-        return _RecordingTrace(tracer, span)
+        remote = trace.get_current_span(parent).get_span_context()
+        return _RecordingTrace(
+            spans,
+            name,
+            context,
+            kind=SpanKind.SERVER,
+            parent=remote if remote.is_valid else None,
+            attributes=attributes,
+        )
 
     def start_background(
         self, name: str, follows: CallTrace, attributes: Mapping[str, AttributeValue]
     ) -> CallTrace:
         """A new trace for work done after an RPC ended, linked to the RPC's span."""
-        tracer = self._tracer
-        if tracer is None:
+        spans = self._spans
+        if spans is None:
             return NO_TRACE
-        links = []
-        if isinstance(follows, _RecordingTrace):
-            links.append(Link(follows._span.get_span_context()))
-        span = tracer.start_span(
-            name, context=Context(), kind=SpanKind.INTERNAL, attributes=attributes, links=links
+        links = [Link(follows.context)] if isinstance(follows, _RecordingTrace) else []
+        own = dict(attributes)
+        context = spans.start(name, SpanKind.INTERNAL, Context(), own, links)
+        if context is None:
+            return NO_TRACE
+        return _RecordingTrace(
+            spans, name, context, kind=SpanKind.INTERNAL, parent=None, attributes=own, links=links
         )
-        if not span.is_recording():
-            return NO_TRACE
-        return _RecordingTrace(tracer, span)

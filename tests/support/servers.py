@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from grpc import aio
 from opentelemetry.metrics import MeterProvider
-from opentelemetry.trace import TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 
 from router_service._proto import router_pb2_grpc
 from router_service.config import RouterConfig
