@@ -134,11 +134,27 @@ def _messages(value: Any) -> tuple[tuple[str, str], ...]:
     for message in value:
         if not isinstance(message, dict):
             raise DatasetError("each message must be an object with 'role' and 'content'")
-        role, content = message.get("role"), message.get("content")
-        if not isinstance(role, str) or not isinstance(content, str):
+        role = message.get("role")
+        if not isinstance(role, str) or "content" not in message:
             raise DatasetError("message 'role' and 'content' must be strings")
-        messages.append((role, content))
+        messages.append((role, _content(message["content"])))
     return tuple(messages)
+
+
+def _content(value: Any) -> str:
+    """A message's text. Besides a string, what chat APIs send is read as they mean it: null
+    (an assistant turn that only called tools) is no text, and a list of content parts
+    (OpenAI's and Anthropic's `[{"type": "text", "text": ...}, {"type": "image_url", ...}]`)
+    is its text parts, one per line."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, list) and all(isinstance(part, dict) for part in value):
+        texts = [part.get("text") for part in value if part.get("type") == "text"]
+        if all(isinstance(text, str) for text in texts):
+            return "\n".join(texts)
+    raise DatasetError("message 'content' must be a string, null or a list of content parts")
 
 
 def _outcomes(value: Any) -> dict[str, Outcome]:

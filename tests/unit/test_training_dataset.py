@@ -35,12 +35,34 @@ def test_a_valid_line_parses() -> None:
     assert row.outcomes["mixtral"].cost_usd is None
 
 
+def test_content_parts_and_null_content_are_read_as_chat_apis_mean_them() -> None:
+    parts = [
+        {"type": "text", "text": "Describe this chart."},
+        {"type": "image_url", "image_url": {"url": "https://example.com/c.png"}},
+        {"type": "text", "text": "Then name its axes."},
+    ]
+    messages = [
+        {"role": "user", "content": parts},
+        {"role": "assistant", "content": None},
+        {"role": "user", "content": "Thanks."},
+    ]
+    row = parse_line(json.dumps({**VALID, "messages": messages}))
+    assert row.messages == (
+        ("user", "Describe this chart.\nThen name its axes."),
+        ("assistant", ""),
+        ("user", "Thanks."),
+    )
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
         ({"id": ""}, "'id'"),
         ({"messages": []}, "'messages'"),
         ({"messages": [{"role": "user"}]}, "content"),
+        ({"messages": [{"role": "user", "content": 3}]}, "content"),
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": 3}]}]}, "content"),
+        ({"messages": [{"role": "user", "content": ["text"]}]}, "content"),
         ({"outcomes": []}, "'outcomes'"),
         ({"outcomes": {"m": {"score": 1.5}}}, "outside"),
         ({"outcomes": {"m": {"score": True}}}, "score"),
