@@ -68,12 +68,15 @@ def promote(
 
     ours = measure(candidate)
     if ours["rows"] < min_rows:
-        return Promotion(
-            False,
-            f"kept the current artifact: only {ours['rows']} held-out rows (needs {min_rows})",
-            ours,
-            None,
+        too_few = (
+            f"only {ours['rows']} held-out rows with outcomes of both {weak} and {strong} "
+            f"(needs {min_rows})"
         )
+        if not current.exists():
+            return Promotion(
+                False, f"promoted nothing, and there is no current artifact: {too_few}", ours, None
+            )
+        return Promotion(False, f"kept the current artifact: {too_few}", ours, None)
     theirs = None
     reason = "no current artifact"
     if current.exists():

@@ -266,6 +266,7 @@ def _report(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+        args.png.parent.mkdir(parents=True, exist_ok=True)
         write_chart(report, args.png)
         print(f"chart written to {args.png}")
     return 0

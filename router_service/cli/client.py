@@ -33,8 +33,20 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         )
         parser.add_argument("--model", default="", help="force this model from the catalog")
         parser.add_argument("--money-movement", action="store_true", help="flag money movement")
-        parser.add_argument("--max-output-tokens", type=int, default=0)
-        parser.add_argument("--temperature", type=float)
+        parser.add_argument(
+            "--max-output-tokens",
+            type=int,
+            default=0,
+            metavar="N",
+            help="most tokens in the answer; only models whose context window and output "
+            "limit fit it are chosen (default 0: the task's default_max_output_tokens)",
+        )
+        parser.add_argument(
+            "--temperature",
+            type=float,
+            help="sampling temperature, 0 to 2 (default: unset, the provider's default; "
+            "--cache needs 0)",
+        )
         parser.add_argument(
             "--cache", action="store_true", help="opt in to the response cache (temperature 0)"
         )

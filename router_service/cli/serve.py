@@ -24,7 +24,11 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--config", type=Path, help="YAML config file (default: embedded)")
     parser.add_argument("--listen", metavar="HOST:PORT", help="override server.listen")
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="lowest level of log messages printed to stderr (default INFO; DEBUG also shows "
+        "each provider HTTP request)",
     )
     parser.add_argument(
         "--demo",

@@ -30,7 +30,9 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     feedback.add_argument("request_id", help="the request id (shown by `route`)")
     feedback.add_argument("--score", type=float, required=True, help="quality in [0, 1]")
     feedback.add_argument("--label", default="", help='e.g. "thumbs_up"')
-    feedback.add_argument("--comment", default="")
+    feedback.add_argument(
+        "--comment", default="", help="free text stored with the score in the call log"
+    )
     add_connection_arguments(feedback)
     feedback.set_defaults(run=_feedback)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -28,6 +29,13 @@ from tests.support.provider_configs import (
 from tests.support.servers import Running, auth, running_router
 
 SYSTEM = "You summarize incident reports for the on-call engineer."
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The examples keep the call log's default directory, `var/calllog` under the working
+    directory: run there, not in the checkout."""
+    monkeypatch.chdir(tmp_path)
 
 
 def route_request(**changes: Any) -> pb.RouteRequest:

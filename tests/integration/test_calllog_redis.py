@@ -27,6 +27,7 @@ from tests.component.test_route_api import route_request
 from tests.support.configs import DEMO_KEY, fast_config
 from tests.support.redis_server import free_port
 from tests.support.servers import Running, auth, running_router
+from tests.support.stores import delete_prefix, unique_prefix
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -48,10 +49,22 @@ async def stream(redis_url_fixture: str) -> AsyncIterator[str]:
         await redis.aclose()
 
 
-def config(redis_url: str, stream: str, **changes: Any) -> RouterConfig:
+@pytest.fixture
+async def prefix(redis_url_fixture: str) -> AsyncIterator[str]:
+    """A store key prefix of this test's own (budgets, stats); its keys are deleted afterwards."""
+    prefix = unique_prefix()
+    yield prefix
+    redis = Redis.from_url(redis_url_fixture)
+    try:
+        await delete_prefix(redis, prefix)
+    finally:
+        await redis.aclose()
+
+
+def config(redis_url: str, stream: str, prefix: str, **changes: Any) -> RouterConfig:
     other = {"key_sha256": hashlib.sha256(OTHER_KEY.encode()).hexdigest()}
     return fast_config(
-        store={"backend": "redis", "redis_url": redis_url},
+        store={"backend": "redis", "redis_url": redis_url, "key_prefix": prefix},
         call_log={"enabled": True, "stream": stream, "flush_interval_s": 0.01},
         apps={"other": other},
         **changes,
@@ -72,9 +85,9 @@ async def stream_entries(redis_url: str, stream: str) -> list[Any]:
 
 
 async def test_records_go_to_the_stream_and_feedback_reaches_any_replica(
-    redis_url_fixture: str, stream: str
+    redis_url_fixture: str, stream: str, prefix: str
 ) -> None:
-    cfg = config(redis_url_fixture, stream)
+    cfg = config(redis_url_fixture, stream, prefix)
     async with running_router(cfg) as a, running_router(cfg) as b:
         done = await route(a, request_id="xr-1")
         redis = Redis.from_url(redis_url_fixture)
@@ -102,8 +115,10 @@ async def test_records_go_to_the_stream_and_feedback_reaches_any_replica(
     assert (feedback.app, feedback.request_id, feedback.score) == ("demo", "xr-1", 0.5)
 
 
-async def test_export_reads_the_stream(redis_url_fixture: str, stream: str, tmp_path: Path) -> None:
-    cfg = config(redis_url_fixture, stream, exploration={"shadow_rate": 1.0})
+async def test_export_reads_the_stream(
+    redis_url_fixture: str, stream: str, prefix: str, tmp_path: Path
+) -> None:
+    cfg = config(redis_url_fixture, stream, prefix, exploration={"shadow_rate": 1.0})
     async with running_router(cfg) as running:
         for i in range(3):
             done = await route(running, request_id=f"ex-{i}")
@@ -138,7 +153,7 @@ async def test_export_reads_the_stream(redis_url_fixture: str, stream: str, tmp_
 
 async def test_a_dead_redis_holds_the_log_and_calls_go_on() -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
-    cfg = config(dead, "llm-router-test:dead:calllog")
+    cfg = config(dead, "llm-router-test:dead:calllog", unique_prefix())
     async with running_router(cfg) as running:
         for i in range(3):
             done = await route(running, request_id=f"dead-{i}")

@@ -6,7 +6,11 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from router_service.calllog.codec import dumps
 from router_service.calllog.report import Budget, render, summarize
+from router_service.cli import main
 from router_service.config import Tier
 from router_service.cost import Usage
 from router_service.records import CallStatus
@@ -86,3 +90,16 @@ def test_the_chart_is_a_png(tmp_path: Path) -> None:
     write_chart(summarize(traffic(), now=NOW), path)  # type: ignore[arg-type]
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 20_000
+
+
+def test_report_png_creates_the_chart_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calllog = tmp_path / "calllog"
+    calllog.mkdir()
+    lines = "".join(dumps(entry) + "\n" for entry in traffic())  # type: ignore[arg-type]
+    (calllog / "calllog-2025-05-01.jsonl").write_text(lines, encoding="utf-8")
+    png = tmp_path / "var" / "charts" / "report.png"
+    assert main(["report", "--calllog", str(calllog), "--png", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"chart written to {png}" in capsys.readouterr().out

@@ -105,8 +105,24 @@ def test_too_few_rows_decide_nothing(tmp_path: Path, held_out: Path) -> None:
         candidate, current, [held_out], weak=WEAK, strong=STRONG, min_rows=1000, echo=print
     )
     assert not result.promoted
-    assert "only 300 held-out rows (needs 1000)" in result.reason
+    assert result.reason == (
+        "promoted nothing, and there is no current artifact: only 300 held-out rows with "
+        f"outcomes of both {WEAK} and {STRONG} (needs 1000)"
+    )
     assert not current.exists()
+
+
+def test_too_few_rows_keep_the_current_artifact(tmp_path: Path, held_out: Path) -> None:
+    v1 = version_copy(tmp_path / "v1", "v1")
+    candidate = version_copy(tmp_path / "v2", "v2")
+    current = tmp_path / "current"
+    current.symlink_to("v1")
+    result = promote(
+        candidate, current, [held_out], weak=WEAK, strong=STRONG, min_rows=1000, echo=print
+    )
+    assert not result.promoted
+    assert result.reason.startswith("kept the current artifact: only 300 held-out rows")
+    assert current.resolve() == v1.resolve()
 
 
 def test_an_undefined_apgr_keeps_the_current_artifact(tmp_path: Path) -> None:
