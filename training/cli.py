@@ -154,7 +154,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    promote.add_argument("--candidate", type=pathlib.Path, required=True, metavar="DIR")
+    promote.add_argument(
+        "--candidate",
+        type=pathlib.Path,
+        required=True,
+        metavar="DIR",
+        help="the artifact directory to roll out, e.g. one written by `train --out`",
+    )
     promote.add_argument(
         "--current",
         type=pathlib.Path,
@@ -173,7 +179,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--min-rows",
         type=int,
         default=100,
-        help="held-out rows needed to decide anything (default 100)",
+        help="held-out rows (of --split) with outcomes of both --weak and --strong needed to "
+        "decide anything; rows lacking either model's outcome do not count, and with fewer "
+        "rows nothing is promoted (default 100)",
     )
     promote.set_defaults(run=_reporting_errors(_run_promote))
 
@@ -247,6 +255,8 @@ def _run_train(args: argparse.Namespace) -> int:
             evaluation.report, title="out-of-fold on the training data (for a test split: evaluate)"
         )
     )
+    if skipped := metadata.training["rows_without_any_pair"]:
+        print(f"skipped {skipped} rows lacking a usable pair of outcomes")
     print(
         f"wrote {args.out} (version {metadata.version}, "
         f"recommended threshold {metadata.recommended_threshold:.3f})"

@@ -6,6 +6,7 @@ and this module is imported only when a command runs.
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -83,6 +84,12 @@ def train(config: TrainConfig, echo: Echo = print) -> tuple[ArtifactMetadata, Pa
         auxiliary_weight=config.auxiliary_weight,
         auxiliary_min_quality=config.auxiliary_min_quality,
     )
+    without_pair = len(rows) - len(targets.rows)
+    if without_pair:
+        echo(
+            f"skipped {without_pair} of {len(rows)} rows lacking a usable pair of outcomes "
+            f"({config.weak} and {config.strong}, or an auxiliary pair)"
+        )
     target_rows = np.flatnonzero(targets.has_target_pair)
     if len(target_rows) == 0:
         raise NoDataError(f"no row has outcomes of both {config.weak!r} and {config.strong!r}")
@@ -120,15 +127,15 @@ def train(config: TrainConfig, echo: Echo = print) -> tuple[ArtifactMetadata, Pa
         **evaluation.report,
     }
     training_summary: dict[str, Any] = {
-        "data": [str(path) for path in config.data],
-        "excluded_prompts_from": [str(path) for path in config.exclude],
+        "data": [_data_file(path) for path in config.data],
+        "excluded_prompts_from": [_data_file(path) for path in config.exclude],
         "excluded_rows": excluded,
         "test_rows_left_out": held_out,
         "rejected_lines": sum(len(f.rejected) for f in files),
         "rows": len(targets.rows),
         "target_pair_rows": len(target_rows),
         "target_pair_positive": int(pair.labels.sum()),
-        "rows_without_any_pair": len(rows) - len(targets.rows),
+        "rows_without_any_pair": without_pair,
         "pairs": [
             {"source": source, "reference": reference, "weaker": list(weaker)}
             for source, reference, weaker in targets.pairs
@@ -270,3 +277,13 @@ def _parity(model: Any, features: sp.csr_matrix) -> float:
     if difference > PARITY_TOLERANCE:
         raise RuntimeError(f"ONNX export disagrees with scikit-learn by {difference:.2e}")
     return difference
+
+
+def _data_file(path: pathlib.Path) -> dict[str, str]:
+    """How the metadata names a data file: its folder and name, which say which data set it is,
+    and the SHA-256 of its bytes, which says which version. Not the path it was read from, so
+    that the same data trained on from another checkout writes the same metadata."""
+    return {
+        "file": f"{path.parent.name}/{path.name}" if path.parent.name else path.name,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }

@@ -159,6 +159,37 @@ def test_evaluate_defaults_to_the_shipped_artifact(
     assert json.loads(out.read_text())["artifact"]["path"].endswith("artifacts/default")
 
 
+def test_train_reports_the_rows_it_skips(
+    files: dict[str, pathlib.Path], tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "tiny"
+    code = main(
+        [
+            "train",
+            "--data",
+            str(files["train"]),
+            "--weak",
+            WEAK,
+            "--strong",
+            STRONG,
+            "--out",
+            str(out),
+            "--folds",
+            "3",
+        ]
+    )
+    assert code == 0
+    metadata = json.loads((out / "metadata.json").read_text())
+    # The rows lacking the weak model's outcome: tiny-model is too weak to make an auxiliary
+    # pair with the strong one (--auxiliary-min-quality), so they have no usable pair at all.
+    skipped = sum(1 for i in range(90) if i % 17 == 5)
+    assert metadata["training"]["rows_without_any_pair"] == skipped
+    output = capsys.readouterr()
+    assert f"skipped {skipped} of 90 rows lacking a usable pair of outcomes" in output.err
+    assert f"training on {90 - skipped} prompts" in output.err
+    assert f"skipped {skipped} rows lacking a usable pair of outcomes" in output.out
+
+
 def test_an_absent_model_pair_is_a_clear_error(
     files: dict[str, pathlib.Path], tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
