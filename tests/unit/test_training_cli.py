@@ -63,27 +63,18 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pathlib.Path]:
     return paths
 
 
+def train_tiny(files: dict[str, pathlib.Path], out: pathlib.Path) -> int:
+    """`llm-router train` on the tiny training file, 3 folds; its exit code."""
+    pair = ["--weak", WEAK, "--strong", STRONG]
+    return main(["train", "--data", str(files["train"]), *pair, "--out", str(out), "--folds", "3"])
+
+
 @pytest.fixture(scope="module")
 def artifact(
     files: dict[str, pathlib.Path], tmp_path_factory: pytest.TempPathFactory
 ) -> pathlib.Path:
     out = tmp_path_factory.mktemp("artifacts") / "tiny"
-    code = main(
-        [
-            "train",
-            "--data",
-            str(files["train"]),
-            "--weak",
-            WEAK,
-            "--strong",
-            STRONG,
-            "--out",
-            str(out),
-            "--folds",
-            "3",
-        ]
-    )
-    assert code == 0
+    assert train_tiny(files, out) == 0
     return out
 
 
@@ -163,22 +154,7 @@ def test_train_reports_the_rows_it_skips(
     files: dict[str, pathlib.Path], tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "tiny"
-    code = main(
-        [
-            "train",
-            "--data",
-            str(files["train"]),
-            "--weak",
-            WEAK,
-            "--strong",
-            STRONG,
-            "--out",
-            str(out),
-            "--folds",
-            "3",
-        ]
-    )
-    assert code == 0
+    assert train_tiny(files, out) == 0
     metadata = json.loads((out / "metadata.json").read_text())
     # The rows lacking the weak model's outcome: tiny-model is too weak to make an auxiliary
     # pair with the strong one (--auxiliary-min-quality), so they have no usable pair at all.
