@@ -44,10 +44,18 @@ from tests.support.redis_server import free_port, redis_url
 # The router's marks (see `timeline_router`) and the client's own, in the order of a call.
 STEPS = (
     "handler",
+    "authenticate",
+    "validate",
+    "prepare",
+    "admit",
+    "plan",
     "classify_start",
     "classify_end",
     "hold_wait",
     "held",
+    "decision_message",
+    "producer_run",
+    "endpoint_post",
     "decision_written",
     "upstream_request",
     "upstream_bytes",

@@ -10,10 +10,18 @@ Marks, in the order a call passes them (a later one may be missing when a call t
 path, e.g. a cached answer never reaches the upstream):
 
     handler            `Route` starts (the request has crossed gRPC)
+    authenticate       the caller's key is checked (after the RPC's trace is started)
+    validate           the request is checked and converted
+    prepare            the prompt is canonicalised and sized
+    admit              the admission (rate limit and budget hold) is sent to the store ...
+    plan               ... and the loop has run once, so that its request left
     classify_start     the classifier is asked ...
     classify_end       ... and has answered
     hold_wait          the decision is made; waiting for the admission's budget hold ...
     held               ... which is there
+    decision_message   the decision event is built (the stream's producer task is started)
+    producer_run       the producer task runs for the first time ...
+    endpoint_post      ... and reaches the provider's HTTP endpoint
     decision_written   gRPC has taken the decision event
     upstream_request   the request goes to the provider
     upstream_bytes     the provider's first bytes arrive
@@ -30,12 +38,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from router_service import pipeline
 from router_service.admission import Admission
-from router_service.api import router_servicer
+from router_service.api import batching, router_servicer
 from router_service.api.router_servicer import RouterServicer
 from router_service.classification import ClassifierRuntime
 from router_service.cli import main
 from router_service.providers import h1
+from router_service.providers.http import HttpEndpoint
 
 _marks: list[tuple[str, float]] = []
 
@@ -89,7 +99,35 @@ def install(out: Path) -> None:
         finally:
             mark("held")
 
+    produce = batching.Batches._run
+
+    async def traced_produce(self: batching.Batches[Any], source: Any) -> None:
+        mark("producer_run")
+        await produce(self, source)
+
+    plan = pipeline.Pipeline._plan
+
+    async def traced_plan(self: pipeline.Pipeline, *args: Any, **kwargs: Any) -> Any:
+        mark("plan")
+        return await plan(self, *args, **kwargs)
+
     RouterServicer.Route = traced_route  # type: ignore[method-assign]
+    RouterServicer._caller = around("authenticate", RouterServicer._caller)  # type: ignore[method-assign]
+    router_servicer.validate_route_request = around(  # type: ignore[attr-defined]
+        "validate",
+        router_servicer.validate_route_request,  # type: ignore[attr-defined]
+    )
+    router_servicer.decision_message = around(  # type: ignore[attr-defined]
+        "decision_message",
+        router_servicer.decision_message,  # type: ignore[attr-defined]
+    )
+    pipeline._prepare = around("prepare", pipeline._prepare)
+    pipeline.Pipeline._admit_on_arrival = around(  # type: ignore[method-assign]
+        "admit", pipeline.Pipeline._admit_on_arrival
+    )
+    pipeline.Pipeline._plan = traced_plan  # type: ignore[method-assign]
+    batching.Batches._run = traced_produce  # type: ignore[method-assign]
+    HttpEndpoint._post = around("endpoint_post", HttpEndpoint._post)  # type: ignore[method-assign]
     ClassifierRuntime.classify = traced_classify  # type: ignore[method-assign]
     Admission.hold_for = traced_hold_for  # type: ignore[method-assign]
     router_servicer.delta_events = around("first_batch", delta_events)  # type: ignore[attr-defined]
