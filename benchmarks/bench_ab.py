@@ -39,6 +39,7 @@ from benchmarks.bench_gateway import (
     RESULTS,
     ROOT,
     Arm,
+    bench_redis,
     cpu_seconds,
     percentile,
     start_router,
@@ -47,7 +48,7 @@ from benchmarks.bench_gateway import (
 )
 from router_service._proto import router_pb2_grpc
 from tests.support.otlp_receiver import otlp_receiver
-from tests.support.redis_server import free_port, redis_url
+from tests.support.redis_server import free_port
 
 GENERATED = Path("router_service") / "_proto"
 
@@ -75,7 +76,7 @@ async def run(revisions: list[str], upstream_ttft_ms: float, calls: int, warmup:
     try:
         arms = []
         async with otlp_receiver() as (otlp, _):
-            with redis_url() as redis:
+            with bench_redis() as redis:
                 for revision in revisions:
                     proc, channel, _, _ = await start_router(
                         workdir,

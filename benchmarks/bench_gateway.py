@@ -39,12 +39,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 import yaml
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -147,13 +149,47 @@ ABLATIONS = (
 )
 
 
+# The key prefixes (store and call-log stream) the routers of this process were given, and the
+# routers.
+_PREFIXES: list[str] = []
+_ROUTERS: list[subprocess.Popen[bytes]] = []
+
+
+def _prefix() -> str:
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    _PREFIXES.append(prefix)
+    return prefix
+
+
+@contextmanager
+def bench_redis() -> Iterator[str]:
+    """A Redis for the routers (as the tests find one), from which the keys the benchmark's
+    routers wrote are deleted at the end, once the routers are stopped (they write until then):
+    a shared Redis keeps nothing of a benchmark."""
+    with redis_url() as url:
+        try:
+            yield url
+        finally:
+            while _ROUTERS:
+                proc = _ROUTERS.pop()
+                proc.terminate()
+                proc.wait(timeout=30)
+            client = redis.Redis.from_url(url)
+            try:
+                while _PREFIXES:
+                    keys = list(client.scan_iter(match=f"{_PREFIXES.pop()}*", count=1000))
+                    for start in range(0, len(keys), 1000):
+                        client.unlink(*keys[start : start + 1000])
+            finally:
+                client.close()
+
+
 def router_config(workdir: Path, name: str, redis: str | None) -> Path:
     raw = yaml.safe_load((ROOT / "config/examples/openai-compatible.yaml").read_text())
     if redis is None:
         raw["store"] = {"backend": "memory"}
     else:
-        prefix = f"bench{uuid.uuid4().hex[:8]}"
-        raw["store"] = {"backend": "redis", "redis_url": redis, "key_prefix": prefix}
+        raw["store"] = {"backend": "redis", "redis_url": redis, "key_prefix": _prefix()}
     raw["apps"]["demo"]["budget"] = {"monthly_limit_usd": 1_000_000}
     raw["apps"]["demo"]["rate_limits"] = {
         "requests_per_minute": 1_000_000,
@@ -165,7 +201,7 @@ def router_config(workdir: Path, name: str, redis: str | None) -> Path:
     # gateway's own measure of its overhead can be read back per arm.
     raw["call_log"] = {
         "directory": str(workdir / f"{slug}-calllog"),
-        "stream": f"bench{uuid.uuid4().hex[:8]}:calllog",
+        "stream": f"{_prefix()}:calllog",
     }
     path = workdir / (slug + ".yaml")
     path.write_text(yaml.safe_dump(raw))
@@ -204,6 +240,7 @@ async def start_router(
         stdout=subprocess.DEVNULL,
         stderr=open(config.with_suffix(".log"), "wb"),  # noqa: SIM115 - lives with the process
     )
+    _ROUTERS.append(proc)
     channel = aio.insecure_channel(f"127.0.0.1:{port}", options=_PROBE_OPTIONS)
     health = health_pb2_grpc.HealthStub(channel)
 
@@ -422,7 +459,7 @@ async def run(
     upstream_url = f"http://127.0.0.1:{upstream_port}"
     procs: list[subprocess.Popen[bytes]] = [upstream]
     try:
-        with redis_url() as redis:
+        with bench_redis() as redis:
             async with otlp_receiver() as (otlp, received), httpx.AsyncClient(timeout=30) as client:
                 await wait_until(lambda: _listening(client, upstream_url), upstream)
                 arms = [

@@ -32,6 +32,7 @@ from benchmarks.bench_gateway import (
     FULL,
     RESULTS,
     _listening,
+    bench_redis,
     memory_mb,
     start_router,
     start_upstream,
@@ -40,7 +41,7 @@ from benchmarks.bench_gateway import (
 )
 from router_service._proto import router_pb2_grpc
 from tests.support.otlp_receiver import otlp_receiver
-from tests.support.redis_server import free_port, redis_url
+from tests.support.redis_server import free_port
 
 
 def slope_per_thousand(points: list[tuple[int, float]]) -> float:
@@ -60,7 +61,7 @@ async def run(calls: int, concurrency: int, block: int) -> dict[str, Any]:
     procs: list[subprocess.Popen[bytes]] = [upstream]
     samples: list[tuple[int, float]] = []
     try:
-        with redis_url() as redis:
+        with bench_redis() as redis:
             async with otlp_receiver() as (otlp, _received), httpx.AsyncClient() as client:
                 await wait_until(lambda: _listening(client, upstream_url), upstream)
                 name, _, _ = FULL

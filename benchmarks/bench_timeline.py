@@ -31,6 +31,7 @@ from benchmarks.bench_gateway import (
     RESULTS,
     ROOT,
     _listening,
+    bench_redis,
     percentile,
     start_router,
     start_upstream,
@@ -39,7 +40,7 @@ from benchmarks.bench_gateway import (
 )
 from router_service._proto import router_pb2_grpc
 from tests.support.otlp_receiver import otlp_receiver
-from tests.support.redis_server import free_port, redis_url
+from tests.support.redis_server import free_port
 
 # The router's marks (see `timeline_router`) and the client's own, in the order of a call.
 STEPS = (
@@ -80,7 +81,7 @@ async def run(calls: int, warmup: int) -> dict[str, Any]:
     router = None
     os.environ["PYTHONPATH"] = str(ROOT)  # the launcher lives in `benchmarks`
     try:
-        with redis_url() as redis:
+        with bench_redis() as redis:
             async with otlp_receiver() as (otlp, _), httpx.AsyncClient() as client:
                 await wait_until(lambda: _listening(client, upstream_url), upstream)
                 router, channel, _, _ = await start_router(
