@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 # Leave room above the request-size limit so an oversized request reaches validation and gets
 # a clear INVALID_ARGUMENT; anything far larger is refused by gRPC with RESOURCE_EXHAUSTED.
 _RECEIVE_SLACK_BYTES = 64 * 1024
+# How long the last telemetry flush may hold up the exit: on Kubernetes the pod's grace period
+# (30 s) covers the drain delay (5 s), the in-flight calls (`server.grace_period_s`, 20 s) and
+# this.
+TELEMETRY_FLUSH_S = 3.0
 
 
 class RouterServer:
@@ -272,6 +276,11 @@ async def serve(
         await asyncio.sleep(config.server.drain_delay_s)
     log.info("draining: up to %.0f s for in-flight calls", config.server.grace_period_s)
     await server.stop()
-    # Export what the batch processors still hold before the process exits.
-    await asyncio.to_thread(sdk.shutdown)
+    # Export what the batch processors still hold before the process exits, for a bounded time.
+    if not await sdk.close(TELEMETRY_FLUSH_S):
+        log.warning(
+            "telemetry exporters did not flush within %.0f s (collector unreachable?); "
+            "exiting without them",
+            TELEMETRY_FLUSH_S,
+        )
     log.info("stopped")

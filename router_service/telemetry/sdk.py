@@ -21,6 +21,8 @@ providers built here. What is honoured:
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -68,6 +70,22 @@ class TelemetrySdk:
             self.tracer_provider.shutdown()
         if self.meter_provider is not None:
             self.meter_provider.shutdown()
+
+    async def close(self, timeout_s: float) -> bool:
+        """`shutdown` for at most `timeout_s`; False if it had not finished by then. An
+        exporter whose collector is gone retries for its own timeout (10 s by default), which
+        would hold up the process's exit; the shutdown runs on a daemon thread, so that the
+        process can exit without it."""
+        done = threading.Event()
+
+        def shut() -> None:
+            try:
+                self.shutdown()
+            finally:
+                done.set()
+
+        threading.Thread(target=shut, name="telemetry-shutdown", daemon=True).start()
+        return await asyncio.to_thread(done.wait, timeout_s)
 
 
 def _exporter_names(environ: Mapping[str, str], signal: str) -> tuple[str, ...]:
@@ -162,7 +180,7 @@ def configure_sdk(environ: Mapping[str, str], *, set_global: bool = True) -> Tel
     resource = _resource()
     tracer_provider = meter_provider = None
     if span_exporters:
-        tracer_provider = TracerProvider(resource=resource)
+        tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         for name in span_exporters:
             exporter = _span_exporter(name, span_protocol)
             tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -171,7 +189,9 @@ def configure_sdk(environ: Mapping[str, str], *, set_global: bool = True) -> Tel
             PeriodicExportingMetricReader(_metric_exporter(name, metric_protocol))
             for name in metric_exporters
         ]
-        meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+        meter_provider = MeterProvider(
+            resource=resource, metric_readers=readers, shutdown_on_exit=False
+        )
     if set_global:
         if tracer_provider is not None:
             trace.set_tracer_provider(tracer_provider)

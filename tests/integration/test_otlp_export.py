@@ -141,3 +141,36 @@ async def test_every_route_arrives_as_a_trace_with_genai_attributes_and_the_cost
         "llm_router.cost",
         "llm_router.gateway.overhead",
     } <= received.metric_names
+
+
+async def test_an_unreachable_collector_does_not_hold_up_the_exit(tmp_path: Path) -> None:
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump(fast_raw()))
+    target = f"127.0.0.1:{free_port()}"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+        # Nothing listens there: every export fails and the exporter retries for 10 s.
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "router_service", "serve", "--config", str(config), "--listen", target),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await wait_serving(target, process)
+        async with aio.insecure_channel(target) as channel:
+            router = router_pb2_grpc.RouterStub(channel)
+            [_ async for _ in router.Route(route_request(), metadata=auth(DEMO_KEY))]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        started = asyncio.get_running_loop().time()
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+        took = asyncio.get_running_loop().time() - started
+    assert process.returncode == 0, stderr.decode()
+    # The last flush is given 3 s (server.TELEMETRY_FLUSH_S), then the process exits without it.
+    assert took < 8, stderr.decode()
+    assert b"telemetry exporters did not flush within 3 s" in stderr

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from opentelemetry.sdk.resources import SERVICE_NAME
+from opentelemetry.sdk.trace import TracerProvider
 
 from router_service.config import ConfigError
 from router_service.telemetry.otlp_encoding import FastOTLPSpanExporter
@@ -107,3 +111,27 @@ def test_both_exporters_and_the_http_protocol_can_be_chosen() -> None:
         assert (sdk.traces, sdk.metrics) == ("otlp", "otlp (http/protobuf)")
     finally:
         sdk.shutdown()
+
+
+class StuckProvider(TracerProvider):
+    """A provider whose exporter cannot flush: its shutdown waits until told to go on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def shutdown(self) -> None:
+        self.release.wait(10)
+        super().shutdown()
+
+
+async def test_closing_is_bounded_when_an_exporter_cannot_flush() -> None:
+    provider = StuckProvider()
+    started = time.monotonic()
+    assert not await TelemetrySdk(tracer_provider=provider).close(0.2)
+    assert time.monotonic() - started < 2
+    provider.release.set()
+
+
+async def test_closing_reports_a_finished_shutdown() -> None:
+    assert await TelemetrySdk(tracer_provider=TracerProvider()).close(5)
