@@ -51,6 +51,26 @@ async def wait_serving(target: str, process: asyncio.subprocess.Process) -> None
     raise AssertionError("the router did not start serving")
 
 
+async def start_router(
+    tmp_path: Path, otel: dict[str, str]
+) -> tuple[asyncio.subprocess.Process, str]:
+    """`llm-router serve` on the fast test config with the OTEL_* variables `otel` (and no
+    other), and its address."""
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump(fast_raw()))
+    target = f"127.0.0.1:{free_port()}"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}, **otel}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "router_service", "serve", "--config", str(config), "--listen", target),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    return process, target
+
+
 @pytest.mark.parametrize(
     ("protocol", "receiver", "described"),
     [
@@ -68,33 +88,15 @@ async def test_every_route_arrives_as_a_trace_with_genai_attributes_and_the_cost
     receiver: Callable[[], AbstractAsyncContextManager[tuple[str, Received]]],
     described: bytes,
 ) -> None:
-    config = tmp_path / "router.yaml"
-    config.write_text(yaml.safe_dump(fast_raw()))
-    port = free_port()
-    target = f"127.0.0.1:{port}"
     async with receiver() as (endpoint, received):
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+        otel = {
             "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
             "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
             "OTEL_SERVICE_NAME": "llm-router-under-test",
             "OTEL_BSP_SCHEDULE_DELAY": "100",
             "OTEL_METRIC_EXPORT_INTERVAL": "60000",
         }
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "router_service",
-            "serve",
-            "--config",
-            str(config),
-            "--listen",
-            target,
-            cwd=tmp_path,
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        process, target = await start_router(tmp_path, otel)
         try:
             await wait_serving(target, process)
             async with aio.insecure_channel(target) as channel:
@@ -144,22 +146,9 @@ async def test_every_route_arrives_as_a_trace_with_genai_attributes_and_the_cost
 
 
 async def test_an_unreachable_collector_does_not_hold_up_the_exit(tmp_path: Path) -> None:
-    config = tmp_path / "router.yaml"
-    config.write_text(yaml.safe_dump(fast_raw()))
-    target = f"127.0.0.1:{free_port()}"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
-        # Nothing listens there: every export fails and the exporter retries for 10 s.
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "router_service", "serve", "--config", str(config), "--listen", target),
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    # Nothing listens there: every export fails and the exporter retries for 10 s.
+    unreachable = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
+    process, target = await start_router(tmp_path, unreachable)
     try:
         await wait_serving(target, process)
         async with aio.insecure_channel(target) as channel:
