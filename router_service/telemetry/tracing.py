@@ -31,6 +31,8 @@ where they happen and built when the RPC's span ends, so the request path only r
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -62,6 +64,7 @@ __all__ = ["NO_TRACE", "CallTrace", "StepSpan", "Tracing"]
 Metadata = Iterable[tuple[str, str | bytes]]
 
 _SCOPE = "router_service"
+_log = logging.getLogger(__name__)
 _NS_PER_MS = 1_000_000
 _NS_PER_S = 1_000_000_000
 
@@ -315,14 +318,25 @@ class _RecordingTrace(CallTrace):
             events=events,
         )
 
+    # Once the span has ended its attributes belong to the span processors (a batch processor
+    # exports them later, from its own thread): like the SDK's ended spans, the span itself
+    # takes no more changes.
+
     def set(self, key: str, value: AttributeValue) -> None:
-        self._attributes[key] = value
+        if not self._end_ns:
+            self._attributes[key] = value
 
     def set_decision(self, decision: Decision, request_id: str) -> None:
-        self._attributes.update(_decision_attributes(decision, request_id))
-        self._decided = True
+        if not self._end_ns:
+            self._attributes.update(_decision_attributes(decision, request_id))
+            self._decided = True
 
     def record_call(self, record: CallRecord) -> None:
+        if not self._end_ns:
+            self._record_outcome(record)
+        self._attempt_spans(record)
+
+    def _record_outcome(self, record: CallRecord) -> None:
         if not self._decided:
             self.set_decision(record.decision, record.request_id)
         attributes = self._attributes
@@ -337,7 +351,6 @@ class _RecordingTrace(CallTrace):
             attributes[a.TTFT_MS] = record.ttft_ms
         if record.overhead_ms is not None:
             attributes[a.OVERHEAD_MS] = record.overhead_ms
-        self._attempt_spans(record)
 
     def _attempt_spans(self, record: CallRecord) -> None:
         start_ns = int(record.started_at * _NS_PER_S)
@@ -392,6 +405,8 @@ class _RecordingTrace(CallTrace):
         )
 
     def fail(self, error: BaseException, grpc_code: int) -> None:
+        if self._end_ns:
+            return
         self._attributes[a.RPC_GRPC_STATUS_CODE] = grpc_code
         self._attributes[a.ERROR_TYPE] = type(error).__name__
         self._status = Status(StatusCode.ERROR, str(error))
@@ -486,7 +501,10 @@ class Tracing:
         if provider is None:
             return
         tracer = provider.get_tracer(_SCOPE)
-        if not isinstance(tracer, SdkTracer):  # the SDK disabled by OTEL_SDK_DISABLED
+        if not isinstance(tracer, SdkTracer):
+            # OTEL_SDK_DISABLED gives a no-op tracer; anything else is a mistake worth a line.
+            if not _sdk_disabled():
+                _log.warning("tracing is off: %r is not the SDK's tracer", tracer)
             return
         info = tracer.instrumentation_info
         self._spans = _Spans(
@@ -543,3 +561,8 @@ class Tracing:
         return _RecordingTrace(
             spans, name, context, kind=SpanKind.INTERNAL, parent=None, attributes=own, links=links
         )
+
+
+def _sdk_disabled() -> bool:
+    """Whether OTEL_SDK_DISABLED turned the SDK's providers into no-ops, as the SDK reads it."""
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"

@@ -159,3 +159,19 @@ def test_a_routed_calls_spans_encode_alike_with_both_otlp_encoders(kept: Kept) -
     assert len(spans) == 4
     ours = ExportTraceServiceRequest.FromString(encode_spans(spans))
     assert ours == official(spans)
+
+
+def test_an_ended_span_takes_no_more_changes(kept: Kept) -> None:
+    trace = kept.tracing.start_rpc("router.v1.Router", "Route", ())
+    trace.set(a.APP, "demo")
+    trace.end()
+    exported = kept.spans()["router.v1.Router/Route"]
+    before = dict(exported.attributes or {})
+    # What a late caller may still do; the exporter may be reading the span meanwhile.
+    trace.set(a.TASK, "late")
+    trace.fail(RuntimeError("late"), 13)
+    trace.record_call(call_record())
+    assert dict(exported.attributes or {}) == before
+    assert exported.status.status_code is StatusCode.UNSET
+    # The call's provider spans are still recorded, as the SDK records children of an ended span.
+    assert any(name.startswith("chat ") for name in kept.spans())
