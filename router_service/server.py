@@ -275,12 +275,15 @@ async def serve(
         log.info("NOT_SERVING; still taking calls for %.1f s", config.server.drain_delay_s)
         await asyncio.sleep(config.server.drain_delay_s)
     log.info("draining: up to %.0f s for in-flight calls", config.server.grace_period_s)
-    await server.stop()
-    # Export what the batch processors still hold before the process exits, for a bounded time.
-    if not await sdk.close(TELEMETRY_FLUSH_S):
-        log.warning(
-            "telemetry exporters did not flush within %.0f s (collector unreachable?); "
-            "exiting without them",
-            TELEMETRY_FLUSH_S,
-        )
+    try:
+        await server.stop()
+    finally:
+        # Export what the batch processors still hold before the process exits, for a bounded
+        # time (the providers have no exit hook of their own: see telemetry.sdk).
+        if not await sdk.close(TELEMETRY_FLUSH_S):
+            log.warning(
+                "telemetry exporters did not flush within %.0f s (collector unreachable?); "
+                "exiting without them",
+                TELEMETRY_FLUSH_S,
+            )
     log.info("stopped")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -74,18 +75,27 @@ class TelemetrySdk:
     async def close(self, timeout_s: float) -> bool:
         """`shutdown` for at most `timeout_s`; False if it had not finished by then. An
         exporter whose collector is gone retries for its own timeout (10 s by default), which
-        would hold up the process's exit; the shutdown runs on a daemon thread, so that the
-        process can exit without it."""
-        done = threading.Event()
+        would hold up the process's exit; each signal shuts down on a daemon thread of its own
+        (a slow trace export does not keep the metrics from their flush), so that the process
+        can exit without them."""
+        providers = [p for p in (self.tracer_provider, self.meter_provider) if p is not None]
+        done = [threading.Event() for _ in providers]
 
-        def shut() -> None:
+        def shut(provider: TracerProvider | MeterProvider, finished: threading.Event) -> None:
             try:
-                self.shutdown()
+                provider.shutdown()
             finally:
-                done.set()
+                finished.set()
 
-        threading.Thread(target=shut, name="telemetry-shutdown", daemon=True).start()
-        return await asyncio.to_thread(done.wait, timeout_s)
+        for provider, finished in zip(providers, done, strict=True):
+            name = f"{type(provider).__name__}-shutdown"
+            threading.Thread(target=shut, args=(provider, finished), name=name, daemon=True).start()
+        deadline = time.monotonic() + timeout_s
+
+        def wait_all() -> bool:
+            return all(event.wait(max(deadline - time.monotonic(), 0.0)) for event in done)
+
+        return await asyncio.to_thread(wait_all)
 
 
 def _exporter_names(environ: Mapping[str, str], signal: str) -> tuple[str, ...]:
@@ -179,6 +189,8 @@ def configure_sdk(environ: Mapping[str, str], *, set_global: bool = True) -> Tel
         return TelemetrySdk(description="telemetry off (no OTEL exporter or endpoint set)")
     resource = _resource()
     tracer_provider = meter_provider = None
+    # No exit hooks: an exporter whose collector is gone would hold the exit up for its whole
+    # retry timeout there. Whoever configures the SDK closes it (`TelemetrySdk.close`, bounded).
     if span_exporters:
         tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         for name in span_exporters:
