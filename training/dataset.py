@@ -12,6 +12,7 @@ retraining. ``strict=True`` turns the first bad line into a ``DatasetError`` ins
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import pathlib
@@ -55,17 +56,21 @@ class OutcomeRow:
 
 @dataclass(frozen=True, slots=True)
 class OutcomeFile:
-    """The rows read from one file and the lines that were rejected, as (line number, why)."""
+    """The rows read from one file, the lines that were rejected, as (line number, why), and the
+    SHA-256 of the bytes they were read from."""
 
     path: pathlib.Path
     rows: tuple[OutcomeRow, ...]
     rejected: tuple[tuple[int, str], ...]
+    sha256: str
 
 
 def read_outcomes(path: pathlib.Path, *, strict: bool = False) -> OutcomeFile:
     """Read one outcome JSONL file. Blank lines are ignored."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        # Newlines as text mode reads them: "\r\n" and a lone "\r" end a line too.
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: cannot read outcome file: {exc}") from exc
     rows: list[OutcomeRow] = []
@@ -81,7 +86,12 @@ def read_outcomes(path: pathlib.Path, *, strict: bool = False) -> OutcomeFile:
             if strict:
                 raise DatasetError(f"{path}:{number}: {exc}") from exc
             rejected.append((number, str(exc)))
-    return OutcomeFile(path=path, rows=tuple(rows), rejected=tuple(rejected))
+    return OutcomeFile(
+        path=path,
+        rows=tuple(rows),
+        rejected=tuple(rejected),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
 
 
 def parse_line(line: str) -> OutcomeRow:

@@ -6,7 +6,6 @@ and this module is imported only when a command runs.
 
 from __future__ import annotations
 
-import hashlib
 import pathlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -74,7 +73,7 @@ def train(config: TrainConfig, echo: Echo = print) -> tuple[ArtifactMetadata, Pa
     if held_out:
         rows = [row for row in rows if row.split != TEST_SPLIT]
         echo(f"left out {held_out} rows marked split={TEST_SPLIT}: they are for evaluation only")
-    rows, excluded = _without_excluded(rows, config.exclude, echo)
+    rows, excluded, exclude_files = _without_excluded(rows, config.exclude, echo)
     targets = training_targets(
         rows,
         config.weak,
@@ -127,8 +126,8 @@ def train(config: TrainConfig, echo: Echo = print) -> tuple[ArtifactMetadata, Pa
         **evaluation.report,
     }
     training_summary: dict[str, Any] = {
-        "data": [_data_file(path) for path in config.data],
-        "excluded_prompts_from": [_data_file(path) for path in config.exclude],
+        "data": [_data_file(outcome_file) for outcome_file in files],
+        "excluded_prompts_from": [_data_file(outcome_file) for outcome_file in exclude_files],
         "excluded_rows": excluded,
         "test_rows_left_out": held_out,
         "rejected_lines": sum(len(f.rejected) for f in files),
@@ -232,14 +231,16 @@ def _read(paths: Sequence[pathlib.Path], echo: Echo) -> list[OutcomeFile]:
 
 def _without_excluded(
     rows: list[OutcomeRow], exclude: Sequence[pathlib.Path], echo: Echo
-) -> tuple[list[OutcomeRow], int]:
+) -> tuple[list[OutcomeRow], int, list[OutcomeFile]]:
+    """The rows whose prompt is in none of the `exclude` files, how many were left out, and
+    those files (only their prompts are used, to keep the same questions out of training)."""
     if not exclude:
-        return rows, 0
-    # Only the prompts of these files are read, to keep the same questions out of training.
-    keys = {question_key(row.messages) for path in exclude for row in read_outcomes(path).rows}
+        return rows, 0, []
+    files = [read_outcomes(path) for path in exclude]
+    keys = {question_key(row.messages) for outcome_file in files for row in outcome_file.rows}
     kept = [row for row in rows if question_key(row.messages) not in keys]
     echo(f"excluded {len(rows) - len(kept)} training rows whose prompt appears in --exclude")
-    return kept, len(rows) - len(kept)
+    return kept, len(rows) - len(kept), files
 
 
 def _embed(rows: Sequence[OutcomeRow], label: str) -> sp.csr_matrix:
@@ -279,11 +280,9 @@ def _parity(model: Any, features: sp.csr_matrix) -> float:
     return difference
 
 
-def _data_file(path: pathlib.Path) -> dict[str, str]:
+def _data_file(outcome_file: OutcomeFile) -> dict[str, str]:
     """How the metadata names a data file: its folder and name, which say which data set it is,
-    and the SHA-256 of its bytes, which says which version. Not the path it was read from, so
-    that the same data trained on from another checkout writes the same metadata."""
-    return {
-        "file": f"{path.parent.name}/{path.name}" if path.parent.name else path.name,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-    }
+    and the SHA-256 of the bytes trained on, which says which version. Not the path it was read
+    from, so that the same data trained on from another checkout writes the same metadata."""
+    path = outcome_file.path.resolve()
+    return {"file": f"{path.parent.name}/{path.name}", "sha256": outcome_file.sha256}
