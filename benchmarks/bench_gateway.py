@@ -170,18 +170,31 @@ def bench_redis() -> Iterator[str]:
         try:
             yield url
         finally:
+            for proc in _ROUTERS:
+                proc.terminate()
             while _ROUTERS:
                 proc = _ROUTERS.pop()
-                proc.terminate()
-                proc.wait(timeout=30)
-            client = redis.Redis.from_url(url)
-            try:
-                while _PREFIXES:
-                    keys = list(client.scan_iter(match=f"{_PREFIXES.pop()}*", count=1000))
-                    for start in range(0, len(keys), 1000):
-                        client.unlink(*keys[start : start + 1000])
-            finally:
-                client.close()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            _forget(url)
+
+
+def _forget(url: str) -> None:
+    """Delete the keys of every prefix handed out; a Redis error is reported, not raised (it
+    would hide the benchmark's own)."""
+    client = redis.Redis.from_url(url)
+    try:
+        while _PREFIXES:
+            keys = list(client.scan_iter(match=f"{_PREFIXES.pop()}*", count=1000))
+            for start in range(0, len(keys), 1000):
+                client.unlink(*keys[start : start + 1000])
+    except redis.RedisError as exc:
+        print(f"could not delete the benchmark's Redis keys: {exc}", file=sys.stderr)
+    finally:
+        client.close()
 
 
 def router_config(workdir: Path, name: str, redis: str | None) -> Path:
