@@ -169,7 +169,8 @@ class _Spans:
         if sampled.attributes:
             attributes.update(sampled.attributes)
         flags = TraceFlags.SAMPLED
-        if parent_span.trace_flags.random_trace_id if valid else self.ids.is_trace_id_random():
+        random = parent_span.trace_flags.random_trace_id if valid else self.ids.is_trace_id_random()
+        if random:
             flags |= TraceFlags.RANDOM_TRACE_ID
         return SpanContext(
             trace_id,
