@@ -51,6 +51,7 @@ STEPS = (
     "admit",
     "plan",
     "classify_start",
+    "embedded",
     "classify_end",
     "hold_wait",
     "held",

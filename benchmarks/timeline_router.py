@@ -16,7 +16,8 @@ path, e.g. a cached answer never reaches the upstream):
     admit              the admission (rate limit and budget hold) is sent to the store ...
     plan               ... and the loop has run once, so that its request left
     classify_start     the classifier is asked ...
-    classify_end       ... and has answered
+    embedded           ... has embedded the prompt ...
+    classify_end       ... and has scored it
     hold_wait          the decision is made; waiting for the admission's budget hold ...
     held               ... which is there
     decision_message   the decision event is built (the stream's producer task is started)
@@ -38,6 +39,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from classifier import scorer
 from router_service import pipeline
 from router_service.admission import Admission
 from router_service.api import batching, router_servicer
@@ -84,6 +86,16 @@ def install(out: Path) -> None:
             mark("end")
             with out.open("a") as f:
                 f.write(json.dumps(dict(_marks)) + "\n")
+
+    embed = scorer.embed
+
+    def traced_embed(text: str) -> Any:
+        try:
+            return embed(text)
+        finally:
+            mark("embedded")
+
+    scorer.embed = traced_embed  # type: ignore[assignment]
 
     def traced_classify(self: ClassifierRuntime, messages: Any) -> Any:
         mark("classify_start")

@@ -206,6 +206,37 @@ _CUE_INDEX = {
 _ANSWER_OPTION = re.compile(rb"(?m)^[ \t]*\(?[A-Ja-j][).:][ \t]")
 _LATEX = re.compile(rb"\\(?:frac|boxed|sqrt|begin|cdot|times|le|ge|pi|sum|int)\b|\$[^$\n]+\$")
 
+# The byte classes counted for the structure features, as rows of one matrix.
+_CLASS_TABLE = np.array(
+    [_IS_DIGIT, _IS_UPPER, _NON_ASCII, _IS_MATH, _IS_CODE, _IS_NEWLINE, _IS_QUESTION],
+    dtype=np.int64,
+)
+# Where each structure feature goes: the log-scaled counts (in `_structure`'s order, with
+# their scales), the plain figures, then the length bins.
+_LOG_FEATURES = {
+    "log_chars": 10.0,
+    "log_words": 8.0,
+    "log_lines": 6.0,
+    "log_blocks": 4.0,
+    "log_final_block_chars": 8.0,
+    "log_question_marks": 4.0,
+    "log_answer_options": 4.0,
+    "log_numbers": 5.0,
+    "log_final_sentences": 4.0,
+}
+_LOG_SLOTS = np.array([STRUCTURE_FEATURES.index(name) for name in _LOG_FEATURES])
+_LOG_SCALES = np.array(list(_LOG_FEATURES.values()), dtype=np.float64)
+# The rest, in their order in STRUCTURE_FEATURES (as `_structure` lists them).
+_PLAIN_SLOTS = np.array(
+    [
+        index
+        for index, name in enumerate(STRUCTURE_FEATURES)
+        if not name.startswith(("log_", "cue_", "length_bin_"))
+    ]
+)
+_CUE_SLOTS = np.array([STRUCTURE_FEATURES.index(f"cue_{group}") for group in _CUE_GROUPS])
+_LENGTH_BIN_START = STRUCTURE_FEATURES.index("length_bin_0")
+
 
 def prompt_text(messages: Sequence[tuple[str, str]]) -> str:
     """The text the classifier sees: the system prompts and the last user turn.
@@ -262,21 +293,18 @@ _SPARSE_BELOW = 4096
 
 
 def _hashed_ngrams_into(data: bytes, salt: np.uint32, out: npt.NDArray[np.float32]) -> None:
-    # Written in place, without temporaries the size of the block: large arrays are mapped
-    # and unmapped by the allocator on every call, and the page faults cost more than the
-    # arithmetic (they doubled the latency of a 2,000-token prompt).
+    # `out` arrives zeroed. Written in place, without temporaries the size of the block: large
+    # arrays are mapped and unmapped by the allocator on every call, and the page faults cost
+    # more than the arithmetic (they doubled the latency of a 2,000-token prompt).
     codes = _NORMALISE[np.frombuffer(data, dtype=np.uint8)].astype(np.uint32)
-    per_size = _ngram_buckets(codes, salt)
-    if not per_size:  # shorter than the smallest n-gram
-        out[:] = 0.0
+    indices = _ngram_buckets(codes, salt)
+    if not len(indices):  # shorter than the smallest n-gram
         return
-    indices = np.concatenate(per_size).astype(np.intp)
     if len(indices) < _SPARSE_BELOW:
         # A short prompt fills a few hundred of the 32,768 buckets: work on those alone rather
         # than on every bucket (the same numbers, in the same float32 operations).
         buckets, counts = np.unique(indices, return_counts=True)
         np.minimum(counts, _LOG1P_MAX, out=counts)
-        out[:] = 0.0
         norm = _norm(counts)
         values = _LOG1P[counts]
         if norm > 0.0:
@@ -298,73 +326,90 @@ def _norm(counts: npt.NDArray[np.intp]) -> float:
     return math.sqrt(float(np.sum(histogram[1:] * _LOG1P_SQUARED[1 : len(histogram)])))
 
 
-def _ngram_buckets(codes: npt.NDArray[np.uint32], salt: np.uint32) -> list[npt.NDArray[np.uint32]]:
+def _ngram_buckets(codes: npt.NDArray[np.uint32], salt: np.uint32) -> npt.NDArray[np.uint32]:
     # FNV-1a over each n-gram, the hash of an n-gram extended from that of its (n-1)-gram
-    # prefix, so every extra size costs two array operations. uint32 arithmetic on arrays
-    # wraps modulo 2**32, which is what the hash wants.
+    # prefix, so every extra size costs two array operations; the hashes of every kept size go
+    # into one array, mixed into buckets together. uint32 arithmetic on arrays wraps modulo
+    # 2**32, which is what the hash wants.
+    n = len(codes)
+    kept = np.empty(sum(max(n - size + 1, 0) for size in NGRAM_SIZES), dtype=np.uint32)
     hashes = (codes ^ salt) * _FNV_PRIME
-    buckets = []
+    start = 0
     for size in range(2, max(NGRAM_SIZES) + 1):
-        count = len(codes) - size + 1
+        count = n - size + 1
         if count <= 0:
             break
         hashes = (hashes[:count] ^ codes[size - 1 :]) * _FNV_PRIME
         if size in NGRAM_SIZES:
-            buckets.append((hashes * _MIX) >> _BUCKET_SHIFT)
-    return buckets
+            kept[start : start + count] = hashes
+            start += count
+    kept *= _MIX
+    kept >>= _BUCKET_SHIFT
+    return kept
 
 
 def _structure(text: str, whole: bytes, final: bytes) -> npt.NDArray[np.float32]:
     raw = np.frombuffer(whole, dtype=np.uint8)
     n_bytes = max(len(raw), 1)
-    histogram = np.bincount(raw, minlength=256)
-
-    def share(table: npt.NDArray[np.bool_]) -> float:
-        return float(histogram[table].sum()) / n_bytes
-
+    # Every byte-class count in one product of the byte histogram (exact: integers).
+    digits, upper, non_ascii, maths, code, newlines, questions = (
+        _CLASS_TABLE @ np.bincount(raw, minlength=256)
+    ).tolist()
     is_space = _IS_SPACE[raw]
     is_digit = _IS_DIGIT[raw]
     # A number starts wherever a digit follows a non-digit.
-    n_numbers = int(np.count_nonzero(is_digit[1:] & ~is_digit[:-1])) + int(
+    n_numbers = int(np.count_nonzero(is_digit[1:] > is_digit[:-1])) + int(
         len(raw) > 0 and bool(is_digit[0])
     )
     # The ask is usually in the final block, but "Summarize this:" puts it before the text.
     ask = whole[:CUE_HEAD_BYTES].lower()
     if len(whole) > CUE_HEAD_BYTES:
         ask += b"\n" + final.lower()
-    cues = np.zeros(len(_CUE_GROUPS), dtype=np.float32)
+    cues = [0] * len(_CUE_GROUPS)
     for word in _CUE.findall(ask):
-        cues[_CUE_INDEX[word]] += 1.0
-    length_bins = np.zeros(LENGTH_BINS, dtype=np.float32)
-    length_bins[min(max(int(np.log2(len(raw) + 1)) - 4, 0), LENGTH_BINS - 1)] = 1.0
+        cues[_CUE_INDEX[word]] += 1
     # A word starts wherever a non-space byte follows a space (or opens the text).
-    n_words = int(np.count_nonzero(~is_space[1:] & is_space[:-1])) + int(
+    n_words = int(np.count_nonzero(is_space[:-1] > is_space[1:])) + int(
         len(raw) > 0 and not is_space[0]
     )
     n_spaces = int(np.count_nonzero(is_space))
     # Answer options and LaTeX are looked for in the final block only: that is where the ask
     # is, and it keeps the cost of a regular expression bounded for long prompts.
-    features = (
-        np.log1p(len(text)) / 10.0,
-        np.log1p(n_words) / 8.0,
-        np.log1p(int(histogram[_IS_NEWLINE].sum())) / 6.0,
-        np.log1p(len(_BLOCK_BREAK.findall(text)) + 1) / 4.0,
-        np.log1p(len(final)) / 8.0,
-        share(_IS_DIGIT),
-        share(_IS_UPPER),
-        share(_NON_ASCII),
-        share(_IS_MATH),
-        share(_IS_CODE),
+    # Counts go through log1p together, each then divided by its scale.
+    logs = np.log1p(
+        np.array(
+            [
+                len(text),
+                n_words,
+                newlines,
+                len(_BLOCK_BREAK.findall(text)) + 1,
+                len(final),
+                questions,
+                len(_ANSWER_OPTION.findall(final)),
+                n_numbers,
+                len(_SENTENCE_END.findall(final)),
+            ],
+            dtype=np.float64,
+        )
+    )
+    logs /= _LOG_SCALES
+    out = np.zeros(len(STRUCTURE_FEATURES), dtype=np.float32)
+    out[_LOG_SLOTS] = logs
+    # The cue counts in float32 throughout, as they were first trained.
+    cue_logs = np.log1p(np.array(cues, dtype=np.float32))
+    cue_logs /= np.float32(3.0)
+    out[_CUE_SLOTS] = cue_logs
+    out[_PLAIN_SLOTS] = (
+        digits / n_bytes,
+        upper / n_bytes,
+        non_ascii / n_bytes,
+        maths / n_bytes,
+        code / n_bytes,
         float(b"```" in whole),
-        np.log1p(int(histogram[_IS_QUESTION].sum())) / 4.0,
-        np.log1p(len(_ANSWER_OPTION.findall(final))) / 4.0,
         float(_LATEX.search(final) is not None),
         min((len(raw) - n_spaces) / max(n_words, 1), 20.0) / 10.0,
         len(final) / n_bytes,
-        np.log1p(n_numbers) / 5.0,
-        np.log1p(len(_SENTENCE_END.findall(final))) / 4.0,
         float(_CODE_KEYWORD.search(final) is not None),
     )
-    return np.concatenate(
-        [np.asarray(features, dtype=np.float32), np.log1p(cues) / 3.0, length_bins]
-    )
+    out[_LENGTH_BIN_START + min(max(int(math.log2(len(raw) + 1)) - 4, 0), LENGTH_BINS - 1)] = 1.0
+    return out
