@@ -99,3 +99,95 @@ def test_the_sparse_and_dense_paths_embed_alike(text: str) -> None:
     finally:
         features._SPARSE_BELOW = original
     assert np.array_equal(sparse, dense)
+
+
+def _plain_structure(text: str) -> np.ndarray:
+    """The structure features as first defined, one figure at a time: the reference that the
+    vectorised `features._structure` must match bit for bit (artifacts were trained on it)."""
+    f = features
+    if len(text) > f.HEAD_CHARS + f.TAIL_CHARS:
+        text = text[: f.HEAD_CHARS] + "\n\n" + text[-f.TAIL_CHARS :]
+    whole = text.encode("utf-8", errors="replace")
+    final = f._final_block(text).encode("utf-8", errors="replace")
+    raw = np.frombuffer(whole, dtype=np.uint8)
+    n_bytes = max(len(raw), 1)
+    histogram = np.bincount(raw, minlength=256)
+
+    def share(table: np.ndarray) -> float:
+        return float(histogram[table].sum()) / n_bytes
+
+    is_space, is_digit = f._IS_SPACE[raw], f._IS_DIGIT[raw]
+    n_numbers = int(np.count_nonzero(is_digit[1:] & ~is_digit[:-1])) + int(
+        len(raw) > 0 and bool(is_digit[0])
+    )
+    ask = whole[: f.CUE_HEAD_BYTES].lower()
+    if len(whole) > f.CUE_HEAD_BYTES:
+        ask += b"\n" + final.lower()
+    cues = np.zeros(len(f._CUE_GROUPS), dtype=np.float32)
+    for word in f._CUE.findall(ask):
+        cues[f._CUE_INDEX[word]] += 1.0
+    length_bins = np.zeros(f.LENGTH_BINS, dtype=np.float32)
+    length_bins[min(max(int(np.log2(len(raw) + 1)) - 4, 0), f.LENGTH_BINS - 1)] = 1.0
+    n_words = int(np.count_nonzero(~is_space[1:] & is_space[:-1])) + int(
+        len(raw) > 0 and not is_space[0]
+    )
+    n_spaces = int(np.count_nonzero(is_space))
+    figures = (
+        np.log1p(len(text)) / 10.0,
+        np.log1p(n_words) / 8.0,
+        np.log1p(int(histogram[f._IS_NEWLINE].sum())) / 6.0,
+        np.log1p(len(f._BLOCK_BREAK.findall(text)) + 1) / 4.0,
+        np.log1p(len(final)) / 8.0,
+        share(f._IS_DIGIT),
+        share(f._IS_UPPER),
+        share(f._NON_ASCII),
+        share(f._IS_MATH),
+        share(f._IS_CODE),
+        float(b"```" in whole),
+        np.log1p(int(histogram[f._IS_QUESTION].sum())) / 4.0,
+        np.log1p(len(f._ANSWER_OPTION.findall(final))) / 4.0,
+        float(f._LATEX.search(final) is not None),
+        min((len(raw) - n_spaces) / max(n_words, 1), 20.0) / 10.0,
+        len(final) / n_bytes,
+        np.log1p(n_numbers) / 5.0,
+        np.log1p(len(f._SENTENCE_END.findall(final))) / 4.0,
+        float(f._CODE_KEYWORD.search(final) is not None),
+    )
+    return np.concatenate(
+        [np.asarray(figures, dtype=np.float32), np.log1p(cues) / 3.0, length_bins]
+    )
+
+
+_PROMPT_PIECES = st.sampled_from(
+    [
+        "Which",
+        " why",
+        " must ",
+        "A) ",
+        "\n(b) ",
+        "42",
+        " 3.5",
+        "$x^2$",
+        "\\frac",
+        "def ",
+        "```",
+        "?",
+        "!",
+        ". ",
+        "\n\n",
+        "\t",
+        "É",
+        "中",
+        "=>",
+        "{}",
+        " at least ",
+        "Solve",
+        "x",
+    ]
+)
+
+
+@given(st.one_of(st.text(max_size=400), st.lists(_PROMPT_PIECES, max_size=200).map("".join)))
+@settings(max_examples=200, deadline=None)
+def test_the_structure_features_are_the_plain_definition_bit_for_bit(text: str) -> None:
+    assert embed(text)[NGRAM_DIM:].tobytes() == _plain_structure(text).tobytes()
