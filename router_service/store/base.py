@@ -189,6 +189,23 @@ class BudgetStore(Protocol):
         """Extend live leases by `lease_ms` from now; returns those no longer held."""
         ...
 
+    async def add_spent(
+        self,
+        app: str,
+        period: Period,
+        *,
+        charge_id: str,
+        amount_micro_usd: int,
+        default: BudgetLimit,
+    ) -> BudgetUsage:
+        """Add spend settled elsewhere (a call settled on a replica's local store while Redis
+        was unreachable) to the period's spend, whatever the limit: it has been spent. A hold
+        this store has under `charge_id` as a lease id (a reserve whose reply was lost before
+        the call was held elsewhere) is released by the same step.
+
+        Idempotent by `charge_id`: a repeat (a retry after a lost reply) changes nothing."""
+        ...
+
     async def budget_usage(self, app: str, period: Period, default: BudgetLimit) -> BudgetUsage: ...
 
     async def set_budget_limit(self, app: str, limit: BudgetLimit) -> None:

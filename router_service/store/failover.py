@@ -8,6 +8,9 @@ operation follows the policy; Redis stays in use):
 - `fail_open`: the operation runs on an in-process `MemoryStore` instead, so the service keeps
   serving; budgets and limits are then counted per replica (each replica may spend up to the
   limit on its own until Redis returns). Local spend starts from the last spend Redis reported.
+  What the calls held locally cost is added to Redis's spend once Redis is back, each call's
+  once (by its lease id), so the month's spend misses nothing spent during the outage; spend
+  still owed when the process stops (Redis down to the end) is logged, and is in the call log.
 - `fail_closed`: `StoreUnavailable` (gRPC UNAVAILABLE) at once, without waiting on Redis again.
 
 Two kinds of write never go to the local store, whatever the policy: the settle of a hold
@@ -23,7 +26,9 @@ operation timeout, and nothing raises anything but `StoreUnavailable`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Literal, TypeVar
 
@@ -48,6 +53,8 @@ from router_service.store.memory import MemoryStore
 
 __all__ = ["FailoverStore"]
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 Held = TypeVar("Held", ReserveResult, AdmitResult)
 
@@ -67,6 +74,14 @@ def _outage(exc: BaseException) -> bool:
     if not isinstance(exc, ResponseError) or isinstance(exc, ClusterError):
         return True
     return str(exc).split(" ", 1)[0] in _OUTAGE_REPLIES
+
+
+def _adding(
+    app: str, period: Period, charge_id: str, amount: int, default: BudgetLimit
+) -> Callable[[Store], Awaitable[BudgetUsage]]:
+    return lambda store: store.add_spent(
+        app, period, charge_id=charge_id, amount_micro_usd=amount, default=default
+    )
 
 
 class FailoverStore:
@@ -93,6 +108,10 @@ class FailoverStore:
         # (app, period) -> the last spend Redis reported, to seed local counting.
         self._last_spent: dict[tuple[str, str], int] = {}
         self._seeded: set[tuple[str, str]] = set()
+        # Spend settled on the local store, not yet added to Redis's: lease id -> (app, period,
+        # amount, the app's configured limit); and the task adding it.
+        self._owed: OrderedDict[str, tuple[str, Period, int, BudgetLimit]] = OrderedDict()
+        self._repaying: asyncio.Task[None] | None = None
 
     @property
     def available(self) -> bool:
@@ -125,6 +144,7 @@ class FailoverStore:
             alerts.store_recovered(self._clock() - self._down_since)
             self._down_since, self._retry_s = None, _FIRST_RETRY_S
             self._seeded.clear()
+            self._repay_soon()
         return result
 
     def _mark_down(self) -> None:
@@ -244,10 +264,51 @@ class FailoverStore:
 
         if lease_id in self._local_leases:
             self._local_leases.discard(lease_id)
-            return await settle(self._local)
+            local = await settle(self._local)
+            if not local.replayed and actual_micro_usd > 0:
+                self._owed[lease_id] = (app, period, actual_micro_usd, default)
+                self._repay_soon()
+            return local
         result = await self._run("budget settle", settle, local=False)
         self._remember(app, period, result.usage)
         return result
+
+    def _repay_soon(self) -> None:
+        """Start adding the spend settled locally to Redis's, when Redis is up and that is not
+        already under way."""
+        if not self._owed or self._down_since is not None:
+            return
+        if self._repaying is None or self._repaying.done():
+            self._repaying = asyncio.get_running_loop().create_task(
+                self._repay(), name="budget-repay"
+            )
+
+    async def _repay(self) -> None:
+        """Add the locally settled spend to Redis, one call's at a time, each by its lease id
+        (so a retry after a lost reply adds nothing); stops when Redis goes away again, to go
+        on when it is back."""
+        repaid: dict[str, int] = {}
+        while self._owed and self._down_since is None:
+            lease_id, (app, period, amount, default) = next(iter(self._owed.items()))
+            try:
+                await self.add_spent(
+                    app, period, charge_id=lease_id, amount_micro_usd=amount, default=default
+                )
+            except StoreUnavailable:
+                break
+            self._owed.pop(lease_id, None)
+            repaid[app] = repaid.get(app, 0) + amount
+        for app, amount in repaid.items():
+            log.info(
+                "app %s: %d micro-USD spent while Redis was unreachable added to its shared spend",
+                app,
+                amount,
+            )
+
+    @property
+    def owed_micro_usd(self) -> int:
+        """Spend settled on the local store not yet added to Redis's."""
+        return sum(amount for _, _, amount, _ in self._owed.values())
 
     async def shrink(self, app: str, period: Period, lease_id: str, amount_micro_usd: int) -> None:
         if lease_id in self._local_leases:
@@ -272,6 +333,21 @@ class FailoverStore:
                 "lease renewal", lambda store: store.renew(app, period, shared, lease_ms)
             )
         return gone
+
+    async def add_spent(
+        self,
+        app: str,
+        period: Period,
+        *,
+        charge_id: str,
+        amount_micro_usd: int,
+        default: BudgetLimit,
+    ) -> BudgetUsage:
+        # Spend from elsewhere belongs in the shared counters: it waits for Redis.
+        adding = _adding(app, period, charge_id, amount_micro_usd, default)
+        usage = await self._run("budget repay", adding, local=False)
+        self._remember(app, period, usage)
+        return usage
 
     async def budget_usage(self, app: str, period: Period, default: BudgetLimit) -> BudgetUsage:
         usage = await self._run(
@@ -332,5 +408,19 @@ class FailoverStore:
         return await self._run("statistics read", lambda store: store.read_stats(app, period))
 
     async def aclose(self) -> None:
+        if self._repaying is not None and not self._repaying.done():
+            # Bounded: every store operation has its time limit, and the repayment stops at the
+            # first failure.
+            await asyncio.wait([self._repaying], timeout=self._timeout_s * 4)
+            self._repaying.cancel()
+        if self._owed:
+            owed: dict[str, int] = {}
+            for app, _, amount, _ in self._owed.values():
+                owed[app] = owed.get(app, 0) + amount
+            log.error(
+                "spend settled while Redis was unreachable and not yet added to Redis's is lost "
+                "from the shared budgets (the call log has every call's cost): %s",
+                ", ".join(f"app {app} {amount} micro-USD" for app, amount in sorted(owed.items())),
+            )
         await self._local.aclose()
         await self._primary.aclose()

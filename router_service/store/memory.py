@@ -46,6 +46,8 @@ class _Budget:
     # lease id -> when to forget it: leases that ran out before they were settled.
     expired: dict[str, int] = field(default_factory=dict)
     soft_alerted: bool = False
+    # Charge ids of spend added from elsewhere (`add_spent`), so that a repeat adds nothing.
+    charges: set[str] = field(default_factory=set)
 
     def release_expired(self, now_ms: int) -> None:
         ran_out = [lease for lease, (_, expiry) in self.holds.items() if expiry <= now_ms]
@@ -196,6 +198,25 @@ class MemoryStore:
             else:
                 budget.holds[lease] = (held[0], expiry)
         return gone
+
+    async def add_spent(
+        self,
+        app: str,
+        period: Period,
+        *,
+        charge_id: str,
+        amount_micro_usd: int,
+        default: BudgetLimit,
+    ) -> BudgetUsage:
+        budget = self._budget(app, period)
+        if charge_id not in budget.charges:
+            budget.charges.add(charge_id)
+            held = budget.holds.pop(charge_id, None)
+            if held is not None:
+                budget.reserved -= held[0]
+            budget.expired.pop(charge_id, None)
+            budget.spent += amount_micro_usd
+        return self._usage(app, budget, default)
 
     async def budget_usage(self, app: str, period: Period, default: BudgetLimit) -> BudgetUsage:
         return self._usage(app, self._budget(app, period), default)

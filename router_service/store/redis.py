@@ -81,6 +81,7 @@ class RedisStore:
         self._shrink = self._register(scripts.BUDGET_SHRINK)
         self._renew = self._register(scripts.BUDGET_RENEW)
         self._usage = self._register(scripts.BUDGET_USAGE)
+        self._add_spent = self._register(scripts.BUDGET_ADD_SPENT)
         self._take = self._register(scripts.RATE_TAKE)
 
     def _register(self, script: scripts.Lua) -> Callable[[list[str], list[Any]], Awaitable[Any]]:
@@ -170,6 +171,22 @@ class RedisStore:
         keys = self._budget_keys(app, period)[:2]
         gone = await self._renew(keys, [lease_ms, *lease_ids])
         return [_text(lease) for lease in gone]
+
+    async def add_spent(
+        self,
+        app: str,
+        period: Period,
+        *,
+        charge_id: str,
+        amount_micro_usd: int,
+        default: BudgetLimit,
+    ) -> BudgetUsage:
+        limit, soft = _limit_args(default)
+        _added, *usage = await self._add_spent(
+            self._budget_keys(app, period),
+            [charge_id, amount_micro_usd, limit, soft, period.expire_at],
+        )
+        return _usage(*usage)
 
     async def budget_usage(self, app: str, period: Period, default: BudgetLimit) -> BudgetUsage:
         return _usage(

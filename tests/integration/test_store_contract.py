@@ -250,6 +250,45 @@ async def test_a_token_charge_leaves_the_request_bucket_alone(store: Store) -> N
     assert not (await store.take("a", requests=1, tokens=10, **both)).allowed
 
 
+async def test_spend_added_from_elsewhere_counts_once_and_past_the_limit(store: Store) -> None:
+    await reserve(store, "l1", 600)
+    usage = await store.add_spent(
+        "a", PERIOD, charge_id="outage-1", amount_micro_usd=700, default=LIMIT
+    )
+    # It was spent: it counts even beyond the limit, and holds no more room.
+    assert usage.spent_micro_usd == 700 and usage.reserved_micro_usd == 600
+    again = await store.add_spent(
+        "a", PERIOD, charge_id="outage-1", amount_micro_usd=700, default=LIMIT
+    )
+    assert again.spent_micro_usd == 700
+    await store.add_spent("a", PERIOD, charge_id="outage-2", amount_micro_usd=5, default=LIMIT)
+    assert (await store.budget_usage("a", PERIOD, LIMIT)).spent_micro_usd == 705
+    assert not (await reserve(store, "l2", 1)).granted
+
+
+async def test_spend_added_under_a_held_lease_releases_the_hold_once(store: Store) -> None:
+    # The reserve's reply was lost, the call was held and settled elsewhere: its spend, added
+    # under its lease id, releases the hold this store still has.
+    await reserve(store, "lost", 600)
+    usage = await store.add_spent(
+        "a", PERIOD, charge_id="lost", amount_micro_usd=200, default=LIMIT
+    )
+    assert (usage.spent_micro_usd, usage.reserved_micro_usd) == (200, 0)
+    again = await store.add_spent(
+        "a", PERIOD, charge_id="lost", amount_micro_usd=200, default=LIMIT
+    )
+    assert (again.spent_micro_usd, again.reserved_micro_usd) == (200, 0)
+    # Its settle, should one come, is a replay.
+    assert (await settle(store, "lost", 200)).replayed
+
+
+async def test_spend_added_to_a_new_period_expires_with_it(redis_url_fixture: str) -> None:
+    async with redis_store(redis_url_fixture) as (store, client, prefix):
+        soon = Period("2026-12", expire_at=int(time.time()) + 3600)
+        await store.add_spent("a", soon, charge_id="c1", amount_micro_usd=5, default=LIMIT)
+        assert 3500 < await client.ttl(f"{prefix}:{{a}}:budget:2026-12") <= 3600
+
+
 async def test_budget_keys_expire_after_their_period(redis_url_fixture: str) -> None:
     async with redis_store(redis_url_fixture) as (store, client, prefix):
         soon = Period("2026-11", expire_at=int(time.time()) + 3600)

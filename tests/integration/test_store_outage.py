@@ -142,6 +142,38 @@ async def test_fail_open_counts_locally_then_resumes_on_redis(
     assert await reserve(store, "r2", 900_000)
     raw = await client.hgetall("outage:{a}:budget:2026-11")
     assert int(raw[b"reserved"]) == 900_000
+    # What the outage spent joins the shared spend once Redis is back (here a fresh Redis: the
+    # spend from before the outage went with the old one).
+    await eventually(lambda: store.owed_micro_usd == 0, within_s=5)
+    raw = await client.hgetall("outage:{a}:budget:2026-11")
+    assert int(raw[b"spent"]) == 100
+
+
+async def test_spend_during_an_outage_is_added_to_redis_once_it_is_back(
+    redis_process: RedisProcess, client: Redis, failover: Callable[[str], FailoverStore]
+) -> None:
+    """The audit's case: Redis keeps its data through the outage (it stops answering, then
+    answers again); the calls held locally meanwhile must count in the shared spend, and a hold
+    still open when Redis returns settles locally and is added too, each call once."""
+    store = failover("fail_open")
+    assert await reserve(store, "r1", 10_000)
+    await store.settle("a", PERIOD, lease_id="r1", actual_micro_usd=2_000, default=LIMIT)
+    blocker = Redis.from_url(redis_process.url, socket_timeout=10)
+    busy = asyncio.create_task(blocker.eval(BUSY, 0, 1500))  # type: ignore[misc]
+    await asyncio.sleep(0.1)
+    for lease in ("l1", "l2", "l3"):
+        assert await reserve(store, lease, 10_000)  # locally, Redis being busy
+    assert not store.available
+    for lease in ("l1", "l2"):
+        await store.settle("a", PERIOD, lease_id=lease, actual_micro_usd=2_000, default=LIMIT)
+    assert store.owed_micro_usd == 4_000
+    await busy
+    await blocker.aclose()
+    await wait_until_available(store)
+    await store.settle("a", PERIOD, lease_id="l3", actual_micro_usd=2_000, default=LIMIT)
+    await eventually(lambda: store.owed_micro_usd == 0, within_s=5)
+    usage = await store.budget_usage("a", PERIOD, LIMIT)
+    assert (usage.spent_micro_usd, usage.reserved_micro_usd) == (8_000, 0)
 
 
 async def test_fail_closed_refuses_at_once_and_recovers(
