@@ -33,6 +33,7 @@ __all__ = [
     "AllProvidersFailed",
     "ArtifactRejected",
     "BudgetExhausted",
+    "InternalError",
     "InvalidRequest",
     "NotFound",
     "PermissionDenied",
@@ -167,3 +168,8 @@ class AllProvidersFailed(RouterError):
 
 class ArtifactRejected(RouterError):
     pass
+
+
+class InternalError(RouterError):
+    """A failure the router did not expect (a bug): the caller learns only that it happened;
+    the details are logged."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import NoReturn, TypeVar
@@ -18,7 +19,7 @@ from router_service.api.validation import validate_feedback_request, validate_ro
 from router_service.auth import App, Authenticator
 from router_service.calllog.feedback import FeedbackRecorder
 from router_service.config import LimitsConfig
-from router_service.errors import InvalidRequest, RouterError, StoreUnavailable
+from router_service.errors import InternalError, InvalidRequest, RouterError, StoreUnavailable
 from router_service.pipeline import Pipeline
 from router_service.telemetry.attributes import APP
 from router_service.telemetry.tracing import CallTrace, Tracing
@@ -29,6 +30,8 @@ Context = aio.ServicerContext[object, object]
 Metadata = Iterable[tuple[str, str | bytes]] | None
 M = TypeVar("M", bound=Message)
 
+log = logging.getLogger(__name__)
+
 MALFORMED = "the request is not a valid message of this RPC (bad protobuf or invalid UTF-8)"
 SERVICE = pb.DESCRIPTOR.services_by_name["Router"].full_name
 
@@ -36,6 +39,13 @@ SERVICE = pb.DESCRIPTOR.services_by_name["Router"].full_name
 async def _fail(context: Context, trace: CallTrace, error: RouterError) -> NoReturn:
     trace.fail(error, status_code(error).value[0])
     await abort(context, error)
+
+
+async def _fail_unexpectedly(context: Context, trace: CallTrace, rpc: str) -> NoReturn:
+    """End the RPC with INTERNAL for an error nobody raised on purpose: its text may carry
+    anything (a prompt, a key), so it goes to the log, and the caller learns only the fact."""
+    log.exception("%s failed on an unexpected error", rpc)
+    await _fail(context, trace, InternalError(f"{rpc}: internal error (logged by the router)"))
 
 
 class RouterServicer:
@@ -107,6 +117,8 @@ class RouterServicer:
             yield done_event(call.summary, chat.request_id)
         except RouterError as exc:
             await _fail(context, trace, exc)
+        except Exception:
+            await _fail_unexpectedly(context, trace, "Route")
         finally:
             trace.end()
 
@@ -121,6 +133,8 @@ class RouterServicer:
             return decision_message(plan, chat.request_id)
         except RouterError as exc:
             await _fail(context, trace, exc)
+        except Exception:
+            await _fail_unexpectedly(context, trace, "Explain")
         finally:
             trace.end()
 
@@ -140,5 +154,7 @@ class RouterServicer:
             return pb.FeedbackResponse(accepted=True)
         except RouterError as exc:
             await _fail(context, trace, exc)
+        except Exception:
+            await _fail_unexpectedly(context, trace, "Feedback")
         finally:
             trace.end()

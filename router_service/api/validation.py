@@ -149,7 +149,10 @@ def _tool_parameters(tool: pb.Tool, index: int) -> dict[str, Any]:
     if which is None:
         return {"type": "object", "properties": {}}
     if which == "parameters_struct":
-        schema: Any = json_format.MessageToDict(tool.parameters_struct)
+        try:
+            schema: Any = json_format.MessageToDict(tool.parameters_struct)
+        except ValueError as exc:  # NaN or Infinity as a number value
+            raise InvalidRequest(f"tools[{index}].parameters_struct is not JSON: {exc}") from None
         _check_depth(schema, f"tools[{index}].parameters_struct")
         return dict(schema)
     schema = _json(tool.parameters_json, f"tools[{index}].parameters_json")
@@ -162,11 +165,18 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(number: str) -> float:
+    value = float(number)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {shown(number, 20)} is out of range")
+    return value
+
+
 def _json(text: str, where: str) -> Any:
-    """`text` parsed as strict JSON (no NaN or Infinity, which providers refuse), nested at most
-    `MAX_JSON_DEPTH` deep."""
+    """`text` parsed as strict JSON (no NaN or Infinity, which providers refuse, spelt out or
+    as a number too large for a double), nested at most `MAX_JSON_DEPTH` deep."""
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite)
     except ValueError as exc:
         raise InvalidRequest(f"{where} is not valid JSON: {exc}") from None
     except RecursionError:

@@ -123,6 +123,27 @@ async def test_invalid_utf8_is_invalid_argument(router: Running) -> None:
     assert "invalid UTF-8" in (caught.value.details() or "")
 
 
+async def test_an_unexpected_error_is_internal_and_keeps_its_text_to_the_log(
+    router: Running, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from router_service.api import router_servicer
+
+    def broken(*args: object) -> None:
+        raise ValueError("sk-secret-in-an-exception")
+
+    monkeypatch.setattr(router_servicer, "validate_route_request", broken)
+    for call in (
+        events(router, route_request()),
+        router.router.Explain(route_request(), metadata=auth(DEMO_KEY)),
+    ):
+        with pytest.raises(aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == grpc.StatusCode.INTERNAL
+        assert "internal error" in (caught.value.details() or "")
+        assert "sk-secret" not in (caught.value.details() or "")
+    assert "sk-secret-in-an-exception" in caplog.text
+
+
 async def test_oversized_request_is_refused() -> None:
     config = fast_config(limits={"max_request_bytes": 10_000})
     async with running_router(config) as running:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -159,3 +161,23 @@ def test_nan_and_infinity_in_a_tool_schema_are_refused() -> None:
         tool = pb.Tool(name="t", parameters_json=f'{{"x": {constant}}}')
         with pytest.raises(InvalidRequest, match="is not JSON"):
             validate_route_request(request(tools=[tool]), LIMITS)
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "1.5e309"])
+def test_numbers_beyond_a_double_are_refused_up_front(number: str) -> None:
+    # They would parse as infinity, which no provider request can carry.
+    tool = pb.Tool(name="t", parameters_json=f'{{"type": "number", "maximum": {number}}}')
+    with pytest.raises(InvalidRequest, match="out of range"):
+        validate_route_request(request(tools=[tool]), LIMITS)
+    with pytest.raises(InvalidRequest, match="out of range"):
+        validate_route_request(request(messages=assistant_call(f'{{"x": {number}}}')), LIMITS)
+    fine = pb.Tool(name="t", parameters_json='{"type": "number", "maximum": 1e300}')
+    validate_route_request(request(tools=[fine]), LIMITS)
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+def test_nan_and_infinity_in_a_struct_schema_are_refused(number: float) -> None:
+    tool = pb.Tool(name="t")
+    tool.parameters_struct.update({"type": "number", "maximum": number})
+    with pytest.raises(InvalidRequest, match=r"tools\[0\].parameters_struct is not JSON"):
+        validate_route_request(request(tools=[tool]), LIMITS)
