@@ -29,13 +29,20 @@ def normalize_text(text: str) -> str:
     return _BLANK_RUNS.sub("\n\n", _TRAILING_SPACE.sub("", text)).strip()
 
 
-def _canonical_value(value: Any) -> Any:
-    """Dictionaries with sorted keys and normalized strings; list order is kept (it can matter)."""
+# Schema keywords whose strings are prose for the model to read, where whitespace is layout.
+# Every other string in a schema (enum members, const, default, pattern, examples, ...) is a
+# value the caller's code may compare against, and is kept byte for byte.
+_PROSE_KEYWORDS = frozenset({"description", "title"})
+
+
+def _canonical_value(value: Any, prose: bool = False) -> Any:
+    """Dictionaries with sorted keys and the prose of descriptions and titles normalized; list
+    order is kept (it can matter), and so is every other string."""
     if isinstance(value, dict):
-        return {key: _canonical_value(value[key]) for key in sorted(value)}
+        return {key: _canonical_value(value[key], key in _PROSE_KEYWORDS) for key in sorted(value)}
     if isinstance(value, list):
         return [_canonical_value(item) for item in value]
-    if isinstance(value, str):
+    if prose and isinstance(value, str):
         return normalize_text(value)
     return value
 

@@ -73,3 +73,20 @@ def test_tool_order_never_matters(tools: list[ToolSpec], rnd: random.Random) -> 
         canonicalize(chat(tuple(tools), "s")).prefix_hash
         == canonicalize(chat(tuple(shuffled), "s")).prefix_hash
     )
+
+
+def test_schema_values_are_kept_byte_for_byte_and_only_prose_is_normalized() -> None:
+    schema = {
+        "type": "object",
+        "description": "  The speed.  \n\n\n",
+        "properties": {
+            "speed": {"enum": ["fast ", "fast", " slow"], "title": "Speed ", "default": " fast"},
+            "code": {"type": "string", "pattern": "^[A-Z] +$", "examples": ["AB  "]},
+        },
+    }
+    tool = canonicalize(chat((ToolSpec("set", "Set it.", schema),), "s")).request.tools[0]
+    speed = tool.parameters["properties"]["speed"]
+    assert speed["enum"] == ["fast ", "fast", " slow"] and speed["default"] == " fast"
+    assert speed["title"] == "Speed" and tool.parameters["description"] == "The speed."
+    code = tool.parameters["properties"]["code"]
+    assert code["pattern"] == "^[A-Z] +$" and code["examples"] == ["AB  "]
