@@ -21,7 +21,8 @@ What a failure before the first token does:
 
 A deployment is never retried within the call that saw it fail: the next candidate answers
 sooner than a back-off would, and the breaker gives the deployment its next chance on a later
-call. Each attempt, skipped ones included, is recorded as an `AttemptRecord`.
+call. Each attempt, skipped ones included, is recorded as an `AttemptRecord`; one the call's
+cancellation (the caller's, or its deadline) cut short is recorded as cancelled.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class AttemptOutcome(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     BROKEN = "broken"
+    # The call ended while this attempt ran: the caller cancelled or its deadline passed.
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,7 @@ class FallbackStream:
                 continue
             # Whether the breaker heard how this attempt went; if not, its probe slot is freed.
             judged = False
+            recorded = len(self.attempts)
             stream = target.provider.stream(self._request_for(target))
             try:
                 try:
@@ -166,6 +170,9 @@ class FallbackStream:
                 await stream.aclose()
                 if not judged:
                     breaker.released(key)
+                if len(self.attempts) == recorded:
+                    # Left without an outcome of its own: the call was cancelled around it.
+                    self._record(target, AttemptOutcome.CANCELLED, started, "")
         tried = "; ".join(f"{a.model}: {a.error}" for a in self.attempts) or "no candidates"
         raise AllProvidersFailed(f"every candidate failed before its first token ({tried})")
 

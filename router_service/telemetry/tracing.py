@@ -361,6 +361,7 @@ class _RecordingTrace(CallTrace):
         serving_recorded = bool(attempts) and attempts[-1].outcome in (
             AttemptOutcome.SUCCEEDED,
             AttemptOutcome.BROKEN,
+            AttemptOutcome.CANCELLED,
         )
         failed = attempts[:-1] if serving_recorded else attempts
         for attempt in failed:
@@ -372,8 +373,8 @@ class _RecordingTrace(CallTrace):
             self._attempt_span(attempt.model, attempt, at, finish, attributes)
             at = finish
         if record.model and not record.served_from_cache:
-            # The serving attempt ran from the end of the failed ones to the end of the call;
-            # when the caller went away mid-answer it has no attempt record of its own.
+            # The serving attempt ran from the end of the failed ones to the end of the call
+            # (a call that ends before any attempt was made has no attempt record).
             serving = attempts[-1] if serving_recorded else None
             self._attempt_span(
                 record.model, serving, at, max(at, end_ns), _serving_attributes(record, serving)

@@ -69,6 +69,26 @@ async def test_every_call_is_logged_with_prompt_text_only_for_opted_in_apps(
     assert line["messages"] is None and "quarterly report" not in json.dumps(line)
 
 
+async def test_a_cancelled_call_records_the_attempt_it_cut_short(tmp_path: Path) -> None:
+    slow = {"ttft_ms": 0, "tokens_per_second": 400, "answer_tokens": 2000}
+    directory = tmp_path / "log"
+    settings = config(directory)
+    settings = settings.model_copy(
+        update={"providers": fast_config(providers={"sim-openai": slow}).providers}
+    )
+    async with running_router(settings) as running:
+        request = route_request(request_id="left-1", max_output_tokens=2000)
+        call = running.router.Route(request, metadata=auth(DEMO_KEY))
+        async for event in call:
+            if event.HasField("delta"):
+                break
+        call.cancel()
+        await asyncio.sleep(0.05)
+    [record] = [e for e in logged(directory) if isinstance(e, CallRecord)]
+    assert record.status == "cancelled"
+    assert [(a.model, a.outcome.value) for a in record.attempts] == [("glm-5.2", "cancelled")]
+
+
 async def test_feedback_on_the_apps_own_request_is_logged(tmp_path: Path) -> None:
     async with running_router(config(tmp_path)) as running:
         done = await route(running)
