@@ -47,8 +47,9 @@ __all__ = ["RouterServer", "serve"]
 
 log = logging.getLogger(__name__)
 
-# Leave room above the request-size limit so an oversized request reaches validation and gets
-# a clear INVALID_ARGUMENT; anything far larger is refused by gRPC with RESOURCE_EXHAUSTED.
+# Leave room above the request-size limit (a quarter of it, at least 64 KiB) so an oversized
+# request reaches validation and gets a clear INVALID_ARGUMENT; anything larger still is
+# refused by gRPC itself with RESOURCE_EXHAUSTED, unread.
 _RECEIVE_SLACK_BYTES = 64 * 1024
 # How long the last telemetry flush may hold up the exit: on Kubernetes the pod's grace period
 # (30 s) covers the drain delay (5 s), the in-flight calls (`server.grace_period_s`, 20 s) and
@@ -139,7 +140,8 @@ class RouterServer:
             options=[
                 (
                     "grpc.max_receive_message_length",
-                    config.limits.max_request_bytes + _RECEIVE_SLACK_BYTES,
+                    config.limits.max_request_bytes
+                    + max(_RECEIVE_SLACK_BYTES, config.limits.max_request_bytes // 4),
                 ),
                 ("grpc.so_reuseport", 0),
                 ("grpc.keepalive_permit_without_calls", 1),
