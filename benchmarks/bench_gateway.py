@@ -374,6 +374,12 @@ async def start_litellm(workdir: Path, upstream: str) -> tuple[subprocess.Popen[
 
 async def stream_openai(client: httpx.AsyncClient, url: str, key: str) -> float:
     """Seconds to the first content token of a streamed chat completion."""
+    first, _ = await stream_openai_timed(client, url, key)
+    return first
+
+
+async def stream_openai_timed(client: httpx.AsyncClient, url: str, key: str) -> tuple[float, float]:
+    """A streamed chat completion: seconds to its first content token and to its end."""
     body = {
         "model": "glm-5.2",
         "messages": [{"role": "user", "content": PROMPT}],
@@ -389,7 +395,7 @@ async def stream_openai(client: httpx.AsyncClient, url: str, key: str) -> float:
         async for line in response.aiter_lines():
             if not first and line.startswith("data: {") and '"content":"' in line.replace(" ", ""):
                 first = time.perf_counter() - started
-    return first
+    return first, time.perf_counter() - started
 
 
 async def timed_route(stub: router_pb2_grpc.RouterStub) -> tuple[float, float, float]:
@@ -538,15 +544,20 @@ async def run(
                     await channel.close()
                 results["router"]["otlp_spans_received"] = len(received.spans)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
         shutil.rmtree(workdir, ignore_errors=True)
     return results
+
+
+def stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    """Terminate every process, then wait for each (killing one that takes over 30 s)."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 async def _listening(client: httpx.AsyncClient, url: str) -> bool:

@@ -36,6 +36,7 @@ from benchmarks.bench_gateway import (
     memory_mb,
     start_router,
     start_upstream,
+    stop,
     stream_router,
     wait_until,
 )
@@ -85,13 +86,7 @@ async def run(calls: int, concurrency: int, block: int) -> dict[str, Any]:
                 elapsed = time.perf_counter() - started
                 await channel.close()
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
         shutil.rmtree(workdir, ignore_errors=True)
     second_half = samples[len(samples) // 2 :]
     return {
