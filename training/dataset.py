@@ -69,18 +69,19 @@ def read_outcomes(path: pathlib.Path, *, strict: bool = False) -> OutcomeFile:
     """Read one outcome JSONL file. Blank lines are ignored."""
     try:
         data = path.read_bytes()
-        # Newlines as text mode reads them: "\r\n" and a lone "\r" end a line too.
-        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise DatasetError(f"{path}: cannot read outcome file: {exc}") from exc
     rows: list[OutcomeRow] = []
     rejected: list[tuple[int, str]] = []
-    # Split on "\n" only: str.splitlines would also split inside JSON strings holding raw
-    # U+2028, U+0085 and similar characters, which JSON allows.
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
+    # Newlines as text mode reads them: "\n", "\r\n" and a lone "\r" end a line. Split as bytes,
+    # which bytes.splitlines does at these only (str.splitlines would also split inside JSON
+    # strings holding raw U+2028, U+0085 and similar characters, which JSON allows), and
+    # decoded line by line, so that a byte that is not UTF-8 costs its line, not the file.
+    for number, raw in enumerate(data.splitlines(), start=1):
         try:
+            line = _decode(raw)
+            if not line.strip():
+                continue
             rows.append(parse_line(line))
         except DatasetError as exc:
             if strict:
@@ -92,6 +93,13 @@ def read_outcomes(path: pathlib.Path, *, strict: bool = False) -> OutcomeFile:
         rejected=tuple(rejected),
         sha256=hashlib.sha256(data).hexdigest(),
     )
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"not valid UTF-8: {exc}") from exc
 
 
 def parse_line(line: str) -> OutcomeRow:
@@ -182,11 +190,18 @@ def _outcomes(value: Any) -> dict[str, Outcome]:
     return outcomes
 
 
+def _float(value: int | float, what: str) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer too large for a float
+        raise DatasetError(f"{what} is too large a number") from None
+
+
 def _score(model: str, value: Any) -> float:
     # bool is an int in Python; true/false are not scores.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DatasetError(f"score of {model!r} must be a number in [0, 1]")
-    score = float(value)
+    score = _float(value, f"score of {model!r}")
     if not 0.0 <= score <= 1.0:
         raise DatasetError(f"score of {model!r} is {score}, outside [0, 1]")
     return score
@@ -197,7 +212,7 @@ def _cost(model: str, value: Any) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DatasetError(f"cost_usd of {model!r} must be a number or null")
-    cost = float(value)
+    cost = _float(value, f"cost_usd of {model!r}")
     if not math.isfinite(cost) or cost < 0.0:
         raise DatasetError(f"cost_usd of {model!r} is {cost}, not a finite amount >= 0")
     return cost

@@ -263,14 +263,20 @@ def decode(obj: Any) -> LogEntry:
                 served=_decode_answer(obj["served"]),
                 shadow=_decode_answer(obj["shadow"]),
             )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    # OverflowError: float() of an integer too large for one, int() of Infinity.
+    # RecursionError: str() of a value nested nearly as deep as json.loads allows.
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as exc:
         raise MalformedEntry(f"{kind} entry: {type(exc).__name__}: {exc}") from None
     raise MalformedEntry(f"unknown entry kind {kind!r}")
 
 
 def loads(text: str | bytes) -> LogEntry:
+    """The entry of one line or stream entry; `MalformedEntry` for anything else, including
+    bytes that are not UTF-8 (a `ValueError`) and nesting too deep for the parser."""
     try:
         obj = json.loads(text)
     except ValueError as exc:
         raise MalformedEntry(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedEntry("not JSON: nested too deeply") from None
     return decode(obj)

@@ -27,7 +27,12 @@ class OutcomeFormatError(ValueError):
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float is no usable score or cost
+        return False
 
 
 def check_outcome_row(row: Any) -> None:
@@ -78,13 +83,32 @@ def _check_outcomes(outcomes: Any) -> None:
 
 def read_outcomes(path: Path) -> Iterator[dict[str, Any]]:
     """The rows of an outcome JSONL file, each checked; errors name the line."""
-    with path.open(encoding="utf-8") as lines:
+    with path.open("rb") as chunks:
+        # Lines split as text mode splits them ("\n", "\r\n", a lone "\r"), but decoded one
+        # by one, so that a byte that is not UTF-8 is reported with its line like any other fault.
+        lines = (line for chunk in chunks for line in chunk.splitlines())
         for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
             try:
-                row = json.loads(line)
-                check_outcome_row(row)
-            except (ValueError, OutcomeFormatError) as exc:
+                row = _parse_line(line)
+            except OutcomeFormatError as exc:
                 raise OutcomeFormatError(f"{path}:{number}: {exc}") from None
-            yield row
+            if row is not None:
+                yield row
+
+
+def _parse_line(line: bytes) -> dict[str, Any] | None:
+    """The checked row of one line, None for a blank one."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise OutcomeFormatError(f"not valid UTF-8: {exc}") from None
+    if not text.strip():
+        return None
+    try:
+        row: dict[str, Any] = json.loads(text)
+    except ValueError as exc:
+        raise OutcomeFormatError(str(exc)) from None
+    except RecursionError:
+        raise OutcomeFormatError("JSON nested too deeply") from None
+    check_outcome_row(row)
+    return row

@@ -8,7 +8,7 @@ one damaged line does not lose a day.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
 from router_service.calllog.codec import MalformedEntry, loads
@@ -22,6 +22,13 @@ __all__ = ["LogScan", "entry_time"]
 _FILE = re.compile(r"^calllog-(\d{4}-\d{2}-\d{2})\.jsonl$")
 _PAGE = 1000
 _FIELD_BYTES = STREAM_FIELD.encode()
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of a binary file, without their ends, as text mode splits them: iterating the
+    file splits at "\\n" only, `bytes.splitlines` also at a lone "\\r", like universal newlines."""
+    for chunk in chunks:
+        yield from chunk.splitlines()
 
 
 def entry_time(entry: LogEntry) -> float:
@@ -60,10 +67,20 @@ class LogScan:
             # nothing newer than it.
             if self.since is not None and path.stat().st_mtime < self.since:
                 continue
-            with path.open(encoding="utf-8") as lines:
-                for line in lines:
-                    if line.strip() and (entry := self._keep(line)) is not None:
+            with path.open("rb") as chunks:
+                for line in _lines(chunks):
+                    if (entry := self._keep_line(line)) is not None:
                         yield entry
+
+    def _keep_line(self, line: bytes) -> LogEntry | None:
+        # Decoded line by line, not by a text-mode file: one invalid byte then costs its own
+        # line, not the rest of the day.
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            self.malformed += 1
+            return None
+        return self._keep(text) if text.strip() else None
 
     async def stream(self, redis: RedisClient, key: str) -> AsyncIterator[LogEntry]:
         """The entries of the Redis Stream `key`, read a page at a time."""

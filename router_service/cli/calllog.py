@@ -147,8 +147,24 @@ def _source(args: argparse.Namespace) -> str:
     return f"Redis stream {args.stream}" if args.redis else str(args.calllog)
 
 
-def _export(args: argparse.Namespace) -> int:
+def _write_rows(rows: list[dict[str, Any]], out: Path) -> None:
+    """Write `rows` as JSONL to `out` through a `.partial` file beside it, so that `out` is
+    never half written; the partial file is removed when writing fails."""
     import json
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    try:
+        with partial.open("w", encoding="utf-8") as file:
+            for row in rows:
+                file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        partial.replace(out)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def _export(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from redis.exceptions import RedisError
@@ -158,6 +174,11 @@ def _export(args: argparse.Namespace) -> int:
     if not 0 <= args.test_share <= 1:
         print("llm-router: --test-share must be between 0 and 1", file=sys.stderr)
         return 2
+    if args.out.is_dir():
+        print(
+            f"llm-router: --out {args.out} is a directory; give the file to write", file=sys.stderr
+        )
+        return 2
     try:
         entries, scan = _read(args)
     except (OSError, RedisError) as exc:
@@ -166,12 +187,11 @@ def _export(args: argparse.Namespace) -> int:
     rows, summary = build_outcomes(
         entries, test_share=args.test_share, served_score=args.served_score
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    partial = args.out.with_name(args.out.name + ".partial")
-    with partial.open("w", encoding="utf-8") as out:
-        for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    partial.replace(args.out)
+    try:
+        _write_rows(rows, args.out)
+    except OSError as exc:
+        print(f"llm-router: cannot write {args.out}: {exc}", file=sys.stderr)
+        return 1
     models = Counter(model for row in rows for model in row["outcomes"])
     print(
         f"exported {summary.rows} rows ({summary.both_arms} with both arms) from "
@@ -201,8 +221,9 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _budgets(report: Report, target: str, admin_key: str) -> None:
-    """Fill in each app's budget from the server's Admin.GetBudget."""
+def _budgets(report: Report, target: str, admin_key: str) -> dict[str, float]:
+    """Fill in each app's budget from the server's Admin.GetBudget; each limited app's soft
+    threshold (a share of the limit) is returned for the chart."""
     import asyncio
 
     import grpc
@@ -211,6 +232,8 @@ def _budgets(report: Report, target: str, admin_key: str) -> None:
     from router_service._proto import router_pb2 as pb
     from router_service._proto import router_pb2_grpc
     from router_service.calllog.report import Budget
+
+    soft: dict[str, float] = {}
 
     async def fetch() -> None:
         metadata = (("authorization", f"Bearer {admin_key}"),)
@@ -236,8 +259,11 @@ def _budgets(report: Report, target: str, admin_key: str) -> None:
                     state=reply.state,
                     period=reply.period,
                 )
+                if reply.has_limit:
+                    soft[name] = reply.soft_threshold
 
     asyncio.run(fetch())
+    return soft
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -252,8 +278,9 @@ def _report(args: argparse.Namespace) -> int:
         return 1
     report = summarize(entries)
     report.malformed = scan.malformed
+    soft: dict[str, float] = {}
     if args.target:
-        _budgets(report, args.target, args.admin_key)
+        soft = _budgets(report, args.target, args.admin_key)
     else:
         report.budget_note = "budget: this month's spend from the log; --target shows limits"
     sys.stdout.write(f"call log: {_source(args)}\n\n" + render(report))
@@ -267,6 +294,6 @@ def _report(args: argparse.Namespace) -> int:
             )
             return 1
         args.png.parent.mkdir(parents=True, exist_ok=True)
-        write_chart(report, args.png)
+        write_chart(report, args.png, soft)
         print(f"chart written to {args.png}")
     return 0

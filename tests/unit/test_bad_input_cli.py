@@ -1,0 +1,114 @@
+"""The command line on damaged input and odd arguments: a clean `llm-router: ...` message and a
+non-zero exit, never a traceback or a stray file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from router_service.calllog.codec import dumps
+from router_service.cli import main
+from tests.support.records import call_record, feedback
+
+DEEP = b"[" * 200_000
+ROW = {
+    "id": "q1",
+    "source": "test",
+    "split": "train",
+    "task": None,
+    "messages": [{"role": "user", "content": "What is 1 + 1?"}],
+    "outcomes": {"weak": {"score": 0.0, "cost_usd": None, "response": None}},
+}
+
+
+def _damaged_log(directory: Path) -> Path:
+    """A day of call log with a line that is not UTF-8 and one nested too deeply between good
+    entries."""
+    directory.mkdir()
+    good = [dumps(call_record(prompt=None)).encode(), dumps(feedback()).encode()]
+    (directory / "calllog-2025-05-01.jsonl").write_bytes(
+        b"\n".join([good[0], b'{"kind": "\xff"}', DEEP, good[1]]) + b"\n"
+    )
+    return directory
+
+
+def test_export_skips_and_counts_unreadable_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log, out = _damaged_log(tmp_path / "log"), tmp_path / "out.jsonl"
+    assert main(["export", "--calllog", str(log), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "from 1 calls" in printed
+    assert "read 1 feedback" in printed
+    assert "2 unreadable log entries were skipped" in printed
+    assert out.exists()
+
+
+def test_report_skips_and_counts_unreadable_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = _damaged_log(tmp_path / "log")
+    assert main(["report", "--calllog", str(log)]) == 0
+    assert "2 call-log entries could not be read" in capsys.readouterr().out
+
+
+def test_export_refuses_a_directory_as_out_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log, out = _damaged_log(tmp_path / "log"), tmp_path / "out"
+    out.mkdir()
+    before = sorted(os.listdir(tmp_path))
+    assert main(["export", "--calllog", str(log), "--out", str(out)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == before
+    assert os.listdir(out) == []
+
+
+def test_export_removes_its_partial_file_when_writing_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, out = _damaged_log(tmp_path / "log"), tmp_path / "out.jsonl"
+
+    def refuse(self: Path, target: Path) -> Path:
+        raise PermissionError(13, "Permission denied", str(target))
+
+    monkeypatch.setattr(Path, "replace", refuse)
+    assert main(["export", "--calllog", str(log), "--out", str(out)]) == 1
+    assert "cannot write" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["log"]
+
+
+def test_route_refuses_a_prompt_that_is_not_utf8(capsys: pytest.CaptureFixture[str]) -> None:
+    # How Python hands on argument bytes that are not UTF-8 (PEP 383).
+    prompt = os.fsdecode(b"bad \xff bytes")
+    # Nothing listens on port 1: the call is never tried.
+    assert main(["route", prompt, "--target", "127.0.0.1:1", "--timeout", "1"]) == 2
+    assert "the prompt is not valid UTF-8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--system", "--task", "--model", "--key", "--target"])
+def test_route_and_explain_refuse_options_that_are_not_utf8(
+    option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in ("route", "explain"):
+        argv = [command, "hello", "--target", "127.0.0.1:1", "--timeout", "1"]
+        assert main([*argv, option, os.fsdecode(b"\xff")]) == 2
+        assert f"{option} is not valid UTF-8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [(b'{"id": "\xff"}', "not valid UTF-8"), (DEEP, "JSON nested too deeply")],
+)
+def test_simulate_traffic_refuses_a_file_it_cannot_read_naming_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: bytes, reason: str
+) -> None:
+    data = tmp_path / "data.jsonl"
+    data.write_bytes(json.dumps(ROW).encode() + b"\n" + bad + b"\n")
+    argv = ["simulate-traffic", "--data", str(data), "--target", "127.0.0.1:1"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("llm-router: ") and f"data.jsonl:2: {reason}" in err
