@@ -41,8 +41,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _not_utf8(args: argparse.Namespace) -> str | None:
+    """The first text argument that is not valid UTF-8, by the name an error calls it; None
+    when all are.
+
+    Python hands on argument bytes that are not UTF-8 as lone surrogates (PEP 383); protobuf,
+    gRPC and most libraries refuse those with a UnicodeEncodeError deep inside a command, so
+    every command's text arguments are checked here, before any work. (Paths are `Path`s, not
+    text: a file name need not be UTF-8.)
+    """
+    for dest, value in vars(args).items():
+        texts = value if isinstance(value, list) else [value]
+        for text in texts:
+            if not isinstance(text, str):
+                continue
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                return "the prompt" if dest == "prompt" else "--" + dest.replace("_", "-")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if (invalid := _not_utf8(args)) is not None:
+        print(f"llm-router: {invalid} is not valid UTF-8", file=sys.stderr)
+        return 2
     try:
         code: int = args.run(args)
     except KeyboardInterrupt:

@@ -75,34 +75,6 @@ def add_connection_arguments(
     )
 
 
-# The text arguments of `route` and `explain`, by the name an error calls them.
-_TEXT_ARGUMENTS = (
-    ("prompt", "the prompt"),
-    ("system", "--system"),
-    ("task", "--task"),
-    ("model", "--model"),
-    ("key", "--key"),
-    ("target", "--target"),
-)
-
-
-def _not_utf8(args: argparse.Namespace) -> str | None:
-    """The first text argument that is not valid UTF-8, None when all are.
-
-    Python hands on argument bytes that are not UTF-8 as lone surrogates (PEP 383); protobuf
-    and gRPC refuse those with a UnicodeEncodeError, so they are caught before any call.
-    """
-    for dest, name in _TEXT_ARGUMENTS:
-        value = getattr(args, dest)
-        if value is None:
-            continue
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return name
-    return None
-
-
 def _request(args: argparse.Namespace) -> Any:
     from router_service._proto import router_pb2 as pb
 
@@ -171,9 +143,6 @@ def _call(args: argparse.Namespace, explain: bool) -> int:
 
     from router_service._proto import router_pb2_grpc
 
-    if (invalid := _not_utf8(args)) is not None:
-        print(f"llm-router: {invalid} is not valid UTF-8", file=sys.stderr)
-        return 2
     out = sys.stdout
     metadata = (("authorization", f"Bearer {args.key}"),)
     with grpc.insecure_channel(args.target) as channel:

@@ -89,6 +89,34 @@ def test_route_refuses_a_prompt_that_is_not_utf8(capsys: pytest.CaptureFixture[s
     assert "the prompt is not valid UTF-8" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        ("feedback", "--key"),
+        ("budget", "--key"),
+        ("simulate-traffic", "--target"),
+    ],
+)
+def test_every_command_refuses_text_arguments_that_are_not_utf8(
+    command: str, option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser_args = {
+        "feedback": ["feedback", "req-1", "--score", "1"],
+        "budget": ["budget", "show", "demo"],
+        "simulate-traffic": [
+            "simulate-traffic",
+            "--data",
+            "x.jsonl",
+            "--weak",
+            "w",
+            "--strong",
+            "s",
+        ],
+    }[command]
+    assert main([*parser_args, option, os.fsdecode(b"\xff")]) == 2
+    assert f"{option} is not valid UTF-8" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("option", ["--system", "--task", "--model", "--key", "--target"])
 def test_route_and_explain_refuse_options_that_are_not_utf8(
     option: str, capsys: pytest.CaptureFixture[str]
