@@ -186,7 +186,12 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def render(report: Report) -> str:
     """The report as a terminal table."""
     if not report.apps:
-        return "no calls in the call log for this period\n"
+        skipped = (
+            f" ({report.malformed} call-log entries could not be read and were skipped)"
+            if report.malformed
+            else ""
+        )
+        return f"no calls in the call log for this period{skipped}\n"
     apps = sorted(report.apps.values(), key=lambda s: (-s.spent_micro_usd, s.app))
     overall = report.overall()
     header = [

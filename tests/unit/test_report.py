@@ -73,6 +73,9 @@ def test_the_table_shows_each_app_and_the_budget() -> None:
     assert all_line.split()[2:4] == ["7", f"{overall.spent_usd:.6f}"]
     assert "total spend $0.009420 over 7 calls (0 refused)" in text
     assert render(summarize([])) == "no calls in the call log for this period\n"
+    unreadable = summarize([])
+    unreadable.malformed = 3
+    assert "3 call-log entries could not be read" in render(unreadable)
 
 
 def test_refusals_count_as_calls_but_not_in_the_cache_rates() -> None:
