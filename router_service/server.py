@@ -70,7 +70,11 @@ class RouterServer:
     ) -> None:
         self.config = config
         # Tracing and metrics from the providers the edge set up; none: telemetry off.
-        self.telemetry = Telemetry(tracer_provider, meter_provider)
+        self.telemetry = Telemetry(
+            tracer_provider,
+            meter_provider,
+            {name: p.genai_system(name) for name, p in config.providers.items()},
+        )
         self.feedback_loop: FeedbackLoop | None = None
         env = os.environ if environ is None else environ
         self._environ = env

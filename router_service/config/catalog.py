@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -93,6 +93,10 @@ class SimulatedProviderConfig(Frozen):
     prefix_cache_ttl_s: Annotated[float, Field(gt=0)] = 300.0
     failure: FailureInjection = FailureInjection()
 
+    def genai_system(self, name: str) -> str:
+        """`gen_ai.provider.name`: a simulator is named as configured (it is no real provider)."""
+        return name
+
 
 class ProviderTimeouts(Frozen):
     """How long a provider call may take at each stage, in seconds.
@@ -126,6 +130,11 @@ class HttpProviderConfig(Frozen):
     base_url_env: str | None = None
     api_key_env: str | None = None
     api_key_file: Path | None = None
+    # What spans and metrics call this provider (`gen_ai.provider.name`, OpenTelemetry GenAI
+    # conventions: openai, anthropic, deepseek, azure.ai.openai, ...); default: the API it
+    # speaks, its `kind`.
+    genai_provider_name: Annotated[str, Field(pattern=r"^[a-z0-9_.]{1,64}$")] | None = None
+    _genai_default: ClassVar[str]
     # Sent with every request, e.g. an organization or project header.
     headers: Mapping[str, str] = Field(default_factory=dict)
     # Off (the default): HTTP/1.1 on the router's lean transport (`providers.h1`), a fraction
@@ -147,6 +156,10 @@ class HttpProviderConfig(Frozen):
                 )
         return self
 
+    def genai_system(self, name: str) -> str:
+        """`gen_ai.provider.name` for this provider (configured as `name`)."""
+        return self.genai_provider_name or self._genai_default
+
     def resolved_base_url(self, environ: Mapping[str, str]) -> str:
         """The base URL without a trailing slash."""
         url = self.base_url
@@ -167,6 +180,7 @@ class OpenAIProviderConfig(HttpProviderConfig):
     """Any OpenAI-compatible chat completions API: OpenAI, Z.ai, Moonshot, DeepSeek, vLLM ..."""
 
     kind: Literal["openai"]
+    _genai_default: ClassVar[str] = "openai"
     base_url: BaseUrl = "https://api.openai.com/v1"
     # OpenAI's newer models want max_completion_tokens; most compatible servers max_tokens.
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
@@ -176,6 +190,7 @@ class AnthropicProviderConfig(HttpProviderConfig):
     """The Anthropic Messages API."""
 
     kind: Literal["anthropic"]
+    _genai_default: ClassVar[str] = "anthropic"
     base_url: BaseUrl = "https://api.anthropic.com"
     api_version: str = "2023-06-01"
     # Cache markers are placed only on a prefix (tools + system) at least this long: shorter

@@ -8,6 +8,8 @@ the OpenTelemetry API, spans are built as the SDK's finished-span records (see `
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -24,6 +26,10 @@ class Telemetry:
         self,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
+        provider_systems: Mapping[str, str] | None = None,
     ) -> None:
-        self.tracing = Tracing(tracer_provider)
-        self.metrics = None if meter_provider is None else RouterMetrics(meter_provider)
+        """`provider_systems`: each configured provider's `gen_ai.provider.name` (default: its
+        configured name)."""
+        systems = dict(provider_systems or {})
+        self.tracing = Tracing(tracer_provider, systems)
+        self.metrics = None if meter_provider is None else RouterMetrics(meter_provider, systems)

@@ -57,7 +57,9 @@ _MS = 1000.0
 class RouterMetrics:
     """The service's instruments; `observe` records a finished call."""
 
-    def __init__(self, provider: MeterProvider) -> None:
+    def __init__(self, provider: MeterProvider, systems: Mapping[str, str] | None = None) -> None:
+        # Configured provider name -> gen_ai.provider.name.
+        self._systems = dict(systems or {})
         meter = metrics.get_meter(_SCOPE, meter_provider=provider)
         self._meter = meter
         self._tokens = meter.create_histogram(
@@ -118,7 +120,7 @@ class RouterMetrics:
             a.GEN_AI_REQUEST_MODEL: model,
         }
         if record.provider:
-            genai[a.GEN_AI_PROVIDER_NAME] = record.provider
+            genai[a.GEN_AI_PROVIDER_NAME] = self._systems.get(record.provider, record.provider)
         if record.status != CallStatus.OK:
             genai[a.ERROR_TYPE] = record.status
         self._duration.record(record.latency_ms / _MS, genai)

@@ -149,6 +149,8 @@ class _Spans:
     processor: SpanProcessor
     scope: InstrumentationScope
     info: InstrumentationInfo
+    # Configured provider name -> gen_ai.provider.name.
+    systems: Mapping[str, str]
 
     def start(
         self,
@@ -368,7 +370,8 @@ class _RecordingTrace(CallTrace):
             if attempt.outcome is AttemptOutcome.SKIPPED:
                 continue
             finish = at + int(attempt.latency_ms * _NS_PER_MS)
-            attributes = _attempt_attributes(record, attempt.model, attempt.provider)
+            system = self._spans.systems.get(attempt.provider, attempt.provider)
+            attributes = _attempt_attributes(record, attempt.model, system)
             attributes[a.COST_USD] = 0.0
             self._attempt_span(attempt.model, attempt, at, finish, attributes)
             at = finish
@@ -377,7 +380,13 @@ class _RecordingTrace(CallTrace):
             # (a call that ends before any attempt was made has no attempt record).
             serving = attempts[-1] if serving_recorded else None
             self._attempt_span(
-                record.model, serving, at, max(at, end_ns), _serving_attributes(record, serving)
+                record.model,
+                serving,
+                at,
+                max(at, end_ns),
+                _serving_attributes(
+                    record, serving, self._spans.systems.get(record.provider, record.provider)
+                ),
             )
 
     def _attempt_span(
@@ -448,10 +457,10 @@ class _RecordingTrace(CallTrace):
         return self._context
 
 
-def _attempt_attributes(record: CallRecord, model: str, provider: str) -> dict[str, AttributeValue]:
+def _attempt_attributes(record: CallRecord, model: str, system: str) -> dict[str, AttributeValue]:
     return {
         a.GEN_AI_OPERATION_NAME: a.OPERATION_CHAT,
-        a.GEN_AI_PROVIDER_NAME: provider,
+        a.GEN_AI_PROVIDER_NAME: system,
         a.GEN_AI_REQUEST_MODEL: model,
         a.GEN_AI_REQUEST_MAX_TOKENS: record.decision.max_output_tokens,
         a.APP: record.app,
@@ -460,10 +469,10 @@ def _attempt_attributes(record: CallRecord, model: str, provider: str) -> dict[s
 
 
 def _serving_attributes(
-    record: CallRecord, attempt: AttemptRecord | None
+    record: CallRecord, attempt: AttemptRecord | None, system: str
 ) -> dict[str, AttributeValue]:
     usage = record.usage
-    attributes = _attempt_attributes(record, record.model, record.provider)
+    attributes = _attempt_attributes(record, record.model, system)
     attributes[a.GEN_AI_RESPONSE_MODEL] = record.response_model or record.model
     attributes[a.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
     attributes[a.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
@@ -498,7 +507,10 @@ def _decision_attributes(decision: Decision, request_id: str) -> dict[str, Attri
 class Tracing:
     """Starts traces. Built once by the composition root; `provider=None` turns tracing off."""
 
-    def __init__(self, provider: TracerProvider | None = None) -> None:
+    def __init__(
+        self, provider: TracerProvider | None = None, systems: Mapping[str, str] | None = None
+    ) -> None:
+        """`systems`: each configured provider's `gen_ai.provider.name` (default: its name)."""
         self._spans: _Spans | None = None
         if provider is None:
             return
@@ -517,6 +529,7 @@ class Tracing:
             # The tracer's scope, as its (public, deprecated) instrumentation info says it.
             scope=InstrumentationScope(info.name, info.version, info.schema_url),
             info=info,
+            systems=dict(systems or {}),
         )
 
     @property

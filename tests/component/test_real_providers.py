@@ -15,6 +15,8 @@ from grpc import aio
 
 from router_service._proto import router_pb2 as pb
 from router_service.config import RouterConfig
+from router_service.telemetry import attributes as a
+from router_service.telemetry import metrics as m
 from tests.support.configs import ADMIN_KEY, DEMO_KEY
 from tests.support.fake_provider import FakeProvider, Reply
 from tests.support.fake_wire import words
@@ -27,6 +29,7 @@ from tests.support.provider_configs import (
     mixed_config,
 )
 from tests.support.servers import Running, auth, running_router
+from tests.support.telemetry import Recorded
 
 SYSTEM = "You summarize incident reports for the on-call engineer."
 
@@ -111,6 +114,41 @@ async def test_a_500_from_the_first_candidate_is_answered_by_the_fallback() -> N
             ("kimi-2.7", pb.ATTEMPT_OUTCOME_SUCCEEDED),
         ]
         assert "HTTP 500" in done.attempts[0].error
+
+
+async def test_spans_and_metrics_name_providers_as_the_genai_conventions_do() -> None:
+    """`gen_ai.provider.name` is the API's identifier (`openai`, `anthropic`) or the configured
+    `genai_provider_name`, not whatever the provider entry is called."""
+    config = mixed_config(providers={"openai-compatible": {"genai_provider_name": "deepseek"}})
+    recorded = Recorded()
+    fake = FakeProvider()
+    async with (
+        fake,
+        running_router(
+            config,
+            environ=environ(fake.url),
+            tracer_provider=recorded.tracer_provider,
+            meter_provider=recorded.meter_provider,
+        ) as running,
+    ):
+        await route(running, route_request())
+        frontier = route_request(
+            task="code_review", hints=pb.RouteHints(force_model="claude-opus-4.8")
+        )
+        await route(running, frontier)
+    systems = {
+        (span.attributes or {}).get(a.GEN_AI_REQUEST_MODEL): (span.attributes or {}).get(
+            a.GEN_AI_PROVIDER_NAME
+        )
+        for span in recorded.spans()
+        if span.name.startswith("chat ")
+    }
+    assert systems == {"glm-5.2": "deepseek", "claude-opus-4.8": "anthropic"}
+    measured = {
+        point.attributes[a.GEN_AI_PROVIDER_NAME] for point in recorded.points(m.OPERATION_DURATION)
+    }
+    assert measured == {"deepseek", "anthropic"}
+    recorded.shutdown()
 
 
 async def test_anthropic_cache_markers_and_cache_costs() -> None:
