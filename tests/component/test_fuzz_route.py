@@ -1,4 +1,5 @@
-"""Whatever a caller sends, `Route` and `Explain` answer with a status the contract names.
+"""Whatever a caller sends, `Route`, `Explain`, `Feedback` and the Admin calls answer with a
+status the contract names.
 
 Hypothesis builds arbitrary `RouteRequest`s (odd roles and tasks, tool schemas as JSON text or
 Structs with out-of-range numbers, tool calls, hints with unknown enum values, extreme limits)
@@ -26,7 +27,7 @@ from hypothesis import strategies as st
 
 from router_service._proto import router_pb2 as pb
 from router_service._proto import router_pb2_grpc
-from tests.support.configs import DEMO_KEY
+from tests.support.configs import ADMIN_KEY, DEMO_KEY
 from tests.support.fake_provider import FakeProvider
 from tests.support.provider_configs import environ, mixed_config
 from tests.support.servers import auth, running_router
@@ -56,13 +57,17 @@ class _Server:
     def __init__(self, target: str, errors: _Errors) -> None:
         self.channel = grpc.insecure_channel(target)
         self.router = router_pb2_grpc.RouterStub(self.channel)
+        self.admin = router_pb2_grpc.AdminStub(self.channel)
         self.errors = errors
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[_Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Server]:
     """One router (and fake provider) for every example, on its own event loop in a thread."""
-    config = mixed_config(apps={"demo": {"budget": {"monthly_limit_usd": 1_000_000}}})
+    config = mixed_config(
+        apps={"demo": {"budget": {"monthly_limit_usd": 1_000_000}}},
+        call_log={"directory": str(tmp_path_factory.mktemp("calllog"))},
+    )
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     state: dict[str, Any] = {}
@@ -259,4 +264,62 @@ def test_any_request_gets_a_defined_answer(server: _Server, request: pb.RouteReq
     except grpc.RpcError as exc:
         explained = exc.code()
     assert explained is grpc.StatusCode.OK or explained in DEFINED, explained
+    assert not server.errors.records, server.errors.records[0].getMessage()
+
+
+def _unary_status(call: Any, request: Any, key: str) -> grpc.StatusCode:
+    try:
+        call(request, metadata=auth(key), timeout=20)
+    except grpc.RpcError as exc:
+        return exc.code()  # type: ignore[no-any-return]
+    return grpc.StatusCode.OK
+
+
+_money = st.floats(allow_nan=True, allow_infinity=True) | st.floats(0, 1e4)
+# Apps the admin calls may name: never `demo`, whose budget the Route examples spend.
+_apps = st.sampled_from(["", "nosuchapp"]) | st.text(max_size=20)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    budget=st.builds(
+        pb.SetBudgetRequest, app_id=_apps, monthly_limit_usd=_money, soft_threshold=_money
+    ),
+    feedback=st.builds(
+        pb.FeedbackRequest,
+        request_id=st.sampled_from(["req-1", ""]) | st.text(max_size=140),
+        score=st.floats(allow_nan=True, allow_infinity=True) | st.floats(0, 1),
+        label=st.text(max_size=140),
+        comment=st.text(max_size=200),
+    ),
+    app=_apps,
+    path=st.sampled_from(["", "/nonexistent", "/"]) | st.text(max_size=30),
+)
+def test_admin_and_feedback_calls_get_defined_answers(
+    server: _Server,
+    budget: pb.SetBudgetRequest,
+    feedback: pb.FeedbackRequest,
+    app: str,
+    path: str,
+) -> None:
+    admin = server.admin
+    allowed = {
+        grpc.StatusCode.OK,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION,
+    }
+    calls = [
+        (admin.SetBudget, budget),
+        (admin.GetBudget, pb.GetBudgetRequest(app_id=app)),
+        (admin.GetStats, pb.GetStatsRequest(app_id=app)),
+        (admin.ReloadClassifier, pb.ReloadClassifierRequest(path=path)),
+        (admin.ListModels, pb.ListModelsRequest()),
+        (admin.GetClassifier, pb.GetClassifierRequest()),
+    ]
+    for call, request in calls:
+        code = _unary_status(call, request, ADMIN_KEY)
+        assert code in allowed, (type(request).__name__, code)
+    code = _unary_status(server.router.Feedback, feedback, DEMO_KEY)
+    assert code in allowed, ("Feedback", code)
     assert not server.errors.records, server.errors.records[0].getMessage()
