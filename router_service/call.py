@@ -19,6 +19,7 @@ from router_service.accounting import Accounting, AfterCall
 from router_service.auth import App
 from router_service.breaker import CircuitBreaker
 from router_service.budgets import Hold
+from router_service.catalog import REASONING
 from router_service.chat import ChatRequest
 from router_service.cost import Usage
 from router_service.errors import (
@@ -246,7 +247,8 @@ class RouteCall:
             messages=request.messages,
             tools=request.tools,
             max_output_tokens=self.plan.decision.max_output_tokens,
-            temperature=request.temperature,
+            # A reasoning model refuses any temperature but its default (a 400).
+            temperature=None if REASONING in target.model.capabilities else request.temperature,
             prompt_tokens=self.plan.prompt.estimate,
         )
 

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from router_service.config import Deployment, ModelConfig, Tier
 from router_service.cost import PriceTable
 
-__all__ = ["Catalog", "CatalogModel"]
+__all__ = ["REASONING", "Catalog", "CatalogModel"]
+
+
+# A model that thinks before it answers (OpenAI's o-series and GPT-5, ...): it takes no
+# sampling temperature but its default (the router leaves the caller's out of the request),
+# and its output tokens include the reasoning (`max_completion_tokens` counts both).
+REASONING = "reasoning"
 
 
 @dataclass(frozen=True, slots=True)

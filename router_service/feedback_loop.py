@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from router_service import alerts
 from router_service.calllog import CallLog, FeedbackRecorder, build_call_log
+from router_service.catalog import REASONING
 from router_service.config import RouterConfig
 from router_service.exploration import Exploration
 from router_service.pipeline import Pipeline
@@ -42,6 +43,7 @@ class FeedbackLoop:
             self.shadow = ShadowRunner(
                 exploration=self.exploration,
                 judge_model=judge,
+                judge_reasons=REASONING in config.models[judge].capabilities,
                 call_log=self.call_log,
                 tracing=telemetry.tracing,
                 max_in_flight=config.exploration.max_shadow_in_flight,

@@ -42,6 +42,9 @@ SCALE = 10.0
 JUDGE_TASK = "judge"
 # Two short lines; a little room for a judge that adds "/10".
 JUDGE_MAX_OUTPUT_TOKENS = 24
+# A reasoning judge spends output tokens thinking before it writes the two lines (they count
+# against the same limit): room for that as well.
+REASONING_JUDGE_MAX_OUTPUT_TOKENS = 2048
 
 _LINE = re.compile(r"^\s*([AB])\s*[:=]\s*(\d{1,2}(?:\.\d+)?)\s*(?:/\s*10)?\s*$", re.IGNORECASE)
 
@@ -72,8 +75,10 @@ def judge_request(
     answer_b: str,
     *,
     judge_model: str,
+    reasoning: bool = False,
 ) -> ChatRequest:
-    """The chat request that asks `judge_model` to grade `answer_a` and `answer_b`."""
+    """The chat request that asks `judge_model` to grade `answer_a` and `answer_b` (a
+    `reasoning` model gets room to think first)."""
     body = (
         f"{CONVERSATION}\n{_transcript(conversation)}\n\n"
         f"{ANSWER_A}\n{answer_a}\n\n{ANSWER_B}\n{answer_b}"
@@ -82,7 +87,9 @@ def judge_request(
         request_id=request_id,
         task=JUDGE_TASK,
         messages=(ChatMessage("system", JUDGE_INSTRUCTIONS), ChatMessage("user", body)),
-        max_output_tokens=JUDGE_MAX_OUTPUT_TOKENS,
+        max_output_tokens=REASONING_JUDGE_MAX_OUTPUT_TOKENS
+        if reasoning
+        else JUDGE_MAX_OUTPUT_TOKENS,
         temperature=0.0,
         hints=Hints(force_model=judge_model),
     )

@@ -62,6 +62,7 @@ class ShadowRunner:
         *,
         exploration: Exploration,
         judge_model: str,
+        judge_reasons: bool = False,
         call_log: CallLog | None,
         tracing: Tracing,
         max_in_flight: int,
@@ -70,6 +71,8 @@ class ShadowRunner:
     ) -> None:
         self._exploration = exploration
         self._judge_model = judge_model
+        # Whether the judge is a reasoning model (it then gets room to think).
+        self._judge_reasons = judge_reasons
         self._log = call_log
         self._tracing = tracing
         self._max_in_flight = max_in_flight
@@ -173,6 +176,7 @@ class ShadowRunner:
             first,
             second,
             judge_model=self._judge_model,
+            reasoning=self._judge_reasons,
         )
         judging = replace(judging, metadata={SHADOW_OF: request.request_id})
         reply, _ = await self._answer(
