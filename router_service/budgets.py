@@ -238,9 +238,18 @@ class BudgetLedger:
         return self._remember(app, period, usage)
 
     async def set_limit(
-        self, app: str, config: AppConfig, monthly_limit_usd: Decimal, soft_threshold: float
+        self,
+        app: str,
+        config: AppConfig,
+        monthly_limit_usd: Decimal | None,
+        soft_threshold: float,
     ) -> BudgetSnapshot:
-        limit = BudgetLimit(usd_to_micro(monthly_limit_usd), soft_threshold)
+        """Override the app's configured limit on every replica; None drops the override."""
+        limit = (
+            None
+            if monthly_limit_usd is None
+            else BudgetLimit(usd_to_micro(monthly_limit_usd), soft_threshold)
+        )
         await self._store.set_budget_limit(app, limit)
         return await self.read(app, config)
 

@@ -136,6 +136,16 @@ class AdminServicer:
             if request is None:
                 raise InvalidRequest("malformed request")
             app = self._app(request.app_id)
+            if request.clear:
+                if request.monthly_limit_usd or request.soft_threshold:
+                    raise InvalidRequest(
+                        "clear drops the limit set here: give no monthly_limit_usd or "
+                        "soft_threshold with it"
+                    )
+                snapshot = await self._accounting.budgets.set_limit(
+                    app.name, app.config, None, DEFAULT_SOFT_THRESHOLD
+                )
+                return pb.SetBudgetResponse(budget=budget_message(snapshot))
             limit = request.monthly_limit_usd
             if not (math.isfinite(limit) and 0 <= limit <= _MAX_MONTHLY_LIMIT_USD):
                 raise InvalidRequest(

@@ -1,4 +1,4 @@
-"""`llm-router budget set|show`: an app's monthly budget, through the Admin service."""
+"""`llm-router budget set|clear|show`: an app's monthly budget, through the Admin service."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from router_service.cli.admin_client import add_admin_arguments, admin_call
 def register(commands: argparse._SubParsersAction[Any]) -> None:
     parser = commands.add_parser(
         "budget",
-        help="set or show an app's monthly budget",
-        description="Set or show an app's monthly budget (UTC calendar month) through the "
+        help="set, clear or show an app's monthly budget",
+        description="Set, clear or show an app's monthly budget (UTC calendar month) through the "
         "Admin service; needs an admin key.",
     )
     actions = parser.add_subparsers(title="actions", metavar="ACTION", required=True)
@@ -32,12 +32,20 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         help="share of the limit past which requests downgrade to cheap (default 0.8)",
     )
     set_parser.set_defaults(run=_set)
+    clear_parser = actions.add_parser(
+        "clear",
+        help="drop the limit set with `set`: the configured budget applies again",
+        description="Drop the limit `budget set` gave an app, on every replica sharing the "
+        "store: its configured budget (apps.<app>.budget), or none, applies again.",
+    )
+    clear_parser.add_argument("app", help="the app's name in the configuration")
+    clear_parser.set_defaults(run=_clear)
     show_parser = actions.add_parser(
         "show", help="show the limit, spend and open reservations of this month"
     )
     show_parser.add_argument("app", help="the app's name in the configuration")
     show_parser.set_defaults(run=_show)
-    for sub in (set_parser, show_parser):
+    for sub in (set_parser, clear_parser, show_parser):
         add_admin_arguments(sub)
 
 
@@ -83,3 +91,9 @@ def _show(args: argparse.Namespace) -> int:
     from router_service._proto import router_pb2 as pb
 
     return _budget_call(args, "GetBudget", pb.GetBudgetRequest(app_id=args.app))
+
+
+def _clear(args: argparse.Namespace) -> int:
+    from router_service._proto import router_pb2 as pb
+
+    return _budget_call(args, "SetBudget", pb.SetBudgetRequest(app_id=args.app, clear=True))

@@ -208,8 +208,9 @@ class BudgetStore(Protocol):
 
     async def budget_usage(self, app: str, period: Period, default: BudgetLimit) -> BudgetUsage: ...
 
-    async def set_budget_limit(self, app: str, limit: BudgetLimit) -> None:
-        """Override the configured limit for every period from now on."""
+    async def set_budget_limit(self, app: str, limit: BudgetLimit | None) -> None:
+        """Override the configured limit for every period from now on; None drops the
+        override, and the configured limit applies again."""
         ...
 
 

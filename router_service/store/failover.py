@@ -356,7 +356,7 @@ class FailoverStore:
         self._remember(app, period, usage)
         return usage
 
-    async def set_budget_limit(self, app: str, limit: BudgetLimit) -> None:
+    async def set_budget_limit(self, app: str, limit: BudgetLimit | None) -> None:
         # Both, so the limit holds locally too if Redis goes away later.
         await self._local.set_budget_limit(app, limit)
         await self._run("budget update", lambda store: store.set_budget_limit(app, limit))

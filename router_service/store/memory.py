@@ -221,8 +221,11 @@ class MemoryStore:
     async def budget_usage(self, app: str, period: Period, default: BudgetLimit) -> BudgetUsage:
         return self._usage(app, self._budget(app, period), default)
 
-    async def set_budget_limit(self, app: str, limit: BudgetLimit) -> None:
-        self._limits[app] = limit
+    async def set_budget_limit(self, app: str, limit: BudgetLimit | None) -> None:
+        if limit is None:
+            self._limits.pop(app, None)
+        else:
+            self._limits[app] = limit
 
     async def take(
         self,

@@ -193,7 +193,10 @@ class RedisStore:
             *await self._usage(self._budget_keys(app, period), list(_limit_args(default)))
         )
 
-    async def set_budget_limit(self, app: str, limit: BudgetLimit) -> None:
+    async def set_budget_limit(self, app: str, limit: BudgetLimit | None) -> None:
+        if limit is None:
+            await self._redis.delete(self._keys.budget_limit(app))
+            return
         value = -1 if limit.limit_micro_usd is None else limit.limit_micro_usd
         await self._redis.hset(
             self._keys.budget_limit(app),

@@ -60,6 +60,25 @@ async def test_configured_budget_is_shown_and_admin_can_change_it(router: Runnin
     assert (await budget(router)).monthly_limit_usd == 12.5
 
 
+async def test_a_limit_set_by_admin_can_be_cleared_back_to_the_configured_one(
+    router: Running,
+) -> None:
+    blocked = await set_budget(router, 0)
+    assert blocked.state == "exhausted"
+    cleared = await router.admin.SetBudget(
+        pb.SetBudgetRequest(app_id="demo", clear=True), metadata=ADMIN
+    )
+    assert cleared.budget.monthly_limit_usd == 50 and cleared.budget.soft_threshold == 0.8
+    assert cleared.budget.state == "ok"
+    events = await route(router, route_request())
+    assert events[-1].HasField("done")
+    with pytest.raises(aio.AioRpcError) as caught:
+        await router.admin.SetBudget(
+            pb.SetBudgetRequest(app_id="demo", clear=True, monthly_limit_usd=5), metadata=ADMIN
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 @pytest.mark.parametrize(
     ("key", "code"),
     [(DEMO_KEY, grpc.StatusCode.PERMISSION_DENIED), ("nope", grpc.StatusCode.UNAUTHENTICATED)],

@@ -152,6 +152,11 @@ async def test_admin_limit_overrides_the_configured_one(store: Store) -> None:
     assert (await reserve(store, "l1", 4_000)).granted
     # Other apps keep their own limits.
     assert not (await reserve(store, "l1", 4_000, app="b")).granted
+    # Dropped, the configured limit applies again (4,000 held of 1,000: nothing more fits).
+    await store.set_budget_limit("a", None)
+    usage = await store.budget_usage("a", PERIOD, LIMIT)
+    assert not usage.overridden and usage.limit == LIMIT
+    assert not (await reserve(store, "l2", 1)).granted
 
 
 async def test_no_limit_tracks_spend_without_refusing(store: Store) -> None:
