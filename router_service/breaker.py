@@ -8,10 +8,10 @@ learns on its own, as breakers normally do, and a replica that restarts starts c
       └───────────── the probe succeeds ─────────┼──────── the probe fails ───────┘
 
 Half-open lets exactly one call through (the probe); the others skip the deployment until the
-probe's outcome is known. A 429 opens the breaker until its Retry-After has passed, whatever
-the count. A call that ends without a verdict (cancelled, or refused for its own fault) frees
-the probe slot. `fallback.FallbackStream` is the only writer; the policy and `Admin.ListModels`
-read which models are healthy.
+probe's outcome is known. A 429 opens the breaker until its Retry-After has passed (for
+`cool_down_s` when the upstream said no time), whatever the count. A call that ends without a
+verdict (cancelled, or refused for its own fault) frees the probe slot. `fallback.FallbackStream`
+is the only writer; the policy and `Admin.ListModels` read which models are healthy.
 """
 
 from __future__ import annotations
@@ -25,6 +25,13 @@ from router_service.catalog import CatalogModel
 from router_service.config import CircuitBreakerConfig, Deployment
 
 __all__ = ["BreakerState", "CircuitBreaker", "deployment_key"]
+
+
+class _NotRateLimited:
+    """The default of `CircuitBreaker.failed`'s `retry_after_s`: the failure was no 429."""
+
+
+_NOT_RATE_LIMITED = _NotRateLimited()
 
 
 def deployment_key(model: CatalogModel, deployment: Deployment) -> str:
@@ -94,13 +101,21 @@ class CircuitBreaker:
     def succeeded(self, key: str) -> None:
         self._circuits.pop(key, None)
 
-    def failed(self, key: str, *, retry_after_s: float | None = None) -> None:
+    def failed(
+        self, key: str, *, retry_after_s: float | _NotRateLimited | None = _NOT_RATE_LIMITED
+    ) -> None:
+        """A call to `key` failed. Giving `retry_after_s` says it was a 429: the deployment is
+        out until then (at most `max_retry_after_s`), or for `cool_down_s` when it is None (the
+        upstream said no time), whatever the count; a rate-limited deployment asked again at
+        once would only refuse again."""
         circuit = self._circuits.setdefault(key, _Circuit())
         circuit.consecutive_failures += 1
         circuit.probe_since = None
         now = self._clock()
         config = self._config
-        if retry_after_s is not None:
+        if retry_after_s is None:
+            circuit.open_until = max(circuit.open_until, now + config.cool_down_s)
+        elif not isinstance(retry_after_s, _NotRateLimited):
             until = now + min(retry_after_s, config.max_retry_after_s)
             circuit.open_until = max(circuit.open_until, until)
         elif circuit.open_until != 0.0 or circuit.consecutive_failures >= config.failures:

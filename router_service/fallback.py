@@ -13,9 +13,16 @@ What a failure before the first token does:
                              them all would only spend time and rate limit.
     ProviderContextExceeded  the next target (a larger window may fit); not held against the
                              deployment.
-    ProviderRateLimited      the next target; the deployment is out until its Retry-After.
-    ProviderRejected         401/403/404: the next target; counts against the deployment (a
-                             wrong key or model name stays wrong until someone fixes it).
+    ProviderRateLimited      429: the next target; the deployment is out until its Retry-After
+                             (else the rate-limit reset or "try again in" time the upstream
+                             gave; for cool_down_s when it gave none).
+    ProviderRejected         401/403/404, or a 400 refusing a parameter or value this
+                             deployment's model does not take (OpenAI's `unsupported_parameter`,
+                             `unsupported_value`, e.g. `max_tokens` or temperature 0 on a
+                             reasoning model): the next target; counts against the deployment
+                             (a wrong key, model name or parameter policy stays wrong until
+                             someone fixes it). A refused parameter's attempt error carries the
+                             upstream's (scrubbed) words.
     connect error, timeout,  the next target; counts against the deployment.
     5xx, broken stream
 

@@ -182,8 +182,25 @@ class OpenAIProviderConfig(HttpProviderConfig):
     kind: Literal["openai"]
     _genai_default: ClassVar[str] = "openai"
     base_url: BaseUrl = "https://api.openai.com/v1"
-    # OpenAI's newer models want max_completion_tokens; most compatible servers max_tokens.
-    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    # The body field for the output limit. auto: max_completion_tokens at OpenAI's own API
+    # (api.openai.com, as the base URL resolves), which every OpenAI chat model takes and its
+    # reasoning models require; max_tokens anywhere else, as most compatible servers want.
+    max_tokens_field: Literal["auto", "max_tokens", "max_completion_tokens"] = "auto"
+
+
+# Anthropic's published minimum cacheable prompt lengths, by upstream model name (Bedrock's and
+# Vertex's names contain these too). Models not named here: cache_min_tokens (1024, as for
+# Sonnet 4.5, Sonnet 4, Opus 4.1 and Opus 4). Sonnet 4.6: 2048 in the newer copies of the table
+# and as observed (anthropic-sdk-python#1194), 1024 in older ones.
+_ANTHROPIC_CACHE_MIN_TOKENS: Mapping[str, int] = {
+    "claude-haiku-4-5": 4096,
+    "claude-opus-4-5": 4096,
+    "claude-opus-4-6": 4096,
+    "claude-opus-4-7": 4096,
+    "claude-sonnet-4-6": 2048,
+    "claude-3-5-haiku": 2048,
+    "claude-3-haiku": 2048,
+}
 
 
 class AnthropicProviderConfig(HttpProviderConfig):
@@ -193,13 +210,14 @@ class AnthropicProviderConfig(HttpProviderConfig):
     _genai_default: ClassVar[str] = "anthropic"
     base_url: BaseUrl = "https://api.anthropic.com"
     api_version: str = "2023-06-01"
-    # Cache markers are placed only on a prefix (tools + system) at least this long: shorter
-    # prefixes are not cached by the provider, and a marker would only cost a cache write.
+    # Cache markers are placed only on a prefix (tools + system) at least this long: the
+    # provider does not cache a shorter one, and a marker there would do nothing (it costs no
+    # cache write either).
     cache_min_tokens: Annotated[int, Field(ge=0)] = 1024
-    # Per model family: a key found in the upstream model name overrides cache_min_tokens
-    # (the longest matching key wins).
+    # Per model: a key found in the upstream model name overrides cache_min_tokens (the
+    # longest matching key wins). Setting it replaces the whole default table.
     cache_min_tokens_by_model: Mapping[str, Annotated[int, Field(ge=0)]] = Field(
-        default_factory=lambda: {"haiku": 2048}
+        default_factory=lambda: dict(_ANTHROPIC_CACHE_MIN_TOKENS)
     )
 
     def cache_min_tokens_for(self, model: str) -> int:
@@ -220,7 +238,9 @@ class CircuitBreakerConfig(Frozen):
 
     After `failures` consecutive failures a deployment is skipped for `cool_down_s`; then one
     probe call is let through, and its outcome closes the breaker or opens it again. A 429 takes
-    the deployment out until its Retry-After has passed (at most `max_retry_after_s`).
+    the deployment out until its Retry-After has passed (or the rate-limit reset or "try again
+    in" time the upstream gave instead; at most `max_retry_after_s`), or for `cool_down_s`
+    when it said no time.
     """
 
     failures: Annotated[int, Field(gt=0)] = 5

@@ -14,6 +14,10 @@ input usage in `message_start` and the cumulative output (and, in newer API vers
 and cache fields again) in `message_delta`; later values replace earlier ones, never add to
 them. The `message_start` usage is passed on at once as a `UsageReport`, so a stream that breaks
 half-way is billed the provider's own input counts.
+
+A streamed tool call's arguments are the `partial_json` pieces joined; a call with no input
+streams none (or only empty ones), and its arguments are then `{}`, as in a whole message. An
+event with no data is skipped (the event-stream format allows it; it carries nothing).
 """
 
 from __future__ import annotations
@@ -54,17 +58,24 @@ __all__ = [
 # Anthropic's temperature range is [0, 1]; the router accepts OpenAI's [0, 2].
 _MAX_TEMPERATURE = 1.0
 _CACHE_MARKER = {"type": "ephemeral"}
-# Stop reasons in the vocabulary callers see from every provider (OpenAI's).
+# Stop reasons in OpenAI's vocabulary (stop, length, tool_calls, content_filter), which callers
+# see from every provider.
 _FINISH_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "max_tokens": "length",
+    # The output was cut short by the context window rather than by max_tokens.
+    "model_context_window_exceeded": "length",
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
 
 
 def finish_reason(stop_reason: str | None) -> str:
+    """The finish reason callers see: OpenAI's name for an Anthropic stop reason that has one.
+    One that has none passes through as Anthropic names it: `pause_turn` (a server tool paused
+    a long turn; the caller continues it by sending the conversation back), and any reason
+    added after this was written."""
     if not stop_reason:
         return "stop"
     return _FINISH_REASONS.get(stop_reason, stop_reason)
@@ -150,7 +161,16 @@ def usage_of(raw: Mapping[str, Any]) -> Usage:
 class EventParser:
     """One message, streamed event by event or whole (an `http.AnswerParser`)."""
 
-    __slots__ = ("_raw_usage", "_request", "_tool_ordinals", "done", "model", "started", "stop")
+    __slots__ = (
+        "_no_input",
+        "_raw_usage",
+        "_request",
+        "_tool_ordinals",
+        "done",
+        "model",
+        "started",
+        "stop",
+    )
 
     def __init__(self, request: ProviderRequest) -> None:
         self._request = request
@@ -162,12 +182,16 @@ class EventParser:
         self._raw_usage: dict[str, int] = {}
         # Content block index -> the tool call's position among the message's tool calls.
         self._tool_ordinals: dict[int, int] = {}
+        # Tool call blocks whose input has streamed nothing yet: `{}` if it stays so.
+        self._no_input: set[int] = set()
 
     @property
     def complete(self) -> bool:
         return self.done
 
     def feed(self, data: bytes) -> tuple[ProviderEvent, ...]:
+        if not data or data.isspace():
+            return ()  # `data:` with nothing: an event that carries nothing
         event = orjson.loads(data)  # per event: 4x faster than json.loads here
         _raise_if_error(event)
         return self.event(event)
@@ -182,8 +206,12 @@ class EventParser:
                 self.started = True
                 return (TextDelta(delta["text"]),)
             if delta_type == "input_json_delta":
-                ordinal = self._tool_ordinals[event["index"]]
-                return (ToolCallDelta(ordinal, "", "", delta.get("partial_json") or ""),)
+                index = event["index"]
+                ordinal = self._tool_ordinals[index]
+                fragment = delta.get("partial_json") or ""
+                if fragment and not fragment.isspace():
+                    self._no_input.discard(index)
+                return (ToolCallDelta(ordinal, "", "", fragment),)
             if delta_type == "thinking_delta":
                 self.started = True  # not part of the answer, but the model is producing tokens
             return ()
@@ -194,6 +222,7 @@ class EventParser:
                 self.started = True
                 ordinal = len(self._tool_ordinals)
                 self._tool_ordinals[event["index"]] = ordinal
+                self._no_input.add(event["index"])
                 return (ToolCallDelta(ordinal, block["id"], block["name"], ""),)
             if block_type == "text" and block.get("text"):
                 self.started = True
@@ -206,9 +235,21 @@ class EventParser:
         if kind == "message_delta":
             self.stop = (event.get("delta") or {}).get("stop_reason") or self.stop
             return self._usage_report(event.get("usage"))
+        if kind == "content_block_stop":
+            return self._empty_input(event.get("index"))
         if kind == "message_stop":
             self.done = True
-        return ()  # ping, content_block_stop, and event types added after this was written
+            # A tool call block left unstopped is over too.
+            return tuple(e for index in sorted(self._no_input) for e in self._empty_input(index))
+        return ()  # ping, and event types added after this was written
+
+    def _empty_input(self, index: int | None) -> tuple[ProviderEvent, ...]:
+        """`{}` as the arguments of the tool call at block `index` if its input streamed
+        nothing: a call's arguments are a JSON object, as in a whole message."""
+        if index is None or index not in self._no_input:
+            return ()
+        self._no_input.discard(index)
+        return (ToolCallDelta(self._tool_ordinals[index], "", "", "{}"),)
 
     def _usage_report(self, raw: Mapping[str, Any] | None) -> tuple[ProviderEvent, ...]:
         if not raw:
@@ -287,7 +328,8 @@ class AnthropicProvider:
         return self._name
 
     async def aclose(self) -> None:
-        """Nothing of its own to release: connections belong to the shared client."""
+        """Stops reading the ends of finished answers; connections belong to the shared client."""
+        await self._endpoint.aclose()
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvents, None]:
         config = self._config

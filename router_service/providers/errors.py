@@ -8,30 +8,49 @@ Adapters catch httpx exceptions, read error statuses and error events, and hand 
     httpx network/protocol error, mid-stream         ProviderStreamBroken
     our first-token, idle and total deadlines        ProviderTimeout
     HTTP 408, 504                                    ProviderTimeout
-    HTTP 429                                         ProviderRateLimited (with Retry-After)
+    HTTP 429                                         ProviderRateLimited (with when to retry)
     HTTP 5xx, 529 (overloaded)                       ProviderServerError
     HTTP 400/413/422 saying the prompt is too long   ProviderContextExceeded
+    HTTP 400/413/422 refusing a parameter or value   ProviderRejected
+      this deployment's model does not take
+      (`unsupported_parameter`, `unsupported_value`)
     HTTP 400, 413, 422                               ProviderRequestInvalid
     HTTP 401, 403, 404, other 4xx                    ProviderRejected
     a body that is not SSE/JSON, or stops early      ProviderStreamBroken
 
-Error events inside a stream (Anthropic's `error`, an OpenAI-style `{"error": ...}` chunk) are
-mapped through the status their type stands for. What the fallback logic does with each class
-is described in `router_service.fallback`.
+A refused parameter is the deployment's parameter policy, not the caller's fault: OpenAI's
+reasoning models refuse `max_tokens` and any temperature but 1, which another candidate takes.
+So it moves on to the next candidate and counts against the deployment, as a wrong model name
+would, instead of ending the call as an invalid request.
+
+When to retry after a 429: `retry-after-ms`, else `retry-after` (seconds or an HTTP date); when
+neither is given (OpenAI sends neither), the longest of the `x-ratelimit-reset-requests` and
+`x-ratelimit-reset-tokens` whose limit is spent (durations such as `6m0s`, `12ms`) and the
+message's "try again in 26.604s"; None when nothing says, and the breaker then takes the
+deployment out for its cool-down.
+
+Error events inside a stream (Anthropic's `error`, an OpenAI-style `{"error": ...}` chunk, or
+one in place of a whole answer) are mapped through the status their code stands for when it is
+a known one (OpenAI's `rate_limit_exceeded` comes with the type `tokens` or `requests`), else
+their type. What the fallback logic does with each class is described in
+`router_service.fallback`.
 
 Every message is safe to log, trace and record: it names the provider, the status and the
 upstream's error code (`context_length_exceeded`, `overloaded_error`, ...), never the upstream's
 free-text message, which may quote the prompt or a credential. That text, scrubbed of the
 provider's key (and anything shaped like one) and cut to a few hundred characters, is logged at
 DEBUG only, and a request the upstream refused as invalid carries it as `upstream_detail` for
-its caller alone (it is about the caller's own request). Transport failures name the network
-error, scrubbed the same way.
+its caller alone (it is about the caller's own request). The one exception is a refused
+parameter: that text names the parameter and the value refused, not the prompt, and whoever
+fixes the deployment's config needs it, so it is part of the message (scrubbed the same way).
+Transport failures name the network error, scrubbed the same way.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -73,9 +92,12 @@ _CONTEXT_OVERFLOW = (
     "prompt is too long",
     "exceed context limit",
 )
-# What an error event's type means, as the HTTP status the same error would have had.
+# What an error's type or code means, as the HTTP status the same error would have had.
 _ERROR_TYPE_STATUS = {
     "invalid_request_error": 400,
+    "unsupported_parameter": 400,
+    "unsupported_value": 400,
+    "context_length_exceeded": 400,
     "authentication_error": 401,
     "permission_error": 403,
     "not_found_error": 404,
@@ -87,21 +109,93 @@ _ERROR_TYPE_STATUS = {
     "timeout_error": 504,
     "overloaded_error": 529,
 }
+# A 400 with one of these codes refuses a parameter (or a value of one) that this deployment's
+# model does not take, e.g. `max_tokens` or a temperature other than 1 on OpenAI's reasoning
+# models: the deployment's parameter policy, which another candidate may not share.
+_PARAMETER_POLICY = frozenset({"unsupported_parameter", "unsupported_value"})
+# A Go-style duration, as OpenAI writes its rate-limit resets: `6m0s`, `12ms`, `20.5s`, `1h2m`.
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(h|ms|m|s|us|µs|ns)")
+_DURATION = re.compile(rf"(?:{_DURATION_PART.pattern})+")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+# "Please try again in 26.604s." / "try again in 20ms" / "try again in 1m30s" in a 429's message.
+_TRY_AGAIN = re.compile(rf"(?i)try again in\s*({_DURATION.pattern})(?![A-Za-z])")
+# The rate-limit resets OpenAI sends (instead of Retry-After), each with the count it resets.
+_RESETS = (
+    ("x-ratelimit-reset-requests", "x-ratelimit-remaining-requests"),
+    ("x-ratelimit-reset-tokens", "x-ratelimit-remaining-tokens"),
+)
+# A bare reset larger than this is a Unix time, not a number of seconds.
+_UNIX_TIME = 1e9
 
 
 class UpstreamErrorEvent(Exception):
     """A parser found an error object where the answer should be (`type` as the API names
     it, e.g. `overloaded_error`); `ErrorMapper.error_event` turns it into a router error."""
 
-    def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(error_type, message)
+    def __init__(self, error_type: str, message: str, code: str = "") -> None:
+        super().__init__(error_type, message, code)
         self.error_type = error_type
         self.message = message
+        # OpenAI's `code` (`rate_limit_exceeded`, `context_length_exceeded`, ...), if any.
+        self.code = code
 
 
-def parse_retry_after(headers: Mapping[str, str], now: float) -> float | None:
-    """Seconds to wait, from `retry-after-ms` (OpenAI) or `retry-after` (seconds or an HTTP
-    date); None when neither says."""
+def parse_retry_after(headers: Mapping[str, str], now: float, message: str = "") -> float | None:
+    """Seconds to wait after a 429: from `retry-after-ms` or `retry-after` (seconds or an HTTP
+    date) when given, else the longest of the rate-limit resets whose limit is spent and the
+    message's "try again in ..."; None when nothing says."""
+    explicit = _explicit_retry_after(headers, now)
+    if explicit is not None:
+        return explicit
+    hints = [
+        _reset(headers, reset, now) for reset, remaining in _RESETS if _spent(headers, remaining)
+    ]
+    hinted = _TRY_AGAIN.search(message)
+    if hinted is not None:
+        hints.append(parse_duration(hinted.group(1).lower()))
+    known = [hint for hint in hints if hint is not None]
+    return max(known) if known else None
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a Go-style duration (`6m0s`, `12ms`, `20.5s`), or None if it is not one."""
+    text = text.strip()
+    if not _DURATION.fullmatch(text):
+        return None
+    return sum(float(value) * _UNIT_S[unit] for value, unit in _DURATION_PART.findall(text))
+
+
+def _spent(headers: Mapping[str, str], remaining: str) -> bool:
+    """Whether the limit a reset belongs to may be what refused: none left, or not said. (A
+    token limit with tokens left can still refuse a larger request; its message says when.)"""
+    value = headers.get(remaining)
+    if value is None:
+        return True
+    try:
+        return float(value) <= 0
+    except ValueError:
+        return True
+
+
+def _reset(headers: Mapping[str, str], name: str, now: float) -> float | None:
+    """Seconds until a rate-limit reset: a duration, a number of seconds, or a Unix time."""
+    value = headers.get(name)
+    if value is None:
+        return None
+    duration = parse_duration(value)
+    if duration is not None:
+        return duration
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds - now if seconds > _UNIX_TIME else seconds)
+
+
+def _explicit_retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds from `retry-after-ms` (OpenAI) or `retry-after` (seconds or an HTTP date)."""
     millis = headers.get("retry-after-ms")
     if millis is not None:
         try:
@@ -182,13 +276,17 @@ class ErrorMapper:
     def status(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         """An HTTP error response."""
         message, code = _upstream_text(body)
-        retry_after = parse_retry_after(headers, self._clock()) if status == 429 else None
+        retry_after = parse_retry_after(headers, self._clock(), message) if status == 429 else None
         return self._by_status(status, message, code, retry_after)
 
     def error_event(self, event: UpstreamErrorEvent) -> ProviderError:
-        """An error reported inside a 200 response, by its type (e.g. `overloaded_error`)."""
-        status = _ERROR_TYPE_STATUS.get(event.error_type, 500)
-        return self._by_status(status, event.message, event.error_type, None)
+        """An error reported inside a 200 response, by its code when that is a known one (OpenAI
+        says `rate_limit_exceeded` with the type `tokens`), else by its type (e.g.
+        `overloaded_error`)."""
+        code = event.code if event.code in _ERROR_TYPE_STATUS else event.error_type or event.code
+        status = _ERROR_TYPE_STATUS.get(code, 500)
+        retry_after = parse_retry_after({}, self._clock(), event.message) if status == 429 else None
+        return self._by_status(status, event.message, code, retry_after)
 
     def _by_status(
         self, status: int, message: str, code: str, retry_after: float | None
@@ -211,6 +309,10 @@ class ErrorMapper:
             lowered = f"{code} {message}".lower()
             if any(marker in lowered for marker in _CONTEXT_OVERFLOW):
                 return ProviderContextExceeded(text, provider=name, status=status)
+            if code in _PARAMETER_POLICY:
+                # Names a parameter, not the prompt: shown, so the config can be fixed.
+                shown = f"{text}: {self.scrub(message)}" if message else text
+                return ProviderRejected(shown, provider=name, status=status)
             detail = self.scrub(message)
             return ProviderRequestInvalid(
                 text, provider=name, status=status, upstream_detail=detail

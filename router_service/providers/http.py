@@ -15,6 +15,11 @@ Timing, per call: until the first token, every wait (connect, headers, body) is 
 transport's read timeout (it already watches every read, so a second timer per chunk would only
 cost CPU) and the total limit is checked as each chunk arrives. No timer ever spans a `yield`:
 a slow caller (gRPC back-pressure) must not count against the provider.
+
+Once the stream says it is over (`data: [DONE]`, `message_stop`) the answer ends at once. What
+is left of the body (normally just the end of its framing) is read by a task of its own, for at
+most `_DRAIN_S`, so the connection goes back to the pool; a server that keeps the body open
+only costs the connection, never the caller's time.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from importlib import metadata
 from typing import Any, Protocol, TypeVar, cast
 
@@ -64,8 +69,8 @@ _LIMITS = httpx.Limits(
 )
 # Error bodies are read whole to show their message; anything past this is not a message.
 _MAX_ERROR_BODY = 64 * 1024
-# Once the answer is complete, how long to wait for the end of the body, so the connection
-# goes back to the pool instead of being closed half-read.
+# Once the answer is complete, how long to wait (in the background) for the end of the body,
+# so the connection goes back to the pool instead of being closed half-read.
 _DRAIN_S = 1.0
 _JSON = "application/json"
 # What a parser raises on JSON that is valid but not shaped as the wire format says.
@@ -255,6 +260,24 @@ class HttpEndpoint:
         # which merges client-wide defaults we do not use, costs five times as much).
         self._urls: dict[str, httpx.URL] = {}
         self.errors = ErrorMapper(name, key)
+        # Reading the rest of finished answers' bodies (held here: a task only weakly
+        # referenced by the loop could be collected mid-way).
+        self._draining: dict[asyncio.Task[None], _Drain] = {}
+
+    @property
+    def base_url(self) -> str:
+        """The base URL requests go to (the environment's, if it names one), without a
+        trailing slash."""
+        return self._base_url
+
+    async def aclose(self) -> None:
+        """Stops reading what is left of finished answers (their connections close)."""
+        draining = dict(self._draining)
+        for task in draining:
+            task.cancel()
+        await asyncio.gather(*draining, return_exceptions=True)
+        for drain in draining.values():
+            await drain.close()  # a task cancelled before it ran closed nothing
 
     async def answer(
         self, path: str, body: bytes, parser: AnswerParser
@@ -263,7 +286,8 @@ class HttpEndpoint:
         one network read together."""
         streamed = self.streamed
         deadline = CallDeadline(self.timeouts, asyncio.get_running_loop().time(), streamed=streamed)
-        async with self._post(path, body, deadline) as response:
+        async with self._post(path, body, deadline) as exchange:
+            response = exchange.response
             # Some servers answer a streamed request with one JSON document: an error object,
             # or the whole answer when they do not stream.
             if not streamed or response.headers.get("content-type", "").startswith(_JSON):
@@ -271,29 +295,59 @@ class HttpEndpoint:
                 if whole:
                     yield whole
                 return
-            async with aclosing(self._events(response, deadline)) as reads:
+            reads = self._events(response, deadline)
+            try:
                 async for read in reads:
-                    if parser.done:
-                        continue  # reading to the end of the body keeps the connection pooled
-                    batch: list[ProviderEvent] = []
-                    try:
-                        for sse in read:
-                            batch += self._parsed(parser.feed, sse.data)
-                            if parser.done:
-                                break
-                    except ProviderError:
-                        if batch:
-                            yield batch  # what came before the failure, as if read apart
-                        raise
+                    batch, failure = self._events_of(parser, read)
                     if parser.started and not deadline.streaming:
                         deadline.first_token()
-                    if parser.done:
-                        deadline.answer_complete()
                     if batch:
-                        yield batch
+                        yield batch  # before a failure: as if it had been read apart
+                    if failure is not None:
+                        raise failure
+                    if parser.done:
+                        break
+            finally:
+                if parser.done:
+                    # The end goes to the caller now, however long the server keeps the body
+                    # open: the rest of it is read apart.
+                    self._drain(reads, exchange, deadline)
+                else:
+                    await reads.aclose()
             if not parser.complete:
                 raise self.errors.broken("the stream ended before the answer was complete")
             yield (parser.end(),)
+
+    def _events_of(
+        self, parser: AnswerParser, read: list[ServerSentEvent]
+    ) -> tuple[list[ProviderEvent], ProviderError | None]:
+        """The events `parser` makes of one read's server-sent events, up to the end of the
+        answer, and the error that stopped it, if one did (the events before it still go on)."""
+        batch: list[ProviderEvent] = []
+        try:
+            for sse in read:
+                batch += self._parsed(parser.feed, sse.data)
+                if parser.done:
+                    break
+        except ProviderError as exc:
+            return batch, exc
+        return batch, None
+
+    def _drain(
+        self, reads: AsyncGenerator[Any, None], exchange: _Exchange, deadline: CallDeadline
+    ) -> None:
+        """Hands what is left of a finished answer's body (`reads`, and the response) to a
+        task that reads it to its end within `_DRAIN_S`, then closes the response: read to its
+        end, its connection goes back to the pool."""
+        deadline.answer_complete()
+        exchange.handed_off = True
+        drain = _Drain(reads, exchange.response)
+        task = asyncio.get_running_loop().create_task(drain.run())
+        self._draining[task] = drain
+        task.add_done_callback(self._drained)
+
+    def _drained(self, task: asyncio.Task[None]) -> None:
+        self._draining.pop(task, None)
 
     def _parsed(self, parse: Callable[[bytes], T], data: bytes) -> T:
         try:
@@ -306,9 +360,10 @@ class HttpEndpoint:
     @asynccontextmanager
     async def _post(
         self, path: str, body: bytes, deadline: CallDeadline
-    ) -> AsyncIterator[httpx.Response]:
+    ) -> AsyncIterator[_Exchange]:
         """POST `body`; the response (2xx, body unread) is closed when the block exits, at once
-        also on cancellation, so the upstream stops generating."""
+        also on cancellation, so the upstream stops generating, unless the block handed it
+        off (to read the end of a finished answer's body)."""
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = httpx.URL(self._base_url + path)
@@ -325,12 +380,14 @@ class HttpEndpoint:
                     response = await self._client.send(request, stream=True)
         except (TimeoutError, httpx.HTTPError) as exc:
             raise self._failure(exc, deadline, loop.time(), mid_stream=False) from exc
+        exchange = _Exchange(response)
         try:
             if not response.is_success:
                 raise await self._status_error(response, deadline)
-            yield response
+            yield exchange
         finally:
-            await response.aclose()
+            if not exchange.handed_off:
+                await response.aclose()
 
     async def _status_error(self, response: httpx.Response, deadline: CallDeadline) -> Exception:
         body = b""
@@ -401,6 +458,43 @@ class HttpEndpoint:
         if isinstance(exc, httpx.ReadTimeout):
             return self.errors.timeout(deadline.describe(now, silent=True))
         return self.errors.transport(exc, mid_stream=mid_stream)
+
+
+class _Exchange:
+    """One request's response, and whether something else now closes it."""
+
+    __slots__ = ("handed_off", "response")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.handed_off = False
+
+
+class _Drain:
+    """The rest of a finished answer's body (`reads`, the server-sent events of `response`),
+    read apart so that the connection is reused."""
+
+    __slots__ = ("_reads", "_response")
+
+    def __init__(self, reads: AsyncGenerator[Any, None], response: httpx.Response) -> None:
+        self._reads = reads
+        self._response = response
+
+    async def run(self) -> None:
+        """Reads to the end of the body, for at most `_DRAIN_S`, then closes the response.
+        Whatever goes wrong only means the connection is not reused."""
+        try:
+            with suppress(TimeoutError, ProviderError, httpx.HTTPError):
+                async with asyncio.timeout(_DRAIN_S):
+                    async for _ in self._reads:
+                        pass
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Closes the response: read to its end, its connection goes back to the pool."""
+        await self._reads.aclose()
+        await self._response.aclose()
 
 
 def _body_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:

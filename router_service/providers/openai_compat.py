@@ -4,11 +4,19 @@ This one wire format serves OpenAI, Z.ai's GLM, Moonshot's Kimi, DeepSeek, vLLM,
 most other hosts. Pure functions build the request body and parse chunks and responses;
 `OpenAICompatProvider` only moves bytes through the shared `HttpEndpoint`.
 
+The output limit goes in `max_tokens`, or in `max_completion_tokens` for OpenAI's own API, whose
+reasoning models refuse `max_tokens` (`max_tokens_field: auto`, decided once per provider).
+
 Streaming asks for usage with `stream_options.include_usage`: it arrives in a last chunk whose
-`choices` is empty, before `data: [DONE]`. Usage is normalized: `prompt_tokens` already includes
-the cached tokens (`prompt_tokens_details.cached_tokens`; DeepSeek says
-`prompt_cache_hit_tokens`, Moonshot a top-level `cached_tokens`), and these APIs do not bill
-cache writes.
+`choices` is empty, before `data: [DONE]` (Moonshot's Kimi puts it in the last chunk's
+`choices[0].usage` instead, which is read when the chunk has no top-level `usage`). Usage is
+normalized: `prompt_tokens` already includes the cached tokens
+(`prompt_tokens_details.cached_tokens`; DeepSeek says `prompt_cache_hit_tokens`, Moonshot a
+top-level `cached_tokens`), and these APIs do not bill cache writes.
+
+A refusal (`refusal` beside `content`) is streamed as text, after any content of the same delta,
+and the answer then finishes `content_filter` instead of `stop`, as an Anthropic refusal does.
+An event with no data is skipped (the event-stream format allows it; it carries nothing).
 """
 
 from __future__ import annotations
@@ -37,11 +45,31 @@ from router_service.providers.errors import UpstreamErrorEvent
 from router_service.providers.http import HttpEndpoint, encode_json
 from router_service.tokens import TextSize, estimate_tokens
 
-__all__ = ["ChunkParser", "OpenAICompatProvider", "parse_completion", "parse_usage", "request_body"]
+__all__ = [
+    "ChunkParser",
+    "OpenAICompatProvider",
+    "max_tokens_field",
+    "parse_completion",
+    "parse_usage",
+    "request_body",
+]
 
 log = logging.getLogger(__name__)
 
 _DONE = b"[DONE]"
+# Where `max_tokens_field: auto` means `max_completion_tokens`: OpenAI's own API, which takes it
+# from every chat model and refuses the deprecated `max_tokens` from its reasoning models.
+# Not every compatible server (vLLM, Z.ai, Moonshot, DeepSeek ...) knows it.
+_OPENAI_HOSTS = frozenset({"api.openai.com"})
+
+
+def max_tokens_field(configured: str, base_url: str) -> str:
+    """The body field for the output limit: `configured`, or for `auto` the one the server at
+    `base_url` takes."""
+    if configured != "auto":
+        return configured
+    host = httpx.URL(base_url).host.lower()
+    return "max_completion_tokens" if host in _OPENAI_HOSTS else "max_tokens"
 
 
 def _message(message: ChatMessage) -> dict[str, Any]:
@@ -120,6 +148,7 @@ class ChunkParser:
         "finish_reason",
         "model",
         "output",
+        "refused",
         "started",
         "usage",
     )
@@ -133,6 +162,8 @@ class ChunkParser:
         self.done = False
         self.started = False
         self.finish_reason: str | None = None
+        # The model refused (a `refusal` delta): the answer finishes `content_filter`.
+        self.refused = False
         self.model = ""
         self.usage: Usage | None = None
         self.output = TextSize()
@@ -143,6 +174,8 @@ class ChunkParser:
         return self.done or self.finish_reason is not None
 
     def feed(self, data: bytes) -> tuple[ProviderEvent, ...]:
+        if not data or data.isspace():
+            return ()  # `data:` with nothing: an event that carries nothing
         if data == _DONE:
             self.done = True
             return ()
@@ -161,13 +194,19 @@ class ChunkParser:
         if not self.model:
             self.model = chunk.get("model") or ""
         choice = choices[0]
+        if not usage and choice.get("usage"):
+            self.usage = parse_usage(choice["usage"])  # Moonshot's Kimi reports it here
         finish = choice.get("finish_reason")
         if finish:
             self.finish_reason = finish
         delta = choice.get("delta")
         if not delta:
             return ()
-        content = delta.get("content") or delta.get("refusal")
+        content = delta.get("content")
+        refusal = delta.get("refusal")
+        if refusal:
+            self.refused = True
+            content = content + refusal if content else refusal
         calls = delta.get("tool_calls")
         if calls:
             self.started = True
@@ -202,7 +241,7 @@ class ChunkParser:
                 self._on_missing_usage()
             usage = _estimated_usage(self._request, self.output.tokens)
         return StreamEnd(
-            finish_reason=self.finish_reason or "stop",
+            finish_reason=_finish_reason(self.finish_reason, refused=self.refused),
             usage=usage,
             model=self.model or self._request.model,
         )
@@ -211,6 +250,14 @@ class ChunkParser:
         body = json.loads(document)
         _raise_if_error(body)
         return parse_completion(body, self._request)
+
+
+def _finish_reason(finish: str | None, *, refused: bool) -> str:
+    """The finish reason as callers see it: a refusal that ended as `stop` is `content_filter`,
+    as with every provider; one cut short keeps `length`."""
+    if refused and finish in (None, "stop"):
+        return "content_filter"
+    return finish or "stop"
 
 
 def _estimated_usage(request: ProviderRequest, output_tokens: int) -> Usage:
@@ -223,16 +270,17 @@ def parse_completion(body: Mapping[str, Any], request: ProviderRequest) -> list[
     choice = body["choices"][0]
     message = choice["message"]
     events: list[ProviderEvent] = []
-    content = message.get("content") or message.get("refusal") or ""
+    refusal = message.get("refusal") or ""
+    content = (message.get("content") or "") + refusal
     if content:
         events.append(TextDelta(content))
     for index, call in enumerate(message.get("tool_calls") or ()):
         function = call["function"]
         events.append(ToolCallDelta(index, call["id"], function["name"], function["arguments"]))
-    usage = body.get("usage")
+    usage = body.get("usage") or choice.get("usage")
     events.append(
         StreamEnd(
-            finish_reason=choice.get("finish_reason") or "stop",
+            finish_reason=_finish_reason(choice.get("finish_reason"), refused=bool(refusal)),
             usage=parse_usage(usage)
             if usage
             else _estimated_usage(request, estimate_tokens(content)),
@@ -243,13 +291,16 @@ def parse_completion(body: Mapping[str, Any], request: ProviderRequest) -> list[
 
 
 def _raise_if_error(document: Any) -> None:
-    """An OpenAI-style error object (`{"error": {...}}`) where the answer should be."""
+    """An OpenAI-style error object (`{"error": {...}}`) where the answer should be. Both its
+    type and code go on: OpenAI's code says more (`rate_limit_exceeded` has the type `tokens`)."""
     error = document.get("error") if isinstance(document, dict) else None
     if not error:
         return
     if isinstance(error, dict):
         raise UpstreamErrorEvent(
-            str(error.get("type") or error.get("code") or ""), str(error.get("message") or "")
+            str(error.get("type") or error.get("code") or ""),
+            str(error.get("message") or ""),
+            str(error.get("code") or ""),
         )
     raise UpstreamErrorEvent("", str(error))
 
@@ -273,6 +324,7 @@ class OpenAICompatProvider:
             environ,
             credentials=lambda key: {"authorization": f"Bearer {key}"},
         )
+        self._max_tokens_field = max_tokens_field(config.max_tokens_field, self._endpoint.base_url)
         self._warned_no_usage = False
 
     @property
@@ -280,11 +332,13 @@ class OpenAICompatProvider:
         return self._name
 
     async def aclose(self) -> None:
-        """Nothing of its own to release: connections belong to the shared client."""
+        """Stops reading the ends of finished answers; connections belong to the shared client."""
+        await self._endpoint.aclose()
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvents, None]:
-        config = self._config
-        body = request_body(request, stream=config.stream, max_tokens_field=config.max_tokens_field)
+        body = request_body(
+            request, stream=self._config.stream, max_tokens_field=self._max_tokens_field
+        )
         parser = ChunkParser(request, on_missing_usage=self._missing_usage)
         # Closed here, at once, when this stream is closed: the upstream response with it.
         answer = self._endpoint.answer("/chat/completions", encode_json(body), parser)

@@ -155,12 +155,15 @@ async def test_anthropic_cache_markers_and_cache_costs() -> None:
     raw = merge(
         example_raw("anthropic"), {"server": {"listen": "127.0.0.1:0", "grace_period_s": 1}}
     )
-    long_system = "Follow the review checklist below exactly.\n" + "- check item\n" * 700
+    # Claude Haiku 4.5 caches prefixes of 4,096 tokens and more: this one (about 4,500) gets a
+    # marker, one of about 2,300 none.
+    long_system = "Follow the review checklist below exactly.\n" + "- check item\n" * 1400
+    shorter_system = "Follow the review checklist below exactly.\n" + "- check item\n" * 700
     async with on_fake(RouterConfig.model_validate(raw)) as (running, fake):
         fake.script(
             "claude-haiku-4-5",
-            Reply(input_tokens=2900, cache_write_tokens=2800, tokens=20),
-            Reply(input_tokens=2900, cached_tokens=2800, tokens=20),
+            Reply(input_tokens=4700, cache_write_tokens=4600, tokens=20),
+            Reply(input_tokens=4700, cached_tokens=4600, tokens=20),
         )
         messages = [
             pb.Message(role="system", content=long_system),
@@ -172,10 +175,13 @@ async def test_anthropic_cache_markers_and_cache_costs() -> None:
         assert sent.headers["x-api-key"] == ANTHROPIC_KEY
         assert sent.body["system"][-1]["cache_control"] == {"type": "ephemeral"}
         # claude-haiku-4.5: $1 input, $0.10 cache read, $1.25 cache write, $5 output per Mtok.
-        assert (first.usage.input_tokens, first.usage.cache_write_tokens) == (2900, 2800)
-        assert first.cost_micro_usd == 100 + 2800 * 1.25 + 20 * 5  # 3,700
-        assert (second.usage.input_tokens, second.usage.cached_input_tokens) == (2900, 2800)
-        assert second.cost_micro_usd == 100 + 280 + 100
+        assert (first.usage.input_tokens, first.usage.cache_write_tokens) == (4700, 4600)
+        assert first.cost_micro_usd == 100 + 4600 * 1.25 + 20 * 5  # 5,950
+        assert (second.usage.input_tokens, second.usage.cached_input_tokens) == (4700, 4600)
+        assert second.cost_micro_usd == 100 + 460 + 100
+        messages[0] = pb.Message(role="system", content=shorter_system)
+        await route(running, route_request(messages=messages))
+        assert "cache_control" not in fake.received[-1].body["system"][-1]
 
 
 async def test_a_stream_cut_mid_way_is_unavailable() -> None:
@@ -244,3 +250,41 @@ async def test_list_models_reports_open_breakers() -> None:
         }
         explained = await running.router.Explain(route_request(), metadata=auth(DEMO_KEY))
         assert explained.model == "kimi-2.7"
+
+
+async def test_a_429_without_retry_after_takes_the_deployment_out() -> None:
+    # OpenAI's 429s carry no Retry-After: one still takes the deployment out (for cool_down_s).
+    async with on_fake() as (running, fake):
+        fake.script("glm-5.2", Reply(status=429, error_message="Rate limit reached"))
+        done = (await route(running, route_request()))[-1].done
+        assert done.model == "kimi-2.7"
+        assert "HTTP 429 (rate_limit_exceeded)" in done.attempts[0].error
+        models = await running.admin.ListModels(pb.ListModelsRequest(), metadata=auth(ADMIN_KEY))
+        assert {m.name: m.healthy for m in models.models}["glm-5.2"] is False
+        # The next call goes to kimi-2.7 first (unhealthy models come last), never to glm-5.2.
+        done = (await route(running, route_request()))[-1].done
+        assert done.model == "kimi-2.7"
+        assert [r.model for r in fake.received] == ["glm-5.2", "kimi-2.7", "kimi-2.7"]
+
+
+async def test_a_refused_parameter_is_answered_by_the_next_candidate() -> None:
+    refused = (
+        "Unsupported parameter: 'max_tokens' is not supported with this model. "
+        "Use 'max_completion_tokens' instead."
+    )
+    async with on_fake() as (running, fake):
+        fake.script(
+            "glm-5.2", Reply(status=400, error_type="unsupported_parameter", error_message=refused)
+        )
+        got = await route(running, route_request())
+        done = got[-1].done
+        assert done.model == "kimi-2.7"
+        assert [(a.model, a.outcome) for a in done.attempts] == [
+            ("glm-5.2", pb.ATTEMPT_OUTCOME_FAILED),
+            ("kimi-2.7", pb.ATTEMPT_OUTCOME_SUCCEEDED),
+        ]
+        # What to fix in the deployment's config, in the upstream's words.
+        assert done.attempts[0].error.endswith(f"(unsupported_parameter): {refused}")
+        # A server that is not OpenAI's gets max_tokens (max_tokens_field: auto).
+        assert all("max_tokens" in r.body for r in fake.received)
+        assert not any("max_completion_tokens" in r.body for r in fake.received)

@@ -225,3 +225,18 @@ def anthropic_message(received: Received, plan: Plan, *, streaming: bool = False
             "output_tokens": 1 if streaming else plan.output_tokens,
         },
     }
+
+
+# OpenAI's 400s refusing a parameter or value the model does not take (its words, by code).
+REFUSED_PARAMETERS = [
+    (
+        "unsupported_parameter",
+        "Unsupported parameter: 'max_tokens' is not supported with this model. "
+        "Use 'max_completion_tokens' instead.",
+    ),
+    (
+        "unsupported_value",
+        "Unsupported value: 'temperature' does not support 0 with this model. "
+        "Only the default (1) value is supported.",
+    ),
+]

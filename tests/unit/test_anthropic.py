@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from router_service.chat import ChatMessage, ToolCall, ToolSpec
 from router_service.config import AnthropicProviderConfig
 from router_service.cost import Usage
-from router_service.providers.anthropic import EventParser, request_body, usage_of
+from router_service.providers.anthropic import (
+    EventParser,
+    finish_reason,
+    parse_message,
+    request_body,
+    usage_of,
+)
 from router_service.providers.base import (
     ProviderRequest,
     StreamEnd,
@@ -76,10 +82,31 @@ def test_long_tools_get_their_own_marker() -> None:
     assert body["system"][0]["cache_control"] == {"type": "ephemeral"}
 
 
+@pytest.mark.parametrize(
+    ("model", "minimum"),
+    [
+        # Anthropic's published minimum cacheable prompt lengths.
+        ("claude-haiku-4-5", 4096),
+        ("claude-haiku-4-5-20251001", 4096),
+        ("claude-opus-4-5-20251101", 4096),
+        ("claude-opus-4-6", 4096),
+        ("claude-opus-4-7", 4096),
+        ("anthropic.claude-opus-4-6-v1", 4096),  # Bedrock's name
+        ("claude-sonnet-4-6", 2048),
+        ("claude-3-5-haiku-20241022", 2048),
+        ("claude-3-haiku-20240307", 2048),
+        # Everything else: cache_min_tokens.
+        ("claude-sonnet-4-5", 1024),
+        ("claude-sonnet-4-20250514", 1024),
+        ("claude-opus-4-1-20250805", 1024),
+        ("claude-opus-4-8", 1024),
+    ],
+)
+def test_cache_minimum_per_model_defaults(model: str, minimum: int) -> None:
+    assert AnthropicProviderConfig(kind="anthropic").cache_min_tokens_for(model) == minimum
+
+
 def test_cache_minimum_per_model_family() -> None:
-    config = AnthropicProviderConfig(kind="anthropic")
-    assert config.cache_min_tokens_for("claude-opus-4-8") == 1024
-    assert config.cache_min_tokens_for("claude-haiku-4-5") == 2048
     custom = AnthropicProviderConfig(
         kind="anthropic", cache_min_tokens_by_model={"claude": 4096, "claude-opus": 1024}
     )
@@ -214,6 +241,98 @@ def test_thinking_is_the_first_token_but_not_answer() -> None:
         == ()
     )
     assert parser.started
+
+
+def tool_use_stream(index: int, *fragments: str, stop: bool = True) -> list[bytes]:
+    """The events of one streamed tool_use block, its input in `fragments`."""
+    block = {"type": "tool_use", "id": "toolu_1", "name": "now", "input": {}}
+    events = [event("content_block_start", index=index, content_block=block)]
+    events += [
+        event(
+            "content_block_delta",
+            index=index,
+            delta={"type": "input_json_delta", "partial_json": fragment},
+        )
+        for fragment in fragments
+    ]
+    return events + ([event("content_block_stop", index=index)] if stop else [])
+
+
+def streamed_arguments(events: list[bytes]) -> str:
+    parser = EventParser(request())
+    arguments = ""
+    for data in events:
+        for item in parser.feed(data):
+            if isinstance(item, ToolCallDelta):
+                assert item.index == 0
+                arguments += item.arguments_fragment
+    return arguments
+
+
+def whole_arguments(tool_input: dict[str, Any]) -> str:
+    block = {"type": "tool_use", "id": "toolu_1", "name": "now", "input": tool_input}
+    body = {"content": [block], "stop_reason": "tool_use", "usage": {}}
+    (call, _end) = parse_message(body, request())
+    assert isinstance(call, ToolCallDelta)
+    return call.arguments_fragment
+
+
+@pytest.mark.parametrize("fragments", [(), ("",), ("", ""), (" ",)])
+def test_a_streamed_tool_call_without_input_has_an_empty_object(fragments: tuple[str]) -> None:
+    arguments = streamed_arguments(tool_use_stream(1, *fragments))
+    assert json.loads(arguments) == {} == json.loads(whole_arguments({}))
+
+
+def test_a_tool_call_left_open_at_message_stop_gets_an_empty_object_too() -> None:
+    events = [*tool_use_stream(0, stop=False), event("message_stop")]
+    assert streamed_arguments(events) == "{}"
+
+
+@given(
+    st.dictionaries(st.text(max_size=8), st.one_of(st.integers(), st.text(max_size=8)), max_size=4),
+    st.lists(st.integers(0, 200), max_size=6),
+)
+def test_streamed_tool_arguments_match_the_whole_message(
+    tool_input: dict[str, Any], cuts: list[int]
+) -> None:
+    """Any input, streamed in any pieces (empty ones included), gives arguments that parse to
+    the input, as a whole message's do; one that did stream JSON is passed on unchanged."""
+    encoded = json.dumps(tool_input) if tool_input else ""
+    points = sorted(c % (len(encoded) + 1) for c in cuts)
+    fragments = [encoded[a:b] for a, b in zip([0, *points], [*points, len(encoded)], strict=True)]
+    arguments = streamed_arguments(tool_use_stream(2, *fragments))
+    assert json.loads(arguments) == tool_input == json.loads(whole_arguments(tool_input))
+    if tool_input:
+        assert arguments == encoded
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "expected"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("model_context_window_exceeded", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        (None, "stop"),
+        # No OpenAI counterpart: passed on as Anthropic names it.
+        ("pause_turn", "pause_turn"),
+        ("a_reason_added_later", "a_reason_added_later"),
+    ],
+)
+def test_stop_reasons(stop_reason: str | None, expected: str) -> None:
+    assert finish_reason(stop_reason) == expected
+    parser = EventParser(request())
+    parser.feed(event("message_delta", delta={"stop_reason": stop_reason}, usage={}))
+    assert parser.end().finish_reason == expected
+
+
+@pytest.mark.parametrize("data", [b"", b" ", b"\n"])
+def test_an_event_with_no_data_is_skipped(data: bytes) -> None:
+    parser = EventParser(request())
+    assert parser.feed(data) == ()
+    assert not parser.started and not parser.done
 
 
 def test_an_error_event_raises() -> None:

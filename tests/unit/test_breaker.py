@@ -91,6 +91,29 @@ def test_rate_limit_opens_until_retry_after_capped() -> None:
     assert b.available(KEY)
 
 
+def test_a_429_that_names_no_time_takes_the_deployment_out_for_a_cool_down() -> None:
+    clock = Clock()
+    b = breaker(clock, failures=3)
+    b.failed(KEY, retry_after_s=None)  # a 429 without Retry-After: one is enough
+    assert b.state(KEY) is BreakerState.OPEN and not b.available(KEY)
+    clock.now += 29
+    assert not b.acquire(KEY)
+    clock.now += 1
+    assert b.state(KEY) is BreakerState.HALF_OPEN and b.acquire(KEY)
+    b.succeeded(KEY)
+    # It never shortens a longer time out.
+    b.failed(KEY, retry_after_s=100)
+    b.failed(KEY, retry_after_s=None)
+    clock.now += 99
+    assert not b.available(KEY)
+    clock.now += 1
+    assert b.available(KEY)
+    # Other failures still count up to `failures`.
+    b.succeeded(KEY)
+    b.failed(KEY)
+    assert b.state(KEY) is BreakerState.CLOSED
+
+
 def test_a_model_is_unhealthy_when_no_deployment_takes_calls() -> None:
     clock = Clock()
     b = breaker(clock, failures=1)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from router_service.chat import ChatMessage, ToolCall, ToolSpec
 from router_service.config import OpenAIProviderConfig
 from router_service.cost import Usage
-from router_service.errors import ProviderError
+from router_service.errors import ProviderError, ProviderRateLimited
 from router_service.providers.base import (
     ProviderEvents,
     ProviderRequest,
@@ -29,6 +29,7 @@ from router_service.providers.errors import UpstreamErrorEvent
 from router_service.providers.openai_compat import (
     ChunkParser,
     OpenAICompatProvider,
+    max_tokens_field,
     parse_completion,
     parse_usage,
     request_body,
@@ -89,6 +90,71 @@ def test_request_body_variants() -> None:
     body = request_body(REQUEST, stream=False, max_tokens_field="max_completion_tokens")
     assert "stream" not in body and "stream_options" not in body
     assert body["max_completion_tokens"] == 300 and "max_tokens" not in body
+
+
+@pytest.mark.parametrize(
+    ("configured", "base_url", "field"),
+    [
+        # auto: OpenAI's own API takes max_completion_tokens (its reasoning models refuse
+        # max_tokens); any other server gets max_tokens.
+        ("auto", "https://api.openai.com/v1", "max_completion_tokens"),
+        ("auto", "https://API.OpenAI.com:443/v1", "max_completion_tokens"),
+        ("auto", "http://127.0.0.1:8000/v1", "max_tokens"),
+        ("auto", "https://api.moonshot.ai/v1", "max_tokens"),
+        ("auto", "https://api.openai.com.proxy.example/v1", "max_tokens"),
+        ("auto", "https://proxy.example/api.openai.com/v1", "max_tokens"),
+        # An explicit value is kept wherever the server is.
+        ("max_tokens", "https://api.openai.com/v1", "max_tokens"),
+        ("max_completion_tokens", "http://vllm:8000/v1", "max_completion_tokens"),
+    ],
+)
+def test_max_tokens_field(configured: str, base_url: str, field: str) -> None:
+    assert max_tokens_field(configured, base_url) == field
+
+
+def test_max_tokens_field_is_auto_by_default() -> None:
+    assert OpenAIProviderConfig(kind="openai").max_tokens_field == "auto"
+
+
+@pytest.mark.parametrize(
+    ("config", "environ", "field"),
+    [
+        ({}, {}, "max_completion_tokens"),
+        ({"base_url_env": "OPENAI_BASE_URL"}, {}, "max_completion_tokens"),
+        (
+            {"base_url_env": "OPENAI_BASE_URL"},
+            {"OPENAI_BASE_URL": "http://127.0.0.1:8000/v1"},
+            "max_tokens",
+        ),
+        ({"base_url": "https://api.z.ai/api/paas/v4"}, {}, "max_tokens"),
+        (
+            {
+                "base_url": "https://api.z.ai/api/paas/v4",
+                "max_tokens_field": "max_completion_tokens",
+            },
+            {},
+            "max_completion_tokens",
+        ),
+    ],
+)
+async def test_the_provider_sends_the_output_limit_where_its_server_takes_it(
+    config: dict[str, Any], environ: dict[str, str], field: str
+) -> None:
+    """Decided from the base URL as it resolves (the environment's, if it names one)."""
+    sent: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, json={"choices": [{"message": {"content": "ok"}}]})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        settings = OpenAIProviderConfig(kind="openai", stream=False, **config)
+        provider = OpenAICompatProvider("p", settings, client, environ)
+        async with aclosing(provider.stream(REQUEST)) as stream:
+            [batch async for batch in stream]
+    (body,) = sent
+    assert body[field] == REQUEST.max_output_tokens
+    assert not ({"max_tokens", "max_completion_tokens"} - {field}) & body.keys()
 
 
 @pytest.mark.parametrize(
@@ -185,6 +251,110 @@ def test_an_error_chunk_raises() -> None:
     with pytest.raises(UpstreamErrorEvent) as caught:
         parser.feed(b'{"error": {"message": "overloaded", "type": "server_error"}}')
     assert caught.value.error_type == "server_error"
+
+
+def test_usage_in_the_last_choice_is_read() -> None:
+    # Moonshot's Kimi: usage inside the final chunk's choice, not beside it.
+    parser = ChunkParser(REQUEST)
+    parser.feed(chunk({"role": "assistant", "content": "po"}))
+    last = {
+        "model": "kimi-k2.7",
+        "choices": [
+            {
+                "index": 0,
+                "delta": {},
+                "finish_reason": "stop",
+                "usage": {"prompt_tokens": 900, "completion_tokens": 12, "cached_tokens": 512},
+            }
+        ],
+    }
+    parser.feed(json.dumps(last).encode())
+    parser.feed(b"[DONE]")
+    assert parser.end().usage == Usage(900, 512, 0, 12)
+
+
+def test_top_level_usage_wins_over_the_choice_usage() -> None:
+    parser = ChunkParser(REQUEST)
+    both = {
+        "choices": [
+            {"index": 0, "delta": {"content": "x"}, "usage": {"prompt_tokens": 1}},
+        ],
+        "usage": {"prompt_tokens": 30, "completion_tokens": 5},
+    }
+    parser.feed(json.dumps(both).encode())
+    assert parser.end().usage == Usage(30, 0, 0, 5)
+    whole = {
+        "choices": [{"message": {"content": "x"}, "usage": {"prompt_tokens": 1}}],
+        "usage": {"prompt_tokens": 30, "completion_tokens": 5},
+    }
+    end = parse_completion(whole, REQUEST)[-1]
+    assert isinstance(end, StreamEnd) and end.usage == Usage(30, 0, 0, 5)
+    kimi = {"choices": [{"message": {"content": "x"}, "usage": {"prompt_tokens": 9}}]}
+    end = parse_completion(kimi, REQUEST)[-1]
+    assert isinstance(end, StreamEnd) and end.usage == Usage(9, 0, 0, 0)
+
+
+def test_a_refusal_is_text_that_finishes_as_content_filter() -> None:
+    parser = ChunkParser(REQUEST)
+    # OpenAI's first chunk names the refusal field with nothing in it: no refusal yet.
+    assert parser.feed(chunk({"role": "assistant", "content": "", "refusal": None})) == ()
+    assert parser.feed(chunk({"refusal": "I'm sorry, "})) == (TextDelta("I'm sorry, "),)
+    assert parser.started
+    assert parser.feed(chunk({"refusal": "I can't help."})) == (TextDelta("I can't help."),)
+    parser.feed(chunk({}, finish="stop"))
+    assert parser.end().finish_reason == "content_filter"
+
+
+def test_a_delta_with_content_and_refusal_keeps_both_content_first() -> None:
+    parser = ChunkParser(REQUEST)
+    assert parser.feed(chunk({"content": "Well. ", "refusal": "No."})) == (TextDelta("Well. No."),)
+    assert parser.end().finish_reason == "content_filter"
+
+
+def test_a_refusal_cut_short_still_says_length() -> None:
+    parser = ChunkParser(REQUEST)
+    parser.feed(chunk({"refusal": "I can"}, finish="length"))
+    assert parser.end().finish_reason == "length"
+
+
+def test_no_refusal_finishes_as_the_server_says() -> None:
+    parser = ChunkParser(REQUEST)
+    parser.feed(chunk({"content": "Hi", "refusal": ""}, finish="stop"))
+    assert parser.end().finish_reason == "stop"
+
+
+def test_a_whole_refusal_finishes_as_content_filter() -> None:
+    body = {
+        "choices": [
+            {
+                "message": {"role": "assistant", "content": None, "refusal": "I can't."},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 3},
+    }
+    assert parse_completion(body, REQUEST) == [
+        TextDelta("I can't."),
+        StreamEnd("content_filter", Usage(9, 0, 0, 3), REQUEST.model),
+    ]
+    body["choices"][0]["message"] = {"content": "Sure.", "refusal": None}
+    assert parse_completion(body, REQUEST)[-1] == StreamEnd("stop", Usage(9, 0, 0, 3), "glm-5.2")
+
+
+def test_an_error_chunk_passes_its_code_on() -> None:
+    parser = ChunkParser(REQUEST)
+    error = {"message": "Rate limit reached", "type": "tokens", "code": "rate_limit_exceeded"}
+    with pytest.raises(UpstreamErrorEvent) as caught:
+        parser.feed(json.dumps({"error": error}).encode())
+    assert caught.value.error_type == "tokens"
+    assert caught.value.code == "rate_limit_exceeded"
+
+
+@pytest.mark.parametrize("data", [b"", b" ", b"\n"])
+def test_an_event_with_no_data_is_skipped(data: bytes) -> None:
+    parser = ChunkParser(REQUEST)
+    assert parser.feed(data) == ()
+    assert not parser.started and not parser.complete
 
 
 def test_missing_usage_is_estimated_and_reported() -> None:
@@ -309,3 +479,25 @@ async def test_an_error_in_a_read_comes_after_the_deltas_before_it() -> None:
         assert list(await anext(stream)) == [TextDelta("a"), TextDelta("b")]
         with pytest.raises(ProviderError, match="server_error"):
             await anext(stream)
+
+
+async def test_an_empty_data_field_does_not_fail_the_stream() -> None:
+    reads = [b"data:\n\n", text_chunk("a"), b"data: \n\n" + text_chunk("b") + b"data: [DONE]\n\n"]
+    async with streamed(reads) as stream:
+        events = [event async for batch in stream for event in batch]
+    assert events[:2] == [TextDelta("a"), TextDelta("b")]
+    assert isinstance(events[2], StreamEnd)
+
+
+async def test_a_rate_limit_error_before_the_first_token_is_a_429() -> None:
+    error = {
+        "message": "Rate limit reached for requests. Please try again in 20ms.",
+        "type": "requests",
+        "code": "rate_limit_exceeded",
+    }
+    async with streamed([sse({"error": error})]) as stream:
+        with pytest.raises(ProviderRateLimited) as caught:
+            await anext(stream)
+    assert caught.value.status == 429
+    assert caught.value.retry_after_s == pytest.approx(0.02)
+    assert "(rate_limit_exceeded)" in caught.value.message
