@@ -198,10 +198,8 @@ class BudgetStore(Protocol):
         amount_micro_usd: int,
         default: BudgetLimit,
     ) -> BudgetUsage:
-        """Add spend settled elsewhere (a call settled on a replica's local store while Redis
-        was unreachable) to the period's spend, whatever the limit: it has been spent. A hold
-        this store has under `charge_id` as a lease id (a reserve whose reply was lost before
-        the call was held elsewhere) is released by the same step.
+        """Add spend settled elsewhere (calls settled on a replica's local store while Redis
+        was unreachable) to the period's spend, whatever the limit: it has been spent.
 
         Idempotent by `charge_id`: a repeat (a retry after a lost reply) changes nothing."""
         ...

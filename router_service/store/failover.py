@@ -8,9 +8,11 @@ operation follows the policy; Redis stays in use):
 - `fail_open`: the operation runs on an in-process `MemoryStore` instead, so the service keeps
   serving; budgets and limits are then counted per replica (each replica may spend up to the
   limit on its own until Redis returns). Local spend starts from the last spend Redis reported.
-  What the calls held locally cost is added to Redis's spend once Redis is back, each call's
-  once (by its lease id), so the month's spend misses nothing spent during the outage; spend
-  still owed when the process stops (Redis down to the end) is logged, and is in the call log.
+  What the calls held locally cost is added to Redis's spend once Redis is back, summed per
+  app and month and sent under an id of its own, so that a retry after a lost reply adds it
+  once; the month's spend then misses nothing spent during the outage, and a long outage
+  costs no more memory than a sum per app. Spend still owed when the process stops (Redis
+  down to the end) is logged, and is in the call log.
 - `fail_closed`: `StoreUnavailable` (gRPC UNAVAILABLE) at once, without waiting on Redis again.
 
 Two kinds of write never go to the local store, whatever the policy: the settle of a hold
@@ -28,8 +30,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from redis.exceptions import ClusterError, RedisError, ResponseError
@@ -84,6 +87,35 @@ def _adding(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Charge:
+    charge_id: str
+    amount_micro_usd: int
+
+
+@dataclass(slots=True)
+class _Owed:
+    """An app's spend of one month settled on the local store and not yet in Redis: what is
+    being sent (`sealed`, resent under the same id until Redis takes it) and what came since."""
+
+    app: str
+    period: Period
+    default: BudgetLimit
+    open_micro_usd: int = 0
+    sealed: _Charge | None = None
+
+    def seal(self) -> _Charge:
+        """The charge to send now: the one already sealed, else all that is open."""
+        if self.sealed is None:
+            self.sealed = _Charge(f"outage-{uuid.uuid4().hex}", self.open_micro_usd)
+            self.open_micro_usd = 0
+        return self.sealed
+
+    @property
+    def total_micro_usd(self) -> int:
+        return self.open_micro_usd + (self.sealed.amount_micro_usd if self.sealed else 0)
+
+
 class FailoverStore:
     def __init__(
         self,
@@ -108,9 +140,9 @@ class FailoverStore:
         # (app, period) -> the last spend Redis reported, to seed local counting.
         self._last_spent: dict[tuple[str, str], int] = {}
         self._seeded: set[tuple[str, str]] = set()
-        # Spend settled on the local store, not yet added to Redis's: lease id -> (app, period,
-        # amount, the app's configured limit); and the task adding it.
-        self._owed: OrderedDict[str, tuple[str, Period, int, BudgetLimit]] = OrderedDict()
+        # Spend settled on the local store, not yet added to Redis's, per (app, month); and the
+        # task adding it.
+        self._owed: dict[tuple[str, str], _Owed] = {}
         self._repaying: asyncio.Task[None] | None = None
 
     @property
@@ -266,7 +298,11 @@ class FailoverStore:
             self._local_leases.discard(lease_id)
             local = await settle(self._local)
             if not local.replayed and actual_micro_usd > 0:
-                self._owed[lease_id] = (app, period, actual_micro_usd, default)
+                key = (app, period.name)
+                owed = self._owed.get(key)
+                if owed is None:
+                    owed = self._owed[key] = _Owed(app, period, default)
+                owed.open_micro_usd += actual_micro_usd
                 self._repay_soon()
             return local
         result = await self._run("budget settle", settle, local=False)
@@ -284,20 +320,27 @@ class FailoverStore:
             )
 
     async def _repay(self) -> None:
-        """Add the locally settled spend to Redis, one call's at a time, each by its lease id
-        (so a retry after a lost reply adds nothing); stops when Redis goes away again, to go
-        on when it is back."""
+        """Add the locally settled spend to Redis, a sum per app and month at a time, each sum
+        under an id of its own (a retry after a lost reply sends the same id, which adds
+        nothing); stops when Redis goes away again, to go on when it is back."""
         repaid: dict[str, int] = {}
         while self._owed and self._down_since is None:
-            lease_id, (app, period, amount, default) = next(iter(self._owed.items()))
+            key, owed = next(iter(self._owed.items()))
+            charge = owed.seal()
             try:
                 await self.add_spent(
-                    app, period, charge_id=lease_id, amount_micro_usd=amount, default=default
+                    owed.app,
+                    owed.period,
+                    charge_id=charge.charge_id,
+                    amount_micro_usd=charge.amount_micro_usd,
+                    default=owed.default,
                 )
             except StoreUnavailable:
                 break
-            self._owed.pop(lease_id, None)
-            repaid[app] = repaid.get(app, 0) + amount
+            owed.sealed = None
+            if not owed.open_micro_usd:
+                del self._owed[key]
+            repaid[owed.app] = repaid.get(owed.app, 0) + charge.amount_micro_usd
         for app, amount in repaid.items():
             log.info(
                 "app %s: %d micro-USD spent while Redis was unreachable added to its shared spend",
@@ -305,10 +348,15 @@ class FailoverStore:
                 amount,
             )
 
+    async def repayment(self, timeout_s: float | None = None) -> None:
+        """Wait (at most `timeout_s`) for the repayment under way, if one is."""
+        if self._repaying is not None and not self._repaying.done():
+            await asyncio.wait([self._repaying], timeout=timeout_s)
+
     @property
     def owed_micro_usd(self) -> int:
         """Spend settled on the local store not yet added to Redis's."""
-        return sum(amount for _, _, amount, _ in self._owed.values())
+        return sum(owed.total_micro_usd for owed in self._owed.values())
 
     async def shrink(self, app: str, period: Period, lease_id: str, amount_micro_usd: int) -> None:
         if lease_id in self._local_leases:
@@ -408,15 +456,15 @@ class FailoverStore:
         return await self._run("statistics read", lambda store: store.read_stats(app, period))
 
     async def aclose(self) -> None:
-        if self._repaying is not None and not self._repaying.done():
-            # Bounded: every store operation has its time limit, and the repayment stops at the
-            # first failure.
-            await asyncio.wait([self._repaying], timeout=self._timeout_s * 4)
+        # Bounded: every store operation has its time limit, and the repayment stops at the
+        # first failure.
+        await self.repayment(self._timeout_s * 4)
+        if self._repaying is not None:
             self._repaying.cancel()
         if self._owed:
             owed: dict[str, int] = {}
-            for app, _, amount, _ in self._owed.values():
-                owed[app] = owed.get(app, 0) + amount
+            for debt in self._owed.values():
+                owed[debt.app] = owed.get(debt.app, 0) + debt.total_micro_usd
             log.error(
                 "spend settled while Redis was unreachable and not yet added to Redis's is lost "
                 "from the shared budgets (the call log has every call's cost): %s",

@@ -211,10 +211,6 @@ class MemoryStore:
         budget = self._budget(app, period)
         if charge_id not in budget.charges:
             budget.charges.add(charge_id)
-            held = budget.holds.pop(charge_id, None)
-            if held is not None:
-                budget.reserved -= held[0]
-            budget.expired.pop(charge_id, None)
             budget.spent += amount_micro_usd
         return self._usage(app, budget, default)
 

@@ -182,8 +182,9 @@ class RedisStore:
         default: BudgetLimit,
     ) -> BudgetUsage:
         limit, soft = _limit_args(default)
+        keys = self._keys
         _added, *usage = await self._add_spent(
-            self._budget_keys(app, period),
+            [keys.budget(app, period.name), keys.budget_limit(app)],
             [charge_id, amount_micro_usd, limit, soft, period.expire_at],
         )
         return _usage(*usage)

@@ -13,7 +13,7 @@ run must change nothing. A budget hash holds, per lease, `h:<id>` (the live hold
 lease has run out, `x:<id>` (the hold was released; a late settle may still record the cost).
 A reserve that finds either field was already granted; a settle that finds neither was already
 applied. `x:` markers are forgotten a day after the lease ran out. Spend a replica settled on
-its local store during an outage is added under the call's lease id once, marked `c:<id>`.
+its local store during an outage is added once per charge id, marked `c:<id>`.
 
 The request path sends two scripts per call: `ADMIT` at the request's arrival (its rate-limit
 take and its budget hold, both or neither) and `BUDGET_SETTLE_CHARGE` after it (the settle and
@@ -304,33 +304,25 @@ return gone
 
 # KEYS: budget hash, lease zset, limit hash. ARGV: default limit, default soft threshold.
 # Returns {spent, reserved, limit, soft, overridden}.
-# Spend settled elsewhere, added to the period's spend once per charge id: the calls a replica
-# held and settled on its local store while Redis was unreachable (`fail_open`), counted here
-# once Redis is back; the charge id is the call's lease id. A hold Redis has under that lease
-# (the replica's request timed out, then Redis ran it) is released by the same step. The
-# `c:<id>` marker lives as long as the budget hash (to the end of its period).
-# KEYS: budget hash, lease zset, limit hash.
+# Spend settled elsewhere, added to the period's spend once per charge id: what a replica's
+# calls cost on its local store while Redis was unreachable (`fail_open`), counted here once
+# Redis is back. The `c:<id>` marker lives as long as the budget hash (to the end of its
+# period).
+# KEYS: budget hash, limit hash.
 # ARGV: charge id, amount, default limit, default soft threshold, expire_at.
 # Returns {added (1; 0: a repeat, nothing changed), spent, reserved, limit, soft, overridden}.
 BUDGET_ADD_SPENT = _script(
     "budget_add_spent_v1",
     """
-local budget, id = KEYS[1], ARGV[1]
-local v = redis.call('HMGET', budget, 'c:' .. id, 'h:' .. id, 'x:' .. id)
-local added = 0
-if not v[1] then
-  added = 1
-  local fresh = redis.call('EXISTS', budget) == 0
-  redis.call('HSET', budget, 'c:' .. id, 1)
-  if v[2] or v[3] then
-    settle_hold(budget, KEYS[2], KEYS[3], id, ARGV[2], ARGV[3], ARGV[4])
-  else
-    redis.call('HINCRBY', budget, 'spent', tonumber(ARGV[2]))
-  end
+local budget = KEYS[1]
+local fresh = redis.call('EXISTS', budget) == 0
+local added = redis.call('HSETNX', budget, 'c:' .. ARGV[1], 1)
+if added == 1 then
+  redis.call('HINCRBY', budget, 'spent', tonumber(ARGV[2]))
   if fresh then redis.call('EXPIREAT', budget, ARGV[5]) end
 end
 local spent, reserved = counters(budget)
-local limit, soft, overridden = limit_in_force(KEYS[3], ARGV[3], ARGV[4])
+local limit, soft, overridden = limit_in_force(KEYS[2], ARGV[3], ARGV[4])
 return {added, spent, reserved, limit, soft, overridden}
 """,
 )

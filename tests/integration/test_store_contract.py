@@ -271,22 +271,6 @@ async def test_spend_added_from_elsewhere_counts_once_and_past_the_limit(store: 
     assert not (await reserve(store, "l2", 1)).granted
 
 
-async def test_spend_added_under_a_held_lease_releases_the_hold_once(store: Store) -> None:
-    # The reserve's reply was lost, the call was held and settled elsewhere: its spend, added
-    # under its lease id, releases the hold this store still has.
-    await reserve(store, "lost", 600)
-    usage = await store.add_spent(
-        "a", PERIOD, charge_id="lost", amount_micro_usd=200, default=LIMIT
-    )
-    assert (usage.spent_micro_usd, usage.reserved_micro_usd) == (200, 0)
-    again = await store.add_spent(
-        "a", PERIOD, charge_id="lost", amount_micro_usd=200, default=LIMIT
-    )
-    assert (again.spent_micro_usd, again.reserved_micro_usd) == (200, 0)
-    # Its settle, should one come, is a replay.
-    assert (await settle(store, "lost", 200)).replayed
-
-
 async def test_spend_added_to_a_new_period_expires_with_it(redis_url_fixture: str) -> None:
     async with redis_store(redis_url_fixture) as (store, client, prefix):
         soon = Period("2026-12", expire_at=int(time.time()) + 3600)

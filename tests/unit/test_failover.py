@@ -11,11 +11,13 @@ from router_service.errors import StoreUnavailable
 from router_service.store import (
     AdmitResult,
     BudgetLimit,
+    BudgetUsage,
     FailoverStore,
     HoldRequest,
     MemoryStore,
     Period,
     RateTake,
+    ReserveResult,
     SettleResult,
     TokenCharge,
 )
@@ -96,3 +98,56 @@ async def test_admissions_follow_the_policy_and_local_holds_settle_locally() -> 
     closed = FailoverStore(Unreachable(), MemoryStore(), policy="fail_closed", timeout_s=0.5)
     with pytest.raises(StoreUnavailable):
         await admit(closed, "l1")
+
+
+class LosesAReply(MemoryStore):
+    """Unreachable while `down`; and the first `add_spent` runs but its reply is lost."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+        self.lost = False
+
+    async def reserve(self, *args: object, **kwargs: object) -> ReserveResult:  # type: ignore[override]
+        if self.down:
+            raise ConnectionError("refused")
+        return await super().reserve(*args, **kwargs)  # type: ignore[arg-type]
+
+    async def add_spent(self, *args: object, **kwargs: object) -> BudgetUsage:  # type: ignore[override]
+        usage = await super().add_spent(*args, **kwargs)  # type: ignore[arg-type]
+        if not self.lost:
+            self.lost = True
+            raise ConnectionError("reply lost")
+        return usage
+
+
+async def test_outage_spend_reaches_redis_once_even_when_a_reply_is_lost() -> None:
+    now = [0.0]
+    primary = LosesAReply()
+    store = FailoverStore(
+        primary, MemoryStore(), policy="fail_open", timeout_s=0.5, clock=lambda: now[0]
+    )
+    limit = BudgetLimit(1_000)
+
+    async def spend_locally(lease: str, amount: int) -> None:
+        held = await store.reserve(
+            "a", PERIOD, lease_id=lease, amount_micro_usd=100, lease_ms=60_000, default=limit
+        )
+        assert held.granted and not store.available
+        await store.settle("a", PERIOD, lease_id=lease, actual_micro_usd=amount, default=limit)
+
+    async def come_back() -> None:
+        primary.down = False
+        now[0] += 10  # past the next probe
+        await store.budget_usage("a", PERIOD, limit)  # the probe that finds Redis back
+        await store.repayment()
+
+    await spend_locally("l1", 30)
+    await come_back()  # the repayment runs, but its reply is lost: Redis is down again
+    assert store.owed_micro_usd == 30 and not store.available
+    primary.down = True
+    await spend_locally("l2", 20)
+    assert store.owed_micro_usd == 50
+    await come_back()  # the same charge again (a repeat, adding nothing), then the rest
+    assert store.owed_micro_usd == 0
+    assert (await primary.budget_usage("a", PERIOD, limit)).spent_micro_usd == 50
