@@ -3,6 +3,9 @@
 One `httpx.AsyncClient` (one connection pool for every provider), the providers, the pipeline
 and the servicers are built here and nowhere else, and closed here on shutdown. SIGTERM turns
 health to NOT_SERVING, refuses new calls, and gives in-flight streams the grace period to finish.
+With `server.tls` the port speaks TLS only; `server.health_listen` adds a plaintext port with
+nothing but the health service (the same instance, so it reports the drain too) for probes that
+cannot speak TLS.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+import grpc
 import httpx
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -42,6 +46,7 @@ from router_service.store import RedisClient
 from router_service.store.connect import connect
 from router_service.telemetry import Telemetry
 from router_service.telemetry.sdk import configure_sdk
+from router_service.tls import server_credentials
 
 __all__ = ["RouterServer", "serve"]
 
@@ -95,8 +100,11 @@ class RouterServer:
         self._released = False
         self._router: RouterServicer | None = None
         self._server: aio.Server | None = None
+        # The plaintext health-only server on `server.health_listen`, when configured.
+        self._health_server: aio.Server | None = None
         self.health = HealthServicer()
         self.port: int | None = None
+        self.health_port: int | None = None
 
     async def start(self, listen: str | None = None) -> int:
         """Bind, start serving, and return the bound port (useful with port 0). A failure
@@ -109,6 +117,8 @@ class RouterServer:
 
     async def _start(self, listen: str | None) -> int:
         config = self.config
+        # First: a certificate that cannot be used stops the start before anything connects.
+        credentials = None if config.server.tls is None else server_credentials(config.server.tls)
         self._http = build_http_client(config.providers, self._environ)
         self.providers = build_providers(config.providers, self._http, self._environ)
         if self.redis_url is not None:
@@ -181,16 +191,18 @@ class RouterServer:
             ),
             server,
         )
-        address = listen or config.server.listen
-        try:
-            port = server.add_insecure_port(address)
-        except RuntimeError:  # gRPC's way of saying the address is taken or not ours
-            port = 0
-        if port == 0:
-            raise OSError(f"cannot listen on {address}: in use, or not an address of this host")
+        port = _bind(server, listen or config.server.listen, credentials)
+        health_server = None
+        if config.server.health_listen is not None:
+            health_server = aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, health_server)
+            self.health_port = _bind(health_server, config.server.health_listen, None)
         await server.start()
         self._server = server
         self.port = port
+        if health_server is not None:
+            await health_server.start()
+            self._health_server = health_server
         for service in ("", ROUTER_SERVICE, ADMIN_SERVICE):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         return port
@@ -209,6 +221,13 @@ class RouterServer:
         if self._released:
             return
         self._released = True
+        # The health port stops only now, after `stop` drained the main server, so probes see
+        # NOT_SERVING for the whole drain; the main server is still here only when a start
+        # failed after it began serving.
+        for server in (self._server, self._health_server):
+            if server is not None:
+                await server.stop(0)
+        self._server = self._health_server = None
         if self._router is not None:
             # Calls the drain cut off are costed and recorded by their own cleanup; it must
             # finish before the accounting and the store it uses close.
@@ -231,6 +250,20 @@ class RouterServer:
     async def wait(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
+
+
+def _bind(server: aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    """The port bound at `address`, with TLS when `credentials` are given."""
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:  # gRPC's way of saying the address is taken or not ours
+        port = 0
+    if port == 0:
+        raise OSError(f"cannot listen on {address}: in use, or not an address of this host")
+    return port
 
 
 async def serve(
@@ -262,12 +295,21 @@ async def serve(
     gc.freeze()
     port = await server.start(listen)
     address = (listen or config.server.listen).rpartition(":")[0]
+    tls = config.server.tls
+    transport = "" if tls is None else " over mutual TLS" if tls.client_ca_file else " over TLS"
     log.info(
-        "serving on %s:%d (SERVING after %.0f ms)",
+        "serving on %s:%d%s (SERVING after %.0f ms)",
         address,
         port,
+        transport,
         (time.perf_counter() - started) * 1000,
     )
+    if config.server.health_listen is not None:
+        log.info(
+            "health checks in plaintext on %s:%d",
+            config.server.health_listen.rpartition(":")[0],
+            server.health_port,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from router_service.cli.client import add_connection_arguments
+from router_service.cli.client import add_connection_arguments, open_channel
 
 # The embedded defaults' local admin key; real deployments set LLM_ROUTER_ADMIN_KEY.
 DEFAULT_ADMIN_KEY = "demo-admin-key"
@@ -26,7 +26,7 @@ def admin_call(args: argparse.Namespace, method: str, request: Any) -> Any | Non
     from router_service._proto import router_pb2_grpc
 
     metadata = (("authorization", f"Bearer {args.key}"),)
-    with grpc.insecure_channel(args.target) as channel:
+    with open_channel(args) as channel:
         stub = router_pb2_grpc.AdminStub(channel)
         try:
             return getattr(stub, method)(request, metadata=metadata, timeout=args.timeout)

@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from router_service.cli.client import add_tls_arguments, open_channel
+
 if TYPE_CHECKING:
     from router_service.calllog.entries import LogEntry
     from router_service.calllog.reader import LogScan
@@ -119,6 +121,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         default=os.environ.get("LLM_ROUTER_ADMIN_KEY", DEFAULT_ADMIN_KEY),
         help="admin key for --target (env LLM_ROUTER_ADMIN_KEY, default: the local one)",
     )
+    add_tls_arguments(report)
     report.set_defaults(run=_report)
 
 
@@ -221,7 +224,7 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _budgets(report: Report, target: str, admin_key: str) -> dict[str, float]:
+def _budgets(report: Report, args: argparse.Namespace) -> dict[str, float]:
     """Fill in each app's budget from the server's Admin.GetBudget; each limited app's soft
     threshold (a share of the limit) is returned for the chart."""
     import asyncio
@@ -236,8 +239,8 @@ def _budgets(report: Report, target: str, admin_key: str) -> dict[str, float]:
     soft: dict[str, float] = {}
 
     async def fetch() -> None:
-        metadata = (("authorization", f"Bearer {admin_key}"),)
-        async with aio.insecure_channel(target) as channel:
+        metadata = (("authorization", f"Bearer {args.admin_key}"),)
+        async with open_channel(args, use_aio=True) as channel:
             admin = router_pb2_grpc.AdminStub(channel)
             for name, summary in report.apps.items():
                 try:
@@ -248,7 +251,7 @@ def _budgets(report: Report, target: str, admin_key: str) -> dict[str, float]:
                     if exc.code() == grpc.StatusCode.NOT_FOUND:
                         continue
                     report.budget_note = (
-                        f"budget state not available from {target}: "
+                        f"budget state not available from {args.target}: "
                         f"{exc.code().name}: {exc.details()}"
                     )
                     return
@@ -280,7 +283,7 @@ def _report(args: argparse.Namespace) -> int:
     report.malformed = scan.malformed
     soft: dict[str, float] = {}
     if args.target:
-        soft = _budgets(report, args.target, args.admin_key)
+        soft = _budgets(report, args)
     else:
         report.budget_note = "budget: this month's spend from the log; --target shows limits"
     sys.stdout.write(f"call log: {_source(args)}\n\n" + render(report))

@@ -1,11 +1,17 @@
-"""`llm-router route` and `llm-router explain`: a client for trying the service by hand."""
+"""`llm-router route` and `llm-router explain`: a client for trying the service by hand, and
+the connection options and channel every command that calls the router shares."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from typing import Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TextIO, overload
+
+if TYPE_CHECKING:
+    import grpc
+    from grpc import aio
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 # The embedded defaults' local development key; real deployments set LLM_ROUTER_KEY.
@@ -62,7 +68,7 @@ def add_connection_arguments(
     default_key: str = DEFAULT_KEY,
     role: str = "app",
 ) -> None:
-    """--target and --key, shared by every command that calls the router."""
+    """--target, --key and the TLS options, shared by every command that calls the router."""
     parser.add_argument(
         "--target",
         default=os.environ.get("LLM_ROUTER_TARGET", DEFAULT_TARGET),
@@ -73,6 +79,94 @@ def add_connection_arguments(
         default=os.environ.get(key_env, default_key),
         help=f"{role} key (env {key_env}, default: the local development key {default_key})",
     )
+    add_tls_arguments(parser)
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
+def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    """--tls-ca (TLS on), --tls-cert and --tls-key (a client certificate for mutual TLS)."""
+    parser.add_argument(
+        "--tls-ca",
+        type=Path,
+        default=_env_path("LLM_ROUTER_TLS_CA"),
+        metavar="FILE",
+        help="PEM certificate of the CA that signed the router's certificate: connect with TLS "
+        "(env LLM_ROUTER_TLS_CA; default: plaintext, for a local router or behind a mesh)",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=_env_path("LLM_ROUTER_TLS_CERT"),
+        metavar="FILE",
+        help="PEM client certificate (chain) for a router that requires mutual TLS; goes with "
+        "--tls-key and --tls-ca (env LLM_ROUTER_TLS_CERT)",
+    )
+    parser.add_argument(
+        "--tls-key",
+        type=Path,
+        default=_env_path("LLM_ROUTER_TLS_KEY"),
+        metavar="FILE",
+        help="PEM private key of --tls-cert (env LLM_ROUTER_TLS_KEY)",
+    )
+
+
+def _usage_error(message: str) -> NoReturn:
+    # As argparse ends a command whose options are wrong, wherever the options are first used.
+    print(f"llm-router: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _read_pem(path: Path, option: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        _usage_error(f"{option}: cannot read {path}: {exc.strerror}")
+    if b"-----BEGIN " not in data:
+        _usage_error(f"{option}: {path} is not a PEM file")
+    return data
+
+
+def _channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """TLS credentials from --tls-ca/--tls-cert/--tls-key; None: plaintext."""
+    import grpc
+
+    client_pair = (args.tls_cert, args.tls_key)
+    if args.tls_ca is None:
+        if client_pair != (None, None):
+            _usage_error("--tls-cert and --tls-key need --tls-ca (they are for TLS)")
+        return None
+    if None in client_pair and client_pair != (None, None):
+        _usage_error("give both --tls-cert and --tls-key, or neither")
+    root = _read_pem(args.tls_ca, "--tls-ca")
+    if args.tls_cert is None:
+        return grpc.ssl_channel_credentials(root)
+    return grpc.ssl_channel_credentials(
+        root, _read_pem(args.tls_key, "--tls-key"), _read_pem(args.tls_cert, "--tls-cert")
+    )
+
+
+@overload
+def open_channel(args: argparse.Namespace, *, use_aio: Literal[False] = False) -> grpc.Channel: ...
+@overload
+def open_channel(args: argparse.Namespace, *, use_aio: Literal[True]) -> aio.Channel: ...
+def open_channel(args: argparse.Namespace, *, use_aio: bool = False) -> grpc.Channel | aio.Channel:
+    """A channel to --target (a grpc.aio one with `use_aio`): TLS when --tls-ca is given, else
+    plaintext. A TLS option that cannot be used ends the command, naming the option."""
+    import grpc
+    from grpc import aio
+
+    credentials = _channel_credentials(args)
+    if use_aio:
+        if credentials is None:
+            return aio.insecure_channel(args.target)
+        return aio.secure_channel(args.target, credentials)
+    if credentials is None:
+        return grpc.insecure_channel(args.target)
+    return grpc.secure_channel(args.target, credentials)
 
 
 def _request(args: argparse.Namespace) -> Any:
@@ -145,7 +239,7 @@ def _call(args: argparse.Namespace, explain: bool) -> int:
 
     out = sys.stdout
     metadata = (("authorization", f"Bearer {args.key}"),)
-    with grpc.insecure_channel(args.target) as channel:
+    with open_channel(args) as channel:
         stub = router_pb2_grpc.RouterStub(channel)
         try:
             if explain:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,16 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         config = load_config(args.config)
-        asyncio.run(serve(config, args.listen, when_serving=_demo if args.demo else None))
+        demo = args.demo
+        if demo and config.server.tls is not None and not os.environ.get("LLM_ROUTER_TLS_CA"):
+            # The demo call is a client like any other: over TLS it needs the CA to trust.
+            print(
+                "llm-router: --demo skipped: server.tls is on; set LLM_ROUTER_TLS_CA to the CA "
+                "that signed its certificate",
+                file=sys.stderr,
+            )
+            demo = False
+        asyncio.run(serve(config, args.listen, when_serving=_demo if demo else None))
     except ConfigError as exc:
         print(f"llm-router: {exc}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from router_service.cli.client import add_connection_arguments
+from router_service.cli.client import add_connection_arguments, open_channel
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
@@ -68,7 +68,7 @@ def _feedback(args: argparse.Namespace) -> int:
     request = pb.FeedbackRequest(
         request_id=args.request_id, score=args.score, label=args.label, comment=args.comment
     )
-    with grpc.insecure_channel(args.target) as channel:
+    with open_channel(args) as channel:
         try:
             router_pb2_grpc.RouterStub(channel).Feedback(request, metadata=metadata, timeout=30)
         except grpc.RpcError as exc:
@@ -176,7 +176,7 @@ async def _replay(args: argparse.Namespace, rows: list[dict[str, Any]]) -> _Tall
                 error = f"{exc.code().name}: {exc.details()}"
                 tally.errors[error] = tally.errors.get(error, 0) + 1
 
-    async with aio.insecure_channel(args.target) as channel:
+    async with open_channel(args, use_aio=True) as channel:
         router = router_pb2_grpc.RouterStub(channel)
         await asyncio.gather(*(worker(router) for _ in range(args.concurrency)))
     return tally

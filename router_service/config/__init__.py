@@ -64,6 +64,7 @@ __all__ = [
     "TaskConfig",
     "TaskOverride",
     "Tier",
+    "TlsConfig",
     "load_config",
     "resolve_secret",
 ]
@@ -168,6 +169,24 @@ class LimitsConfig(Frozen):
     max_metadata_entries: Annotated[int, Field(ge=0)] = 64
 
 
+class TlsConfig(Frozen):
+    """TLS on the gRPC port: app and admin keys travel as metadata, so without a service mesh
+    the port must not be plaintext.
+
+    The files are mounted secrets, never inline PEM: they are read at start-up (a file that
+    cannot be used stops the start) and again whenever one changes, so a certificate rotated
+    in place (cert-manager) reaches new connections without a restart.
+    """
+
+    # PEM certificate chain: the server's certificate first, then any intermediates.
+    cert_file: Path
+    # PEM private key of that certificate (not encrypted).
+    key_file: Path
+    # PEM CA certificate(s); set: mutual TLS, every client must present a certificate it
+    # signed.
+    client_ca_file: Path | None = None
+
+
 class ServerConfig(Frozen):
     listen: str = "127.0.0.1:50051"
     # SIGTERM: how long in-flight streams get to finish.
@@ -175,14 +194,28 @@ class ServerConfig(Frozen):
     # SIGTERM: how long health reports NOT_SERVING while new calls are still served, so load
     # balancers (Kubernetes endpoints) stop sending them before the server starts refusing.
     drain_delay_s: Annotated[float, Field(ge=0)] = 0.0
+    # None: plaintext (behind a mesh that encrypts, or on a laptop).
+    tls: TlsConfig | None = None
+    # A second, plaintext port serving only the standard health service (the same states,
+    # drain included), for probes that cannot speak TLS such as Kubernetes' gRPC probes.
+    health_listen: str | None = None
 
-    @field_validator("listen")
+    @field_validator("listen", "health_listen")
     @classmethod
-    def _host_port(cls, value: str) -> str:
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:50051 or [::]:50051")
         return value
+
+    @model_validator(mode="after")
+    def _two_ports(self) -> ServerConfig:
+        # Port 0 (any free port, as in tests) may repeat; a fixed port cannot serve both.
+        if self.health_listen == self.listen and not self.listen.endswith(":0"):
+            raise ValueError("health_listen must be another address than listen")
+        return self
 
 
 class ClassifierConfig(Frozen):
