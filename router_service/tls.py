@@ -57,6 +57,14 @@ def _no_password() -> bytes:
     return b""
 
 
+def _check_certificates(context: ssl.SSLContext, pem: bytes, named: str) -> None:
+    """`ConfigError` naming the file (`named`) unless `pem` holds valid PEM certificates."""
+    try:
+        context.load_verify_locations(cadata=pem.decode("ascii", "replace"))
+    except ssl.SSLError:
+        raise ConfigError(f"{named} holds no valid PEM certificate") from None
+
+
 class CertificateFiles:
     """The files of `server.tls` as gRPC certificate configurations, re-read when they change."""
 
@@ -114,12 +122,7 @@ class CertificateFiles:
         # module checks the same things now. It reads the files again: a change in between is
         # newer than the stamps taken before reading, so the next fetch loads it again.
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        try:
-            context.load_verify_locations(cadata=chain.decode("ascii", "replace"))
-        except ssl.SSLError:
-            raise ConfigError(
-                f"TLS certificate file {config.cert_file} holds no valid PEM certificate"
-            ) from None
+        _check_certificates(context, chain, f"TLS certificate file {config.cert_file}")
         try:
             context.load_cert_chain(config.cert_file, config.key_file, password=_no_password)
         except ssl.SSLError as exc:
@@ -134,12 +137,7 @@ class CertificateFiles:
                 f"{config.key_file}: {exc.strerror}"
             ) from None
         if client_ca is not None:
-            try:
-                context.load_verify_locations(cadata=client_ca.decode("ascii", "replace"))
-            except ssl.SSLError:
-                raise ConfigError(
-                    f"TLS client CA file {config.client_ca_file} holds no valid PEM certificate"
-                ) from None
+            _check_certificates(context, client_ca, f"TLS client CA file {config.client_ca_file}")
         return grpc.ssl_server_certificate_configuration([(key, chain)], client_ca)
 
 
