@@ -167,6 +167,7 @@ class RouterServer:
             pipeline,
             config.limits,
             tracing=self.telemetry.tracing,
+            metrics=self.telemetry.metrics,
             feedback=loop.feedback,
         )
         register(

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import NoReturn, TypeVar
 
+import grpc
 from google.protobuf.message import Message
 from grpc import aio
 
@@ -22,6 +23,7 @@ from router_service.config import LimitsConfig
 from router_service.errors import InternalError, InvalidRequest, RouterError, StoreUnavailable
 from router_service.pipeline import Pipeline
 from router_service.telemetry.attributes import APP
+from router_service.telemetry.metrics import RouterMetrics
 from router_service.telemetry.tracing import CallTrace, Tracing
 
 __all__ = ["RouterServicer"]
@@ -36,16 +38,41 @@ MALFORMED = "the request is not a valid message of this RPC (bad protobuf or inv
 SERVICE = pb.DESCRIPTOR.services_by_name["Router"].full_name
 
 
-async def _fail(context: Context, trace: CallTrace, error: RouterError) -> NoReturn:
-    trace.fail(error, status_code(error).value[0])
+_CANCELLED = grpc.StatusCode.CANCELLED.value[0]
+
+
+class _Rpc:
+    """One RPC as it is observed: its trace, and what `rpc.server.duration` records when it
+    ends (its status, and the calling app once authenticated)."""
+
+    __slots__ = ("_metrics", "app", "code", "method", "started", "trace")
+
+    def __init__(self, trace: CallTrace, method: str, metrics: RouterMetrics | None) -> None:
+        self.trace = trace
+        self.method = method
+        self._metrics = metrics
+        self.started = time.perf_counter()
+        self.app: str | None = None
+        self.code = 0  # OK until something says otherwise
+
+    def end(self) -> None:
+        self.trace.end()
+        if self._metrics is not None:
+            elapsed = time.perf_counter() - self.started
+            self._metrics.rpc(SERVICE, self.method, self.code, self.app, elapsed)
+
+
+async def _fail(context: Context, rpc: _Rpc, error: RouterError) -> NoReturn:
+    rpc.code = status_code(error).value[0]
+    rpc.trace.fail(error, rpc.code)
     await abort(context, error)
 
 
-async def _fail_unexpectedly(context: Context, trace: CallTrace, rpc: str) -> NoReturn:
+async def _fail_unexpectedly(context: Context, rpc: _Rpc) -> NoReturn:
     """End the RPC with INTERNAL for an error nobody raised on purpose: its text may carry
     anything (a prompt, a key), so it goes to the log, and the caller learns only the fact."""
-    log.exception("%s failed on an unexpected error", rpc)
-    await _fail(context, trace, InternalError(f"{rpc}: internal error (logged by the router)"))
+    log.exception("%s failed on an unexpected error", rpc.method)
+    await _fail(context, rpc, InternalError(f"{rpc.method}: internal error (logged by the router)"))
 
 
 class RouterServicer:
@@ -56,12 +83,14 @@ class RouterServicer:
         limits: LimitsConfig,
         *,
         tracing: Tracing | None = None,
+        metrics: RouterMetrics | None = None,
         feedback: FeedbackRecorder | None = None,
     ) -> None:
         self._auth = auth
         self._pipeline = pipeline
         self._limits = limits
         self._tracing = tracing or Tracing()
+        self._metrics = metrics
         self._feedback = feedback
         # The streams in flight (their producer tasks), for `drain`.
         self._streams: set[asyncio.Task[None]] = set()
@@ -72,10 +101,15 @@ class RouterServicer:
         while self._streams:
             await asyncio.gather(*self._streams, return_exceptions=True)
 
-    def _caller(self, trace: CallTrace, metadata: Metadata, request: M | None) -> tuple[App, M]:
-        """The calling app (noted on the RPC's span) and its request, once that parsed."""
+    def _start(self, method: str, metadata: Metadata) -> _Rpc:
+        return _Rpc(self._tracing.start_rpc(SERVICE, method, metadata), method, self._metrics)
+
+    def _caller(self, rpc: _Rpc, metadata: Metadata, request: M | None) -> tuple[App, M]:
+        """The calling app (noted on the RPC's span and metric) and its request, once that
+        parsed."""
         app = self._auth.app(metadata)
-        trace.set(APP, app.name)
+        rpc.app = app.name
+        rpc.trace.set(APP, app.name)
         if request is None:
             raise InvalidRequest(MALFORMED)
         return app, request
@@ -85,9 +119,10 @@ class RouterServicer:
     ) -> AsyncIterator[pb.RouteEvent]:
         arrived_at = time.perf_counter()
         metadata = context.invocation_metadata()
-        trace = self._tracing.start_rpc(SERVICE, "Route", metadata)
+        rpc = self._start("Route", metadata)
+        trace = rpc.trace
         try:
-            app, request = self._caller(trace, metadata, request)
+            app, request = self._caller(rpc, metadata, request)
             chat = validate_route_request(request, self._limits)
             call = await self._pipeline.route(app, chat, trace=trace, arrived_at=arrived_at)
             plan = call.plan
@@ -116,35 +151,42 @@ class RouterServicer:
             assert call.summary is not None
             yield done_event(call.summary, chat.request_id)
         except RouterError as exc:
-            await _fail(context, trace, exc)
+            await _fail(context, rpc, exc)
+        except asyncio.CancelledError:
+            rpc.code = _CANCELLED
+            raise
         except Exception:
-            await _fail_unexpectedly(context, trace, "Route")
+            await _fail_unexpectedly(context, rpc)
         finally:
-            trace.end()
+            rpc.end()
 
     async def Explain(self, request: pb.RouteRequest | None, context: Context) -> pb.RouteDecision:
         metadata = context.invocation_metadata()
-        trace = self._tracing.start_rpc(SERVICE, "Explain", metadata)
+        rpc = self._start("Explain", metadata)
+        trace = rpc.trace
         try:
-            app, request = self._caller(trace, metadata, request)
+            app, request = self._caller(rpc, metadata, request)
             chat = validate_route_request(request, self._limits)
             plan = await self._pipeline.plan(app, chat, trace=trace, explore=False)
             trace.set_decision(plan.decision, chat.request_id)
             return decision_message(plan, chat.request_id)
         except RouterError as exc:
-            await _fail(context, trace, exc)
+            await _fail(context, rpc, exc)
+        except asyncio.CancelledError:
+            rpc.code = _CANCELLED
+            raise
         except Exception:
-            await _fail_unexpectedly(context, trace, "Explain")
+            await _fail_unexpectedly(context, rpc)
         finally:
-            trace.end()
+            rpc.end()
 
     async def Feedback(
         self, request: pb.FeedbackRequest | None, context: Context
     ) -> pb.FeedbackResponse:
         metadata = context.invocation_metadata()
-        trace = self._tracing.start_rpc(SERVICE, "Feedback", metadata)
+        rpc = self._start("Feedback", metadata)
         try:
-            app, request = self._caller(trace, metadata, request)
+            app, request = self._caller(rpc, metadata, request)
             validate_feedback_request(request)
             if self._feedback is None:
                 raise StoreUnavailable("feedback is not recorded: the call log is disabled")
@@ -153,8 +195,11 @@ class RouterServicer:
             )
             return pb.FeedbackResponse(accepted=True)
         except RouterError as exc:
-            await _fail(context, trace, exc)
+            await _fail(context, rpc, exc)
+        except asyncio.CancelledError:
+            rpc.code = _CANCELLED
+            raise
         except Exception:
-            await _fail_unexpectedly(context, trace, "Feedback")
+            await _fail_unexpectedly(context, rpc)
         finally:
-            trace.end()
+            rpc.end()

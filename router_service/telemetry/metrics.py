@@ -43,12 +43,34 @@ GATEWAY_OVERHEAD = "llm_router.gateway.overhead"
 CALLLOG_DROPPED = "llm_router.calllog.dropped"
 SHADOW_CALLS = "llm_router.shadow.calls"
 ALERTS = "llm_router.alerts"
+# The RPC conventions this service's server spans follow (rpc.system, .service, .method).
+RPC_SERVER_DURATION = "rpc.server.duration"
 
 # Bucket boundaries the GenAI conventions recommend.
 _TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 _DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48)
 # The gateway's own share is sub-millisecond to a few milliseconds.
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064)
+
+# RPCs in milliseconds: a refusal takes well under one, a streamed answer up to minutes.
+_RPC_MS_BUCKETS = (
+    1,
+    2.5,
+    5,
+    10,
+    25,
+    50,
+    100,
+    250,
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    30_000,
+    60_000,
+    300_000,
+)
 
 _SCOPE = "router_service"
 _MS = 1000.0
@@ -92,12 +114,31 @@ class RouterMetrics:
             description="Calls with prompt-cache reads (kind=prompt) or served from the "
             "response cache (kind=response)",
         )
+        self._rpc_duration = meter.create_histogram(
+            RPC_SERVER_DURATION,
+            unit="ms",
+            description="Duration of each RPC this server handled, by status and calling app",
+            explicit_bucket_boundaries_advisory=_RPC_MS_BUCKETS,
+        )
         self._overhead = meter.create_histogram(
             GATEWAY_OVERHEAD,
             unit="s",
             description="Time the gateway itself adds to the time to first token",
             explicit_bucket_boundaries_advisory=_OVERHEAD_BUCKETS,
         )
+
+    def rpc(self, service: str, method: str, code: int, app: str | None, seconds: float) -> None:
+        """One RPC ended with gRPC status `code` after `seconds` (`app`: the caller, once
+        authenticated): refusals of every kind, per app, whether or not a call was made."""
+        attributes: dict[str, AttributeValue] = {
+            a.RPC_SYSTEM: "grpc",
+            a.RPC_SERVICE: service,
+            a.RPC_METHOD: method,
+            a.RPC_GRPC_STATUS_CODE: code,
+        }
+        if app is not None:
+            attributes[a.APP] = app
+        self._rpc_duration.record(seconds * 1000, attributes)
 
     def observe(self, record: CallRecord) -> None:
         decision = record.decision

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc import aio
 
 from router_service._proto import router_pb2 as pb
 from router_service.telemetry import attributes as a
@@ -90,3 +93,36 @@ async def test_failed_calls_count_with_their_error_type(recorded: Recorded) -> N
         assert duration.attributes[a.ERROR_TYPE] == "failed"
         assert recorded.points(m.TOKEN_USAGE) == []
         assert recorded.points(m.COST) == []
+
+
+async def test_every_rpc_is_measured_with_its_status_and_app(recorded: Recorded) -> None:
+    """Refusals of every kind show per app, whether or not a call was made."""
+    slow = {"ttft_ms": 0, "tokens_per_second": 400, "answer_tokens": 2000}
+    config = fast_config(providers={"sim-openai": slow})
+    async with running_router(config, meter_provider=recorded.meter_provider) as running:
+        left = running.router.Route(route_request(max_output_tokens=2000), metadata=auth(DEMO_KEY))
+        await anext(aiter(left))
+        left.cancel()
+        for request, key in (
+            (route_request(task=""), DEMO_KEY),  # INVALID_ARGUMENT, app known
+            (route_request(), "not-a-key"),  # UNAUTHENTICATED, no app
+        ):
+            with pytest.raises(aio.AioRpcError):
+                await running.router.Explain(request, metadata=auth(key))
+        short = route_request(max_output_tokens=10)
+        events = [e async for e in running.router.Route(short, metadata=auth(DEMO_KEY))]
+        assert events[-1].HasField("done")
+        await asyncio.sleep(0.05)  # the cancelled RPC's end, on the server
+    seen = {
+        (
+            p.attributes[a.RPC_METHOD],
+            p.attributes[a.RPC_GRPC_STATUS_CODE],
+            p.attributes.get(a.APP),
+        ): p.count
+        for p in recorded.points(m.RPC_SERVER_DURATION)
+    }
+    assert seen[("Explain", grpc.StatusCode.INVALID_ARGUMENT.value[0], "demo")] == 1
+    assert seen[("Explain", grpc.StatusCode.UNAUTHENTICATED.value[0], None)] == 1
+    assert seen[("Route", 0, "demo")] == 1
+    # The first Route was cancelled by its caller after its decision.
+    assert seen[("Route", grpc.StatusCode.CANCELLED.value[0], "demo")] == 1
