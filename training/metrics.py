@@ -3,14 +3,22 @@
 A router gives every prompt a score; routing the prompts whose score reaches a threshold to
 the strong model and the rest to the weak one gives one operating point: the share of strong
 calls and the mean quality. RouteLLM evaluates 11 such points, at the thresholds that cut the
-scores into 10 equal-frequency bins (``pandas.qcut`` edges, duplicates kept): a prompt goes
-strong when ``score >= edge`` for each edge but the last, and when ``score > edge`` for the last
-(which sends nobody). Then, with the points sorted by strong-call share:
+scores into 10 equal-frequency bins (``pandas.qcut`` edges): a prompt goes strong when
+``score >= edge`` for each edge but the last, and when ``score > edge`` for the last (which
+sends nobody). Then, with the points sorted by strong-call share:
 
 * APGR: the area under quality over strong-call share (trapezoid rule), as a fraction of the
   gap between the areas of always-weak and always-strong quality over the same range;
-* CPT(x%): ``np.interp`` of the quality ``weak + x% * (strong - weak)`` over the points'
-  qualities, giving a strong-call share. Shares are in [0, 1] here (RouteLLM prints percent).
+* CPT(x%): ``np.interp`` of the quality ``x% * (strong - weak) + weak`` over the points'
+  qualities, giving a strong-call share.
+
+The arithmetic is RouteLLM's own, so the figures agree to the last bit, not only to rounding
+(checked against a re-implementation of routellm/evals with pandas 2.2, as RouteLLM ran it, in
+thousands of random cases): the edges as pandas 2.x's ``qcut`` takes them
+(``np.percentile`` of the quantiles times 100), shares and qualities in percent, computed as it
+computes them. Shares are reported in [0, 1] here (RouteLLM prints percent). One extension:
+``qcut`` refuses scores whose deciles repeat (RouteLLM then raises); here repeated edges are
+kept, so constant or heavily tied scores still give a curve.
 
 Beyond RouteLLM, ``operating_point_at_quality`` sweeps every distinct threshold for the
 cheapest point reaching a quality target (95% of the strong model's by default) and reports
@@ -40,13 +48,18 @@ QUANTILE_BINS = 10
 
 @dataclass(frozen=True, slots=True)
 class RoutingCurve:
-    """Operating points sorted by strong-call share (ascending)."""
+    """Operating points sorted by strong-call share (ascending), as fractions, with the same
+    in percent as RouteLLM computes them (its metrics are computed from those)."""
 
     thresholds: FloatArray
     strong_share: FloatArray
     quality: FloatArray
     weak_quality: float
     strong_quality: float
+    strong_percent: FloatArray
+    quality_percent: FloatArray
+    weak_percent: float
+    strong_model_percent: float
 
 
 def quantile_curve(
@@ -54,30 +67,41 @@ def quantile_curve(
 ) -> RoutingCurve:
     """RouteLLM's operating points: thresholds at the score quantiles 0, 1/bins, ..., 1."""
     scores, weak, strong = _checked(scores, weak, strong)
-    # pandas.qcut computes its edges with linear interpolation, like np.quantile's default.
-    edges = np.quantile(scores, np.linspace(0.0, 1.0, bins + 1))
+    # pandas 2.x's qcut: np.percentile at the quantiles times 100 (np.quantile can differ by
+    # one floating-point step, which moves a prompt when an edge falls on a score).
+    edges = np.percentile(scores, np.linspace(0.0, 1.0, bins + 1) * 100.0)
+    n = len(scores)
     shares, qualities = [], []
     for index, edge in enumerate(edges):
         to_strong = scores >= edge if index != len(edges) - 1 else scores > edge
-        shares.append(float(np.mean(to_strong)))
-        qualities.append(float(np.mean(np.where(to_strong, strong, weak))))
+        # As routellm/evals computes them: counts over the total, a Python sum of the
+        # results over their number, each times 100.
+        shares.append(np.count_nonzero(to_strong) / n * 100)
+        qualities.append(sum(np.where(to_strong, strong, weak).tolist()) / n * 100)
     # A stable sort keeps RouteLLM's order among equal shares (pandas sorts 11 rows stably).
     order = np.argsort(np.asarray(shares), kind="stable")
+    percent = np.asarray(shares, dtype=np.float64)[order]
+    quality_percent = np.asarray(qualities, dtype=np.float64)[order]
     return RoutingCurve(
         thresholds=edges[order],
-        strong_share=np.asarray(shares)[order],
-        quality=np.asarray(qualities)[order],
+        strong_share=percent / 100,
+        quality=quality_percent / 100,
         weak_quality=float(np.mean(weak)),
         strong_quality=float(np.mean(strong)),
+        strong_percent=percent,
+        quality_percent=quality_percent,
+        weak_percent=float(np.mean(weak)) * 100,
+        strong_model_percent=float(np.mean(strong)) * 100,
     )
 
 
 def apgr(curve: RoutingCurve) -> float:
     """Average performance gap recovered; NaN when the two models have equal quality."""
-    width = float(curve.strong_share[-1] - curve.strong_share[0])
-    area = float(np.trapezoid(curve.quality, curve.strong_share))
-    weak_area = curve.weak_quality * width
-    strong_area = curve.strong_quality * width
+    x = curve.strong_percent / 100
+    count = len(x)
+    area = float(np.trapezoid(curve.quality_percent, x))
+    weak_area = float(np.trapezoid(np.full(count, curve.weak_percent), x))
+    strong_area = float(np.trapezoid(np.full(count, curve.strong_model_percent), x))
     if strong_area == weak_area:
         return float("nan")
     return (area - weak_area) / (strong_area - weak_area)
@@ -85,8 +109,9 @@ def apgr(curve: RoutingCurve) -> float:
 
 def call_performance_threshold(curve: RoutingCurve, fraction: float) -> float:
     """CPT: the strong-call share at which ``fraction`` of the quality gap is recovered."""
-    target = curve.weak_quality + fraction * (curve.strong_quality - curve.weak_quality)
-    return float(np.interp(target, curve.quality, curve.strong_share))
+    weak, strong = curve.weak_percent, curve.strong_model_percent
+    target = fraction * (strong - weak) + weak
+    return float(np.interp(target, curve.quality_percent, curve.strong_percent)) / 100
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,3 +124,21 @@ def test_sweep_spans_all_weak_to_all_strong(pairs: list[tuple[float, float]], se
     )
     assert target is not None
     assert target.quality >= 0.95 * strong.mean() - 1e-9
+
+
+def test_edges_fall_where_routellm_puts_them() -> None:
+    # 21 scores, where np.quantile's deciles and pandas 2.x qcut's (np.percentile) differ by a
+    # floating-point step and one lands on a score: the expected figures are routellm/evals'
+    # own (its code re-run with pandas 2.2.3); np.quantile's edges gave APGR 0.4702.
+    scores = np.array(
+        [
+            *(0.15, 0.44, 0.24, 0.4, 0.1, 0.97, 0.22, 0.67, 0.3, 0.87, 0.66),
+            *(0.13, 0.85, 0.94, 0.9, 0.57, 0.15, 0.19, 0.93, 0.55, 0.18),
+        ]
+    )
+    weak = np.array([0, 0, 0, 1, 1, 1, 1, 0, 1, 0, 1, 0, 1, 1, 1, 1, 0, 0, 1, 0, 0], dtype=float)
+    strong = np.array([1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 0, 0, 1, 0, 1], dtype=float)
+    curve = quantile_curve(scores, weak, strong)
+    assert apgr(curve) == pytest.approx(0.4821428571428567, abs=1e-12)
+    assert call_performance_threshold(curve, 0.5) == pytest.approx(0.6666666666666669, abs=1e-12)
+    assert call_performance_threshold(curve, 0.8) == pytest.approx(0.8285714285714287, abs=1e-12)
