@@ -99,6 +99,16 @@ class AdminServicer:
             raise NotFound(f"unknown app {shown(app_id)}")
         return app
 
+    async def _follow_with_shadow(self, app: App, limit: Decimal | None, soft: float) -> None:
+        """An app's shadow budget (`<app>:shadow`) is its share of the app's limit: a limit set
+        (or cleared) here moves it too, so grading never outgrows the app's budget. Setting
+        `<app>:shadow` itself afterwards overrides it."""
+        if app.name.endswith(SHADOW_SUFFIX):
+            return
+        shadow = shadow_app(app, self._shadow_share)
+        share = None if limit is None else limit * self._shadow_share
+        await self._accounting.budgets.set_limit(shadow.name, shadow.config, share, soft)
+
     async def ListModels(
         self, request: pb.ListModelsRequest | None, context: Context
     ) -> pb.ListModelsResponse:
@@ -145,6 +155,7 @@ class AdminServicer:
                 snapshot = await self._accounting.budgets.set_limit(
                     app.name, app.config, None, DEFAULT_SOFT_THRESHOLD
                 )
+                await self._follow_with_shadow(app, None, DEFAULT_SOFT_THRESHOLD)
                 return pb.SetBudgetResponse(budget=budget_message(snapshot))
             limit = request.monthly_limit_usd
             if not (math.isfinite(limit) and 0 <= limit <= _MAX_MONTHLY_LIMIT_USD):
@@ -160,6 +171,7 @@ class AdminServicer:
             snapshot = await self._accounting.budgets.set_limit(
                 app.name, app.config, Decimal(repr(limit)), soft
             )
+            await self._follow_with_shadow(app, Decimal(repr(limit)), soft)
             return pb.SetBudgetResponse(budget=budget_message(snapshot))
         except RouterError as exc:
             await abort(context, exc)

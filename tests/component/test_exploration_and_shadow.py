@@ -183,3 +183,30 @@ async def test_shadow_spend_goes_to_its_own_budget(tmp_path: Path) -> None:
     assert app.monthly_limit_usd == 40 and shadow.monthly_limit_usd == 10
     # The shadow answer and the judge's grading, charged to the shadow budget only.
     assert shadow.spent_usd > 0
+
+
+async def test_the_shadow_budget_follows_the_apps_limit_set_at_run_time(tmp_path: Path) -> None:
+    config = shadow_config(
+        tmp_path,
+        exploration={"shadow_rate": 1.0, "shadow_budget_share": "0.25"},
+        apps={"demo": {"budget": {"monthly_limit_usd": 40}}},
+    )
+    admin = auth(ADMIN_KEY)
+    async with running_router(config) as running:
+
+        async def limit(app_id: str) -> float:
+            reply = await running.admin.GetBudget(
+                pb.GetBudgetRequest(app_id=app_id), metadata=admin
+            )
+            return reply.monthly_limit_usd
+
+        set_demo = pb.SetBudgetRequest(app_id="demo", monthly_limit_usd=2)
+        await running.admin.SetBudget(set_demo, metadata=admin)
+        assert (await limit("demo"), await limit("demo:shadow")) == (2, 0.5)
+        # Its own setting wins, until the app's limit moves again.
+        own = pb.SetBudgetRequest(app_id="demo:shadow", monthly_limit_usd=1)
+        await running.admin.SetBudget(own, metadata=admin)
+        assert await limit("demo:shadow") == 1
+        clear = pb.SetBudgetRequest(app_id="demo", clear=True)
+        await running.admin.SetBudget(clear, metadata=admin)
+        assert (await limit("demo"), await limit("demo:shadow")) == (40, 10)
