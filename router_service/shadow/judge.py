@@ -49,6 +49,12 @@ REASONING_JUDGE_MAX_OUTPUT_TOKENS = 2048
 _LINE = re.compile(r"^\s*([AB])\s*[:=]\s*(\d{1,2}(?:\.\d+)?)\s*(?:/\s*10)?\s*$", re.IGNORECASE)
 
 
+# Reasoning a model writes inline before its answer (DeepSeek-R1 and others served over an
+# OpenAI-compatible API), and a Markdown code fence around the two lines.
+_THINKING = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+_FENCE = re.compile(r"\s*```\w*\s*")
+
+
 class JudgeError(ValueError):
     """The judge's reply is not a verdict in the required format."""
 
@@ -101,9 +107,13 @@ def format_verdict(a: float, b: float) -> str:
 
 
 def parse_verdict(text: str) -> Verdict:
+    """The two grades of a reply in the required form. What models wrap around a reply and
+    nothing else is dropped first: reasoning in `<think>` tags, code-fence lines and bold
+    markers; any other line makes the reply unusable (a judge that argues may mean anything)."""
     grades: dict[str, float] = {}
-    for number, line in enumerate(text.replace("*", "").strip().splitlines(), start=1):
-        if not line.strip():
+    text = _THINKING.sub("", text).replace("*", "")
+    for number, line in enumerate(text.strip().splitlines(), start=1):
+        if not line.strip() or _FENCE.fullmatch(line):
             continue
         match = _LINE.match(line)
         if match is None:

@@ -33,6 +33,9 @@ def test_a_well_formed_verdict_parses_back(a: float, b: float) -> None:
         ("  a = 10/10 \n\n b: 0 / 10\n", 1.0, 0.0),
         ("**A:** 8.5\n**B:** 6", 0.85, 0.6),
         ("B: 3\nA: 9", 0.9, 0.3),
+        ("<think>\nA is right, B: wrong.\n</think>\nA: 9\nB: 2", 0.9, 0.2),
+        ("```\nA: 6\nB: 5\n```", 0.6, 0.5),
+        ("```text\nA: 6\nB: 5\n```\n", 0.6, 0.5),
     ],
 )
 def test_judge_replies_in_the_required_form(text: str, a: float, b: float) -> None:
@@ -51,6 +54,8 @@ def test_judge_replies_in_the_required_form(text: str, a: float, b: float) -> No
         "Both answers are fine.\nA: 7\nB: 7",
         "A: seven\nB: 4",
         "C: 3\nA: 1\nB: 2",
+        "A: 7\nB: 4\nA is better.",
+        "<think>A: 9</think>",
     ],
 )
 def test_anything_else_is_a_judge_error(text: str) -> None:
