@@ -12,6 +12,7 @@ of the variable or file that holds them.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from importlib import resources
@@ -68,6 +69,9 @@ __all__ = [
     "load_config",
     "resolve_secret",
 ]
+
+# App names appear in keys, metrics and the call log; ':' is kept for `<app>:shadow`.
+_APP_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 # A difficulty threshold: a number in [0, 1], or the name of one of the classifier artifact's
@@ -350,6 +354,11 @@ class RouterConfig(Frozen):
             if not any(m.tier is tier for m in self.models.values()):
                 raise ValueError(f"models: at least one {tier.value} model is required")
         for app_name, app in self.apps.items():
+            if not _APP_NAME.fullmatch(app_name):
+                # ':' is the router's own: `<app>:shadow` is an app's shadow-grading budget.
+                raise ValueError(
+                    f"apps: {app_name!r} is not an app name: 1-64 letters, digits, _ . -"
+                )
             for task in app.tasks:
                 if task not in self.tasks:
                     raise ValueError(f"apps.{app_name}.tasks: unknown task class {task!r}")

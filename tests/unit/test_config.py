@@ -84,3 +84,13 @@ def test_config_is_frozen() -> None:
 def test_prices_are_exact_decimals() -> None:
     prices = load_config().models["glm-5.2"].prices
     assert str(prices.input) == "0.95"
+
+
+@pytest.mark.parametrize("name", ["x:shadow", "", "a b", "a" * 65])
+def test_app_names_are_refused_unless_plain(tmp_path: Path, name: str) -> None:
+    # `<app>:shadow` is the router's own name for an app's shadow-grading budget.
+    import yaml
+
+    raw = merge(embedded_raw(), {"apps": {name: {"key_sha256": "0" * 64}}})
+    with pytest.raises(ConfigError, match="is not an app name"):
+        load_config(write(tmp_path, yaml.safe_dump(raw)))
