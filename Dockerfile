@@ -26,7 +26,10 @@ ENV PATH=/opt/runtime/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 USER 10001
 EXPOSE 50051
 ENTRYPOINT ["llm-router"]
-CMD ["serve", "--listen", "0.0.0.0:50051"]
+# A mounted config by default: the embedded defaults hold public development keys and must not
+# serve on every interface by accident (`docker run IMAGE serve --listen 0.0.0.0:50051` still
+# runs them, on purpose).
+CMD ["serve", "--config", "/etc/llm-router/router.yaml"]
 
 FROM python:3.11-slim AS trainer
 RUN useradd --uid 10001 --user-group --no-create-home router \
