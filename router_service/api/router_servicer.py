@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
+from types import TracebackType
 from typing import NoReturn, TypeVar
 
 import grpc
@@ -68,11 +69,39 @@ async def _fail(context: Context, rpc: _Rpc, error: RouterError) -> NoReturn:
     await abort(context, error)
 
 
-async def _fail_unexpectedly(context: Context, rpc: _Rpc) -> NoReturn:
-    """End the RPC with INTERNAL for an error nobody raised on purpose: its text may carry
-    anything (a prompt, a key), so it goes to the log, and the caller learns only the fact."""
-    log.exception("%s failed on an unexpected error", rpc.method)
-    await _fail(context, rpc, InternalError(f"{rpc.method}: internal error (logged by the router)"))
+class _Serving:
+    """How every RPC ends: a `RouterError` with the status it maps to; an error nobody raised
+    on purpose with INTERNAL (its text may carry anything, a prompt or a key, so it goes to the
+    log and the caller learns only the fact); a cancellation as CANCELLED; and in every case
+    with its trace ended and its metric recorded. It never swallows an exception."""
+
+    __slots__ = ("_context", "_rpc")
+
+    def __init__(self, rpc: _Rpc, context: Context) -> None:
+        self._rpc = rpc
+        self._context = context
+
+    async def __aenter__(self) -> _Rpc:
+        return self._rpc
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        rpc = self._rpc
+        try:
+            if isinstance(error, RouterError):
+                await _fail(self._context, rpc, error)
+            elif isinstance(error, asyncio.CancelledError):
+                rpc.code = _CANCELLED
+            elif isinstance(error, Exception):
+                log.error("%s failed on an unexpected error", rpc.method, exc_info=error)
+                unexpected = InternalError(f"{rpc.method}: internal error (logged by the router)")
+                await _fail(self._context, rpc, unexpected)
+        finally:
+            rpc.end()
 
 
 class RouterServicer:
@@ -101,8 +130,9 @@ class RouterServicer:
         while self._streams:
             await asyncio.gather(*self._streams, return_exceptions=True)
 
-    def _start(self, method: str, metadata: Metadata) -> _Rpc:
-        return _Rpc(self._tracing.start_rpc(SERVICE, method, metadata), method, self._metrics)
+    def _serving(self, method: str, metadata: Metadata, context: Context) -> _Serving:
+        trace = self._tracing.start_rpc(SERVICE, method, metadata)
+        return _Serving(_Rpc(trace, method, self._metrics), context)
 
     def _caller(self, rpc: _Rpc, metadata: Metadata, request: M | None) -> tuple[App, M]:
         """The calling app (noted on the RPC's span and metric) and its request, once that
@@ -119,9 +149,8 @@ class RouterServicer:
     ) -> AsyncIterator[pb.RouteEvent]:
         arrived_at = time.perf_counter()
         metadata = context.invocation_metadata()
-        rpc = self._start("Route", metadata)
-        trace = rpc.trace
-        try:
+        async with self._serving("Route", metadata, context) as rpc:
+            trace = rpc.trace
             app, request = self._caller(rpc, metadata, request)
             chat = validate_route_request(request, self._limits)
             call = await self._pipeline.route(app, chat, trace=trace, arrived_at=arrived_at)
@@ -150,42 +179,22 @@ class RouterServicer:
                 call.release()
             assert call.summary is not None
             yield done_event(call.summary, chat.request_id)
-        except RouterError as exc:
-            await _fail(context, rpc, exc)
-        except asyncio.CancelledError:
-            rpc.code = _CANCELLED
-            raise
-        except Exception:
-            await _fail_unexpectedly(context, rpc)
-        finally:
-            rpc.end()
 
     async def Explain(self, request: pb.RouteRequest | None, context: Context) -> pb.RouteDecision:
         metadata = context.invocation_metadata()
-        rpc = self._start("Explain", metadata)
-        trace = rpc.trace
-        try:
+        async with self._serving("Explain", metadata, context) as rpc:
+            trace = rpc.trace
             app, request = self._caller(rpc, metadata, request)
             chat = validate_route_request(request, self._limits)
             plan = await self._pipeline.plan(app, chat, trace=trace, explore=False)
             trace.set_decision(plan.decision, chat.request_id)
             return decision_message(plan, chat.request_id)
-        except RouterError as exc:
-            await _fail(context, rpc, exc)
-        except asyncio.CancelledError:
-            rpc.code = _CANCELLED
-            raise
-        except Exception:
-            await _fail_unexpectedly(context, rpc)
-        finally:
-            rpc.end()
 
     async def Feedback(
         self, request: pb.FeedbackRequest | None, context: Context
     ) -> pb.FeedbackResponse:
         metadata = context.invocation_metadata()
-        rpc = self._start("Feedback", metadata)
-        try:
+        async with self._serving("Feedback", metadata, context) as rpc:
             app, request = self._caller(rpc, metadata, request)
             validate_feedback_request(request)
             if self._feedback is None:
@@ -194,12 +203,3 @@ class RouterServicer:
                 app.name, request.request_id, request.score, request.label, request.comment
             )
             return pb.FeedbackResponse(accepted=True)
-        except RouterError as exc:
-            await _fail(context, rpc, exc)
-        except asyncio.CancelledError:
-            rpc.code = _CANCELLED
-            raise
-        except Exception:
-            await _fail_unexpectedly(context, rpc)
-        finally:
-            rpc.end()
