@@ -10,7 +10,6 @@ state.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +30,12 @@ _NO_STATE = "#a0a0a0"
 _LABEL: dict[str, Any] = {"fontsize": 9, "parse_math": False}
 
 
-def write_chart(
-    report: Report, path: Path, soft_thresholds: Mapping[str, float] | None = None
-) -> None:
-    build_figure(report, soft_thresholds).savefig(path, dpi=110)
+def write_chart(report: Report, path: Path) -> None:
+    build_figure(report).savefig(path, dpi=110)
 
 
-def build_figure(report: Report, soft_thresholds: Mapping[str, float] | None = None) -> Figure:
-    """The chart; `soft_thresholds` (app -> share of the limit) marks each budget's soft line."""
+def build_figure(report: Report) -> Figure:
+    """The chart (each budget's soft threshold, where the report has one, marked)."""
     apps = sorted(report.apps.values(), key=lambda s: (-s.spent_micro_usd, s.app))
     names = [s.app for s in apps]
     positions = list(range(len(apps)))
@@ -93,7 +90,7 @@ def build_figure(report: Report, soft_thresholds: Mapping[str, float] | None = N
     tasks.set_yticks(range(len(costly)), [f"{t.app} / {t.task}" for t in costly])
     tasks.set_title("Costliest tasks (USD)")
 
-    _budget_panel(panels["budget"], apps, report.budget_note, soft_thresholds or {})
+    _budget_panel(panels["budget"], apps, report.budget_note)
     return figure
 
 
@@ -101,9 +98,7 @@ def _usd(value: float) -> str:
     return f"${value:,.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"
 
 
-def _budget_panel(
-    axes: Axes, apps: list[AppSummary], note: str, soft_thresholds: Mapping[str, float]
-) -> None:
+def _budget_panel(axes: Axes, apps: list[AppSummary], note: str) -> None:
     """Per app, spent + reserved as % of the monthly limit, coloured by state."""
     rows = list(range(len(apps)))
     axes.set_yticks(rows, [s.app for s in apps])
@@ -148,7 +143,7 @@ def _budget_panel(
         color = _STATE.get(b.state, _NO_STATE)
         axes.barh(y, spent, color=color)
         axes.barh(y, reserved, left=spent, color=color, alpha=0.35, hatch="//")
-        soft = soft_thresholds.get(s.app)
+        soft = b.soft_threshold
         if soft is not None:
             axes.plot([100 * soft] * 2, [y - 0.4, y + 0.4], color="black", linewidth=2)
         held = f" + {_usd(b.reserved_usd)} reserved" if b.reserved_usd else ""
@@ -164,6 +159,6 @@ def _budget_panel(
     key = [Patch(color=color, label=state) for state, color in _STATE.items()]
     key.append(Patch(facecolor="white", edgecolor="gray", hatch="//", label="reserved"))
     marks = [Line2D([], [], color="dimgray", linestyle="--", label="limit")]
-    if soft_thresholds:
+    if any(s.budget and s.budget.soft_threshold is not None for s in apps):
         marks.append(Line2D([], [], color="black", linewidth=2, label="soft threshold"))
     axes.legend(handles=[*key, *marks], loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)

@@ -31,6 +31,8 @@ class Budget:
     reserved_usd: float
     state: str
     period: str
+    # Share of the limit past which calls downgrade; None when the app has no limit.
+    soft_threshold: float | None = None
 
 
 @dataclass

@@ -224,9 +224,8 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _budgets(report: Report, args: argparse.Namespace) -> dict[str, float]:
-    """Fill in each app's budget from the server's Admin.GetBudget; each limited app's soft
-    threshold (a share of the limit) is returned for the chart."""
+def _budgets(report: Report, args: argparse.Namespace) -> None:
+    """Fill in each app's budget from the server's Admin.GetBudget."""
     import asyncio
 
     import grpc
@@ -235,8 +234,6 @@ def _budgets(report: Report, args: argparse.Namespace) -> dict[str, float]:
     from router_service._proto import router_pb2 as pb
     from router_service._proto import router_pb2_grpc
     from router_service.calllog.report import Budget
-
-    soft: dict[str, float] = {}
 
     async def fetch() -> None:
         metadata = (("authorization", f"Bearer {args.admin_key}"),)
@@ -261,12 +258,10 @@ def _budgets(report: Report, args: argparse.Namespace) -> dict[str, float]:
                     reserved_usd=reply.reserved_usd,
                     state=reply.state,
                     period=reply.period,
+                    soft_threshold=reply.soft_threshold if reply.has_limit else None,
                 )
-                if reply.has_limit:
-                    soft[name] = reply.soft_threshold
 
     asyncio.run(fetch())
-    return soft
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -281,9 +276,8 @@ def _report(args: argparse.Namespace) -> int:
         return 1
     report = summarize(entries)
     report.malformed = scan.malformed
-    soft: dict[str, float] = {}
     if args.target:
-        soft = _budgets(report, args)
+        _budgets(report, args)
     else:
         report.budget_note = "budget: this month's spend from the log; --target shows limits"
     sys.stdout.write(f"call log: {_source(args)}\n\n" + render(report))
@@ -297,6 +291,6 @@ def _report(args: argparse.Namespace) -> int:
             )
             return 1
         args.png.parent.mkdir(parents=True, exist_ok=True)
-        write_chart(report, args.png, soft)
+        write_chart(report, args.png)
         print(f"chart written to {args.png}")
     return 0

@@ -32,8 +32,8 @@ async def test_the_chart_shows_the_servers_budget_and_soft_threshold(
     figures: list[Figure] = []
     build_figure = chart.build_figure
 
-    def build(report: Report, soft: dict[str, float] | None = None) -> Figure:
-        figures.append(build_figure(report, soft))
+    def build(report: Report) -> Figure:
+        figures.append(build_figure(report))
         return figures[-1]
 
     monkeypatch.setattr(chart, "build_figure", build)

@@ -30,13 +30,12 @@ def budget_panel(figure: Figure) -> Axes:
 
 def test_the_budget_panel_shows_spend_and_holds_against_the_limit(tmp_path: Path) -> None:
     r = report()
-    r.apps["demo"].budget = Budget(10.0, 8.5, 0.5, "soft", "2025-05")
-    r.apps["bot"].budget = Budget(50.0, 0.48, 0.02, "ok", "2025-05")
-    r.apps["support"].budget = Budget(5.0, 5.2, 0.0, "exhausted", "2025-05")
+    r.apps["demo"].budget = Budget(10.0, 8.5, 0.5, "soft", "2025-05", 0.8)
+    r.apps["bot"].budget = Budget(50.0, 0.48, 0.02, "ok", "2025-05", 0.8)
+    r.apps["support"].budget = Budget(5.0, 5.2, 0.0, "exhausted", "2025-05", 0.9)
     r.apps["batch"].budget = Budget(0.0, 1.25, 0.0, "ok", "2025-05")  # no limit
     # "ghost": the server has no such app (no budget state).
-    soft = {"demo": 0.8, "bot": 0.8, "support": 0.9}
-    panel = budget_panel(build_figure(r, soft))
+    panel = budget_panel(build_figure(r))
 
     assert panel.get_title() == "Budget this month (2025-05): spent + reserved of the limit"
     assert panel.get_xlabel() == "% of the monthly limit"
@@ -74,7 +73,7 @@ def test_the_budget_panel_shows_spend_and_holds_against_the_limit(tmp_path: Path
     }
 
     path = tmp_path / "report.png"
-    write_chart(r, path, soft)
+    write_chart(r, path)
     assert path.read_bytes()[:8] == PNG
 
 
