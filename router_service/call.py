@@ -39,7 +39,7 @@ from router_service.providers.base import (
     ToolCallDelta,
     UsageReport,
 )
-from router_service.records import CallRecord, CallStatus
+from router_service.records import CallRecord, CallStatus, unserved_call
 from router_service.response_cache import AnswerRecorder, CachedAnswer
 from router_service.telemetry.tracing import NO_TRACE, CallTrace
 from router_service.tokens import PromptSize, TextSize
@@ -106,22 +106,12 @@ def refusal(app: App, plan: Plan, error: QuotaExceeded | StoreUnavailable) -> Ca
     """The record of a call refused before any provider was called: by a quota, or by the
     fail-closed policy while the store is unreachable."""
     request = plan.request
-    return CallRecord(
-        request_id=request.request_id,
-        started_at=time.time(),
-        app=app.name,
-        decision=plan.decision,
-        usage=Usage(),
-        cost_micro_usd=0,
-        ttft_ms=None,
-        latency_ms=0.0,
-        served_from_cache=False,
-        attempts=(),
-        status=CallStatus.REFUSED,
-        error=error.message,
-        model="",
-        provider="",
-        finish_reason=CallStatus.REFUSED,
+    return unserved_call(
+        app.name,
+        request.request_id,
+        plan.decision,
+        CallStatus.REFUSED,
+        error.message,
         prompt=request.role_contents() if app.config.training_data_opt_in else None,
         metadata=request.metadata,
     )

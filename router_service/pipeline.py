@@ -25,7 +25,12 @@ from router_service.breaker import CircuitBreaker, deployment_key
 from router_service.call import CallServices, CallSummary, Plan, RouteCall, Shadowing, refusal
 from router_service.catalog import Catalog
 from router_service.chat import ChatRequest
-from router_service.errors import BudgetExhausted, QuotaExceeded, StoreUnavailable
+from router_service.errors import (
+    BudgetExhausted,
+    InvalidRequest,
+    QuotaExceeded,
+    StoreUnavailable,
+)
 from router_service.exploration import Exploration
 from router_service.fallback import Target
 from router_service.policy import (
@@ -38,7 +43,7 @@ from router_service.policy import (
 )
 from router_service.prefix import CanonicalRequest, canonicalize
 from router_service.providers.base import Provider
-from router_service.records import CallObserver, CallRecord
+from router_service.records import CallObserver, CallRecord, invalid_call
 from router_service.telemetry.attributes import (
     CLASSIFIER_VERSION,
     DIFFICULTY,
@@ -128,9 +133,12 @@ class Pipeline:
             if admission is not None:
                 await asyncio.sleep(0)  # let it send its request before the CPU-bound part
             plan = await self._plan(app, canonical, prompt, arrival, trace=trace, explore=True)
-        except BaseException:
+        except BaseException as exc:
             if admission is not None:
                 admission.abandon()
+            if isinstance(exc, InvalidRequest):
+                # The policy refused it (an unknown forced model, no model that fits).
+                self.refuse_invalid(app, exc, request.request_id)
             raise
         trace.set_decision(plan.decision, plan.request.request_id)
         return await self.start(app, plan, trace=trace, arrived_at=arrived_at, admission=admission)
@@ -289,6 +297,11 @@ class Pipeline:
         return RouteCall(
             services, app, plan, hold=hold, cache_key=cache_key, trace=trace, arrived_at=arrived_at
         )
+
+    def refuse_invalid(self, app: App, error: InvalidRequest, request_id: str = "") -> None:
+        """Record a `Route` call of `app` refused as invalid before any decision (by the
+        request's checks or by the policy): a cost record with no decision, at no cost."""
+        self._finish(invalid_call(app.name, request_id, error.message))
 
     def _finish(self, record: CallRecord) -> None:
         for observer in self._observers:

@@ -2,11 +2,13 @@
 
 The pipeline builds one `CallRecord` when a call ends, however it ends, and hands it to every
 `CallObserver` (call log, statistics, metrics). Observers must not block: they enqueue and
-return.
+return. A `Route` call of a known app that the router refuses as invalid before deciding
+anything (`invalid_call`) is recorded too, with no decision.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -15,7 +17,7 @@ from router_service.cost import Usage
 from router_service.fallback import AttemptRecord
 from router_service.policy import Decision
 
-__all__ = ["CallObserver", "CallRecord", "CallStatus"]
+__all__ = ["CallObserver", "CallRecord", "CallStatus", "invalid_call", "unserved_call"]
 
 
 class CallStatus:
@@ -31,6 +33,9 @@ class CallStatus:
     # The answer began streaming and then broke.
     BROKEN = "broken"
     DEADLINE_EXCEEDED = "deadline_exceeded"
+    # The router's own checks refused the request (INVALID_ARGUMENT) before anything was
+    # decided: the record has no decision, and nothing was charged.
+    INVALID = "invalid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +44,8 @@ class CallRecord:
     # Unix time the call started.
     started_at: float
     app: str
-    decision: Decision
+    # None only for a call refused as invalid before a decision (`CallStatus.INVALID`).
+    decision: Decision | None
     usage: Usage
     cost_micro_usd: int
     ttft_ms: float | None
@@ -65,6 +71,46 @@ class CallRecord:
     @property
     def prompt_cache_hit(self) -> bool:
         return self.usage.cached_input_tokens > 0
+
+
+def unserved_call(
+    app: str,
+    request_id: str,
+    decision: Decision | None,
+    status: str,
+    error: str,
+    *,
+    prompt: tuple[tuple[str, str], ...] | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> CallRecord:
+    """The record of a call refused before any provider was called: nothing used or charged."""
+    return CallRecord(
+        request_id=request_id,
+        started_at=time.time(),
+        app=app,
+        decision=decision,
+        usage=Usage(),
+        cost_micro_usd=0,
+        ttft_ms=None,
+        latency_ms=0.0,
+        served_from_cache=False,
+        attempts=(),
+        status=status,
+        error=error,
+        model="",
+        provider="",
+        finish_reason=status,
+        prompt=prompt,
+        metadata=metadata or {},
+    )
+
+
+def invalid_call(app: str, request_id: str, error: str) -> CallRecord:
+    """The record of a `Route` call of `app` refused as invalid before any decision: its
+    request id when the request carried a valid one (else empty), and the refusal's message,
+    which never holds prompt text or secrets (`errors.RouterError`). No prompt text or metadata
+    is kept: the request was not valid, and no outcome can come of it."""
+    return unserved_call(app, request_id, None, CallStatus.INVALID, error)
 
 
 class CallObserver(Protocol):

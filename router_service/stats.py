@@ -9,6 +9,9 @@ Definitions (SPEC.md):
 - prompt-cache hit rate: share of provider-served calls that had cached input tokens;
 - cached input token share: cached input tokens / input tokens, over provider-served calls;
 - response-cache hit rate: share of calls (refusals excluded) answered from the response cache.
+
+Refusals (by a limit, `refused`) and requests refused as invalid (`invalid`) are counted apart
+from the calls that were routed.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ class AppStats:
     # Calls that were routed (refusals excluded).
     requests: int
     refused: int
+    # Requests refused as invalid before any decision.
+    invalid: int
     spent_micro_usd: int
     requests_by_tier: Mapping[str, int]
     requests_by_model: Mapping[str, int]
@@ -62,6 +67,7 @@ class AppStats:
             period=period,
             requests=requests,
             refused=counts.get("refused", 0),
+            invalid=counts.get("invalid", 0),
             spent_micro_usd=counts.get("cost", 0),
             requests_by_tier=_by("tier:", counts),
             requests_by_model=_by("model:", counts),
@@ -77,14 +83,18 @@ class AppStats:
 def counts_of(record: CallRecord) -> Counter[str]:
     """What one call adds to its app's counters."""
     counts: Counter[str] = Counter()
+    decision = record.decision
+    if decision is None:
+        counts["invalid"] = 1
+        return counts
     if record.status == CallStatus.REFUSED:
         counts["refused"] = 1
         return counts
     counts["requests"] = 1
-    counts[f"tier:{record.decision.tier.value}"] = 1
+    counts[f"tier:{decision.tier.value}"] = 1
     if record.cost_micro_usd:
         counts["cost"] = record.cost_micro_usd
-        counts[f"task_cost:{record.decision.task}"] = record.cost_micro_usd
+        counts[f"task_cost:{decision.task}"] = record.cost_micro_usd
     if record.served_from_cache:
         counts["response_cache_hits"] = 1
     elif record.model:

@@ -17,9 +17,14 @@ from router_service._proto import router_pb2 as pb
 from router_service.api.batching import Batches
 from router_service.api.convert import decision_message, delta_events, done_event
 from router_service.api.status import abort, status_code
-from router_service.api.validation import validate_feedback_request, validate_route_request
+from router_service.api.validation import (
+    valid_request_id,
+    validate_feedback_request,
+    validate_route_request,
+)
 from router_service.auth import App, Authenticator
 from router_service.calllog.feedback import FeedbackRecorder
+from router_service.chat import ChatRequest
 from router_service.config import LimitsConfig
 from router_service.errors import InternalError, InvalidRequest, RouterError, StoreUnavailable
 from router_service.pipeline import Pipeline
@@ -40,6 +45,13 @@ SERVICE = pb.DESCRIPTOR.services_by_name["Router"].full_name
 
 
 _CANCELLED = grpc.StatusCode.CANCELLED.value[0]
+
+
+def _parsed(request: M | None) -> M:
+    """The request, or INVALID_ARGUMENT when grpc could not parse it (it hands over None)."""
+    if request is None:
+        raise InvalidRequest(MALFORMED)
+    return request
 
 
 class _Rpc:
@@ -134,15 +146,26 @@ class RouterServicer:
         trace = self._tracing.start_rpc(SERVICE, method, metadata)
         return _Serving(_Rpc(trace, method, self._metrics), context)
 
-    def _caller(self, rpc: _Rpc, metadata: Metadata, request: M | None) -> tuple[App, M]:
-        """The calling app (noted on the RPC's span and metric) and its request, once that
-        parsed."""
+    def _app(self, rpc: _Rpc, metadata: Metadata) -> App:
+        """The calling app, noted on the RPC's span and metric."""
         app = self._auth.app(metadata)
         rpc.app = app.name
         rpc.trace.set(APP, app.name)
-        if request is None:
-            raise InvalidRequest(MALFORMED)
-        return app, request
+        return app
+
+    def _caller(self, rpc: _Rpc, metadata: Metadata, request: M | None) -> tuple[App, M]:
+        """The calling app and its request, once that parsed."""
+        return self._app(rpc, metadata), _parsed(request)
+
+    def _route_request(self, app: App, request: pb.RouteRequest | None) -> ChatRequest:
+        """The app's `Route` request, checked. One that is not valid is recorded before it is
+        refused (a cost record with no decision; an unauthenticated call never gets here, so
+        only known apps can add to the log)."""
+        try:
+            return validate_route_request(_parsed(request), self._limits)
+        except InvalidRequest as exc:
+            self._pipeline.refuse_invalid(app, exc, valid_request_id(request))
+            raise
 
     async def Route(
         self, request: pb.RouteRequest | None, context: Context
@@ -151,8 +174,8 @@ class RouterServicer:
         metadata = context.invocation_metadata()
         async with self._serving("Route", metadata, context) as rpc:
             trace = rpc.trace
-            app, request = self._caller(rpc, metadata, request)
-            chat = validate_route_request(request, self._limits)
+            app = self._app(rpc, metadata)
+            chat = self._route_request(app, request)
             call = await self._pipeline.route(app, chat, trace=trace, arrived_at=arrived_at)
             plan = call.plan
             try:

@@ -26,7 +26,7 @@ from router_service.chat import (
 from router_service.config import LimitsConfig
 from router_service.errors import InvalidRequest
 
-__all__ = ["validate_feedback_request", "validate_route_request"]
+__all__ = ["valid_request_id", "validate_feedback_request", "validate_route_request"]
 
 _TASK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}")
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -81,6 +81,14 @@ def validate_route_request(message: pb.RouteRequest, limits: LimitsConfig) -> Ch
         hints=_hints(message.hints),
         metadata=_metadata(message, limits),
     )
+
+
+def valid_request_id(message: pb.RouteRequest | None) -> str:
+    """The request's own `request_id` when it is a valid one, else empty (for the record of a
+    request refused as invalid: the id, never anything else the caller sent)."""
+    if message is None or not _REQUEST_ID.fullmatch(message.request_id):
+        return ""
+    return message.request_id
 
 
 def _messages(message: pb.RouteRequest, limits: LimitsConfig) -> tuple[ChatMessage, ...]:

@@ -15,8 +15,10 @@ Every entry is one JSON object (a JSONL line, or the `e` field of a Redis Stream
      "status": "ok", "error": "", "finish_reason": "stop", "metadata": {…},
      "messages": [{"role", "content"}] | null}
 
-`messages` is null unless the app opted in to training data. Feedback (`kind: feedback`) and
-judge grades (`kind: grade`) are documented with `encode_feedback` and `encode_grade`.
+`messages` is null unless the app opted in to training data. A call refused as invalid before
+any decision (status `invalid`) has `"decision": null` and an empty `task`. Feedback
+(`kind: feedback`) and judge grades (`kind: grade`) are documented with `encode_feedback` and
+`encode_grade`.
 Encoding runs on the writer's background task, never on the request path.
 """
 
@@ -47,6 +49,22 @@ def _time(unix: float) -> str:
     return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _encode_decision(d: Decision) -> dict[str, Any]:
+    return {
+        "model": d.model,
+        "tier": d.tier.value,
+        "difficulty": d.difficulty,
+        "threshold": d.threshold,
+        "reasons": list(d.reasons),
+        "classifier_version": d.classifier_version,
+        "arm": d.arm,
+        "propensity": d.propensity,
+        "candidates": list(d.candidates),
+        "max_output_tokens": d.max_output_tokens,
+        "budget": d.budget.value,
+    }
+
+
 def encode_call(record: CallRecord) -> dict[str, Any]:
     d = record.decision
     u = record.usage
@@ -57,20 +75,8 @@ def encode_call(record: CallRecord) -> dict[str, Any]:
         "time": _time(record.started_at),
         "started_at": record.started_at,
         "app": record.app,
-        "task": d.task,
-        "decision": {
-            "model": d.model,
-            "tier": d.tier.value,
-            "difficulty": d.difficulty,
-            "threshold": d.threshold,
-            "reasons": list(d.reasons),
-            "classifier_version": d.classifier_version,
-            "arm": d.arm,
-            "propensity": d.propensity,
-            "candidates": list(d.candidates),
-            "max_output_tokens": d.max_output_tokens,
-            "budget": d.budget.value,
-        },
+        "task": "" if d is None else d.task,
+        "decision": None if d is None else _encode_decision(d),
         "model": record.model,
         "provider": record.provider,
         "response_model": record.response_model,
@@ -167,6 +173,23 @@ def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _decode_decision(task: str, d: Mapping[str, Any]) -> Decision:
+    return Decision(
+        task=task,
+        tier=Tier(d["tier"]),
+        model=str(d["model"]),
+        candidates=tuple(str(c) for c in d["candidates"]),
+        difficulty=_optional_float(d["difficulty"]),
+        threshold=_optional_float(d["threshold"]),
+        classifier_version=str(d["classifier_version"]),
+        reasons=tuple(str(r) for r in d["reasons"]),
+        max_output_tokens=int(d["max_output_tokens"]),
+        arm=str(d["arm"]),
+        propensity=float(d["propensity"]),
+        budget=BudgetState(d["budget"]),
+    )
+
+
 def _decode_call(obj: Mapping[str, Any]) -> CallRecord:
     d = obj["decision"]
     u = obj["usage"]
@@ -175,20 +198,7 @@ def _decode_call(obj: Mapping[str, Any]) -> CallRecord:
         request_id=str(obj["request_id"]),
         started_at=float(obj["started_at"]),
         app=str(obj["app"]),
-        decision=Decision(
-            task=str(obj["task"]),
-            tier=Tier(d["tier"]),
-            model=str(d["model"]),
-            candidates=tuple(str(c) for c in d["candidates"]),
-            difficulty=_optional_float(d["difficulty"]),
-            threshold=_optional_float(d["threshold"]),
-            classifier_version=str(d["classifier_version"]),
-            reasons=tuple(str(r) for r in d["reasons"]),
-            max_output_tokens=int(d["max_output_tokens"]),
-            arm=str(d["arm"]),
-            propensity=float(d["propensity"]),
-            budget=BudgetState(d["budget"]),
-        ),
+        decision=None if d is None else _decode_decision(str(obj["task"]), d),
         usage=Usage(
             input_tokens=int(u["input_tokens"]),
             cached_input_tokens=int(u["cached_input_tokens"]),

@@ -43,6 +43,8 @@ class ExportSummary:
     both_arms: int = 0
     # Calls that did not end with an answer (failed, broken, cancelled, refused).
     unanswered: int = 0
+    # Requests refused as invalid before any decision: never rows, and not in `calls`.
+    invalid: int = 0
     # Answered calls without prompt text, by app: the app has not opted in to training data.
     no_prompt: Counter[str] = field(default_factory=Counter)
     # Answered calls with prompt text but neither feedback nor a grade.
@@ -82,7 +84,9 @@ def _join(entries: Iterable[LogEntry], summary: ExportSummary) -> _Joined:
     for entry in entries:
         key = (entry.app, entry.request_id)
         if isinstance(entry, CallRecord):
-            if entry.app.endswith(SHADOW_SUFFIX):
+            if entry.decision is None:
+                summary.invalid += 1
+            elif entry.app.endswith(SHADOW_SUFFIX):
                 summary.shadow_calls += 1
             else:
                 joined.calls[key] = entry
@@ -133,7 +137,8 @@ def build_outcomes(
     )
     rows = []
     for key, record in sorted(calls.items(), key=lambda item: item[1].started_at):
-        if record.status != CallStatus.OK or not record.model:
+        decision = record.decision
+        if decision is None or record.status != CallStatus.OK or not record.model:
             summary.unanswered += 1
             continue
         if record.prompt is None:
@@ -153,7 +158,7 @@ def build_outcomes(
                 "id": row_id,
                 "source": SOURCE_PREFIX + record.app,
                 "split": _split(record.prompt, test_share),
-                "task": record.decision.task,
+                "task": decision.task,
                 "messages": [{"role": role, "content": content} for role, content in record.prompt],
                 "outcomes": outcomes,
             }

@@ -5,7 +5,8 @@ Pure: entries in, a `Report` out, text out. The rates follow SPEC.md, defined as
 `Admin.GetStats` defines them (router_service/stats.py): prompt-cache hit rate is the share of
 provider-served calls with cached input tokens, the cached-token share is the share of their
 input tokens billed at the cached price, and the response-cache hit rate is the share of calls
-(refusals excluded) served from the response cache. Each is shown per app and for all apps.
+(refusals excluded) served from the response cache. Each is shown per app and for all apps,
+with the calls refused by a limit and the requests refused as invalid.
 Budget state comes from the server (`Admin.GetBudget`) when the command is given a target;
 otherwise the report shows this month's spend from the log.
 """
@@ -40,7 +41,10 @@ class AppSummary:
     app: str
     # Every call in the log, refusals included.
     requests: int = 0
+    # Refused by a limit (budget, rate) after the decision.
     refused: int = 0
+    # Refused as invalid before any decision.
+    invalid: int = 0
     # Calls a provider answered (not from the response cache).
     provider_calls: int = 0
     spent_micro_usd: int = 0
@@ -71,7 +75,7 @@ class AppSummary:
 
     @property
     def response_cache_hit_rate(self) -> float:
-        routed = self.requests - self.refused
+        routed = self.requests - self.refused - self.invalid
         return self.response_cache_hits / routed if routed else 0.0
 
     def add(self, other: AppSummary) -> None:
@@ -140,6 +144,9 @@ def summarize(entries: Iterable[LogEntry], *, now: datetime | None = None) -> Re
         s = report.app(entry.app)
         d = entry.decision
         s.requests += 1
+        if d is None:
+            s.invalid += 1
+            continue
         s.by_tier[d.tier.value] += 1
         s.by_arm[d.arm] += 1
         s.spent_micro_usd += entry.cost_micro_usd
@@ -206,6 +213,8 @@ def render(report: Report) -> str:
         "prompt-cache hits",
         "cached input",
         "response-cache hits",
+        "refused",
+        "invalid",
         "budget",
     ]
     rows = [
@@ -219,6 +228,8 @@ def render(report: Report) -> str:
             _percent(s.prompt_cache_hit_rate),
             _percent(s.cached_input_token_share),
             _percent(s.response_cache_hit_rate),
+            str(s.refused),
+            str(s.invalid),
             "" if s is overall else _budget(s),
         ]
         for s in [*apps, overall]
@@ -226,7 +237,8 @@ def render(report: Report) -> str:
     lines = [
         *_table(header, rows),
         f"total spend ${overall.spent_usd:.6f} over {overall.requests} calls"
-        f" ({overall.refused} refused); {report.feedback} feedback, {report.grades} judge grades",
+        f" ({overall.refused} refused, {overall.invalid} invalid); {report.feedback} feedback,"
+        f" {report.grades} judge grades",
         "",
         "costliest tasks",
         *_table(

@@ -89,8 +89,8 @@ class JsonlSink:
 
 class RedisStreamSink:
     """`XADD <stream> MAXLEN ~ <max_len> * e <json>` per entry, one pipeline per batch; for each
-    cost record also the request's owner key (see `calllog.owners`), expiring after the
-    feedback window."""
+    cost record of a routed call (not one refused as invalid) also the request's owner key (see
+    `calllog.owners`), expiring after the feedback window."""
 
     def __init__(
         self, redis: RedisClient, stream: str, *, max_len: int, owner_ttl_s: float
@@ -108,7 +108,7 @@ class RedisStreamSink:
         pipe = self._redis.pipeline(transaction=False)
         for entry, line in zip(batch, lines, strict=True):
             pipe.xadd(self._stream, {STREAM_FIELD: line}, maxlen=self._max_len, approximate=True)
-            if isinstance(entry, CallRecord):
+            if isinstance(entry, CallRecord) and entry.decision is not None:
                 key = owner_key(self._stream, entry.app, entry.request_id)
                 pipe.set(key, b"1", px=self._owner_ttl_ms)
         try:

@@ -94,7 +94,10 @@ class CallLog:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="call-log writer")
 
     def observe(self, record: CallRecord) -> None:
-        self.owners.remember(record.app, record.request_id)
+        if record.decision is not None:
+            # Feedback is for calls that were routed; a request refused as invalid is not
+            # remembered (it would only push routed calls out of the bounded memory).
+            self.owners.remember(record.app, record.request_id)
         self.submit(record)
 
     def submit(self, entry: LogEntry) -> bool:

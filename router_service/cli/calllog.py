@@ -205,7 +205,7 @@ def _export(args: argparse.Namespace) -> int:
     print(
         f"  skipped: {summary.unanswered} unanswered calls, {summary.no_outcome} answered "
         f"without feedback or a judge grade, {summary.from_cache} answered from the response "
-        "cache"
+        f"cache, {summary.invalid} requests refused as invalid"
     )
     if summary.no_prompt:
         apps = ", ".join(f"{app}: {n}" for app, n in summary.no_prompt.most_common())

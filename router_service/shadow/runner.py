@@ -153,7 +153,7 @@ class ShadowRunner:
     ) -> str:
         shadow_app = self._shadow_app(app)
         request = plan.request
-        other = _OTHER_TIER[record.decision.tier]
+        other = _OTHER_TIER[plan.decision.tier]
         shadow_request = replace(
             request,
             request_id=f"{request.request_id}.shadow",
@@ -189,7 +189,7 @@ class ShadowRunner:
         grade = Grade(
             request_id=request.request_id,
             app=app.name,
-            task=record.decision.task,
+            task=plan.decision.task,
             at=self._clock(),
             judge=self._judge_model,
             served=GradedAnswer(record.model, served_score, record.cost_micro_usd, answer),

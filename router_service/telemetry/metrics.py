@@ -142,6 +142,8 @@ class RouterMetrics:
 
     def observe(self, record: CallRecord) -> None:
         decision = record.decision
+        if decision is None:
+            return  # refused as invalid before any decision: `rpc.server.duration` has it
         model = record.model or decision.model
         routed: dict[str, AttributeValue] = {
             a.APP: record.app,

@@ -340,7 +340,7 @@ class _RecordingTrace(CallTrace):
         self._attempt_spans(record)
 
     def _record_outcome(self, record: CallRecord) -> None:
-        if not self._decided:
+        if not self._decided and record.decision is not None:
             self.set_decision(record.decision, record.request_id)
         attributes = self._attributes
         attributes[a.APP] = record.app
@@ -458,14 +458,17 @@ class _RecordingTrace(CallTrace):
 
 
 def _attempt_attributes(record: CallRecord, model: str, system: str) -> dict[str, AttributeValue]:
-    return {
+    attributes: dict[str, AttributeValue] = {
         a.GEN_AI_OPERATION_NAME: a.OPERATION_CHAT,
         a.GEN_AI_PROVIDER_NAME: system,
         a.GEN_AI_REQUEST_MODEL: model,
-        a.GEN_AI_REQUEST_MAX_TOKENS: record.decision.max_output_tokens,
         a.APP: record.app,
-        a.TIER: record.decision.tier.value,
     }
+    decision = record.decision
+    if decision is not None:  # a call with attempts always has one
+        attributes[a.GEN_AI_REQUEST_MAX_TOKENS] = decision.max_output_tokens
+        attributes[a.TIER] = decision.tier.value
+    return attributes
 
 
 def _serving_attributes(

@@ -89,6 +89,68 @@ async def test_a_cancelled_call_records_the_attempt_it_cut_short(tmp_path: Path)
     assert [(a.model, a.outcome.value) for a in record.attempts] == [("glm-5.2", "cancelled")]
 
 
+async def test_invalid_requests_of_a_known_app_are_logged_without_a_decision(
+    tmp_path: Path,
+) -> None:
+    many = [pb.Message(role="user", content="Summarize the PRIVATE-PROMPT-TEXT.")] * 300
+    invalid: dict[str, dict[str, Any]] = {
+        "too-many": {"messages": many},
+        "bad-enum": {"hints": pb.RouteHints(tier=7)},  # type: ignore[arg-type]
+        "absurd": {"max_output_tokens": 2_000_000_000},
+        # Refused by the policy, after the request's own checks.
+        "no-model": {"hints": pb.RouteHints(force_model="nope")},
+    }
+    async with running_router(config(tmp_path)) as running:
+        for request_id, changes in [*invalid.items(), ("bad id!", {})]:
+            with pytest.raises(aio.AioRpcError) as caught:
+                await route(running, request_id=request_id, **changes)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # Without a known app key nothing is logged: anyone could fill the log.
+        with pytest.raises(aio.AioRpcError) as caught:
+            await route(running, key="not-a-key", request_id="anonymous", messages=many)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # Feedback is for routed calls only.
+        with pytest.raises(aio.AioRpcError) as caught:
+            await running.router.Feedback(
+                pb.FeedbackRequest(request_id="too-many", score=1.0), metadata=auth(DEMO_KEY)
+            )
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        await route(running, request_id="fine")
+    records = {e.request_id: e for e in logged(tmp_path) if isinstance(e, CallRecord)}
+    # An id that is not valid itself is not recorded: that call's record has none.
+    assert set(records) == {*invalid, "", "fine"}
+    for request_id in [*invalid, ""]:
+        record = records[request_id]
+        assert (record.app, record.status, record.decision) == ("demo", "invalid", None)
+        assert record.cost_micro_usd == 0 and record.attempts == () and record.prompt is None
+    assert records["too-many"].error == "300 messages; the limit is 256"
+    assert records["bad-enum"].error == "hints.tier has unknown value 7"
+    assert records["absurd"].error == "max_output_tokens is 2000000000; the limit is 65536"
+    assert records["no-model"].error == "hints.force_model: unknown model 'nope'"
+    assert records[""].error.startswith("request_id must be")
+    assert records["fine"].decision is not None and records["fine"].status == "ok"
+    (path,) = list(tmp_path.iterdir())  # noqa: ASYNC240 (a test's temporary directory)
+    assert "PRIVATE-PROMPT-TEXT" not in path.read_text()
+
+
+async def test_a_request_grpc_could_not_parse_is_logged_for_its_app(tmp_path: Path) -> None:
+    # A RouteRequest whose task (field 1, length-delimited) holds bytes that are not UTF-8.
+    async with running_router(config(tmp_path)) as running:
+        call = running.channel.unary_stream(
+            "/router.v1.Router/Route",
+            request_serializer=lambda b: b,
+            response_deserializer=pb.RouteEvent.FromString,
+        )
+        with pytest.raises(aio.AioRpcError) as caught:
+            async for _ in call(b"\x0a\x02\xff\xfe", metadata=auth(DEMO_KEY)):
+                pass
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    (record,) = logged(tmp_path)
+    assert isinstance(record, CallRecord)
+    assert (record.app, record.request_id, record.status) == ("demo", "", "invalid")
+    assert "invalid UTF-8" in record.error
+
+
 async def test_feedback_on_the_apps_own_request_is_logged(tmp_path: Path) -> None:
     async with running_router(config(tmp_path)) as running:
         done = await route(running)

@@ -109,6 +109,10 @@ async def test_every_rpc_is_measured_with_its_status_and_app(recorded: Recorded)
         ):
             with pytest.raises(aio.AioRpcError):
                 await running.router.Explain(request, metadata=auth(key))
+        # Refused as invalid: in the call log, with no decision to count.
+        with pytest.raises(aio.AioRpcError) as caught:
+            [e async for e in running.router.Route(route_request(task=""), metadata=auth(DEMO_KEY))]
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         short = route_request(max_output_tokens=10)
         events = [e async for e in running.router.Route(short, metadata=auth(DEMO_KEY))]
         assert events[-1].HasField("done")
@@ -124,5 +128,7 @@ async def test_every_rpc_is_measured_with_its_status_and_app(recorded: Recorded)
     assert seen[("Explain", grpc.StatusCode.INVALID_ARGUMENT.value[0], "demo")] == 1
     assert seen[("Explain", grpc.StatusCode.UNAUTHENTICATED.value[0], None)] == 1
     assert seen[("Route", 0, "demo")] == 1
+    assert seen[("Route", grpc.StatusCode.INVALID_ARGUMENT.value[0], "demo")] == 1
+    assert sum(p.value for p in recorded.points(m.ROUTING_DECISIONS)) == 2
     # The first Route was cancelled by its caller after its decision.
     assert seen[("Route", grpc.StatusCode.CANCELLED.value[0], "demo")] == 1

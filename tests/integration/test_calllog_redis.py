@@ -115,6 +115,23 @@ async def test_records_go_to_the_stream_and_feedback_reaches_any_replica(
     assert (feedback.app, feedback.request_id, feedback.score) == ("demo", "xr-1", 0.5)
 
 
+async def test_a_request_refused_as_invalid_is_in_the_stream_with_no_owner_key(
+    redis_url_fixture: str, stream: str, prefix: str
+) -> None:
+    async with running_router(config(redis_url_fixture, stream, prefix)) as running:
+        with pytest.raises(aio.AioRpcError) as caught:
+            await route(running, request_id="bad-1", max_output_tokens=-1)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    (record,) = await stream_entries(redis_url_fixture, stream)
+    assert isinstance(record, CallRecord)
+    assert (record.request_id, record.status, record.decision) == ("bad-1", "invalid", None)
+    redis = Redis.from_url(redis_url_fixture)
+    try:
+        assert not await redis.exists(owner_key(stream, "demo", "bad-1"))
+    finally:
+        await redis.aclose()
+
+
 async def test_export_reads_the_stream(
     redis_url_fixture: str, stream: str, prefix: str, tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from router_service.calllog.codec import MalformedEntry, decode, dumps, encode, loads
 from router_service.calllog.entries import LogEntry
+from router_service.records import invalid_call
 from tests.support.records import call_record, entries, feedback, grade
 
 
@@ -42,6 +43,14 @@ def test_prompt_text_is_absent_unless_recorded() -> None:
     line = dumps(call_record(prompt=None))
     assert json.loads(line)["messages"] is None
     assert "Summarize the report" not in line
+
+
+def test_a_request_refused_as_invalid_has_no_decision() -> None:
+    record = invalid_call("demo", "bad-1", "3 tools; the limit is 2")
+    obj = encode(record)
+    assert (obj["decision"], obj["task"], obj["status"]) == (None, "", "invalid")
+    assert (obj["cost_micro_usd"], obj["messages"], obj["error"]) == (0, None, record.error)
+    assert loads(dumps(record)) == record
 
 
 def test_feedback_and_grade_lines() -> None:

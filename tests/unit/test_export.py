@@ -6,7 +6,7 @@ import pytest
 
 from router_service.calllog.export import build_outcomes
 from router_service.calllog.outcomes import check_outcome_row
-from router_service.records import CallStatus
+from router_service.records import CallStatus, invalid_call
 from tests.support.records import call_record, feedback, grade
 
 
@@ -74,6 +74,13 @@ def test_apps_without_opt_in_are_counted_not_exported() -> None:
 def test_unanswered_calls_are_skipped(status: str) -> None:
     rows, summary = build_outcomes([call_record(status=status), feedback()])
     assert rows == [] and summary.unanswered == 1
+
+
+def test_requests_refused_as_invalid_are_never_rows() -> None:
+    invalid = [invalid_call("demo", request_id, "bad") for request_id in ("", "", "req-1")]
+    rows, summary = build_outcomes([*invalid, feedback()])
+    assert rows == [] and summary.invalid == 3 and summary.calls == 0
+    assert summary.unmatched == 1  # the feedback has no routed call to join
 
 
 def test_shadow_records_are_spend_only() -> None:

@@ -13,7 +13,7 @@ from router_service.calllog.report import Budget, render, summarize
 from router_service.cli import main
 from router_service.config import Tier
 from router_service.cost import Usage
-from router_service.records import CallStatus
+from router_service.records import CallStatus, invalid_call
 from tests.support.records import DECISION, call_record, feedback, grade
 
 NOW = datetime(2025, 5, 20, tzinfo=UTC)
@@ -71,7 +71,7 @@ def test_the_table_shows_each_app_and_the_budget() -> None:
     assert overall.prompt_cache_hit_rate == 4 / 5 and overall.response_cache_hit_rate == 1 / 7
     all_line = next(line for line in text.splitlines() if line.startswith("all apps "))
     assert all_line.split()[2:4] == ["7", f"{overall.spent_usd:.6f}"]
-    assert "total spend $0.009420 over 7 calls (0 refused)" in text
+    assert "total spend $0.009420 over 7 calls (0 refused, 0 invalid)" in text
     assert render(summarize([])) == "no calls in the call log for this period\n"
     unreadable = summarize([])
     unreadable.malformed = 3
@@ -84,6 +84,21 @@ def test_refusals_count_as_calls_but_not_in_the_cache_rates() -> None:
     demo = summarize([refused, cached, call_record()], now=NOW).apps["demo"]
     assert (demo.requests, demo.refused, demo.provider_calls) == (3, 1, 1)
     assert demo.response_cache_hit_rate == 1 / 2 and demo.prompt_cache_hit_rate == 1.0
+
+
+def test_requests_refused_as_invalid_count_per_app_with_no_mix_or_task() -> None:
+    invalid = invalid_call("bot", "", "hints.tier has unknown value 7")
+    refused = call_record(status=CallStatus.REFUSED, model="", cost_micro_usd=0, usage=Usage())
+    report = summarize([invalid, call_record(app="bot"), refused], now=NOW)
+    bot = report.apps["bot"]
+    assert (bot.requests, bot.invalid, bot.refused) == (2, 1, 0)
+    assert bot.task_requests == {"summarization": 1} and bot.response_cache_hit_rate == 0.0
+    text = render(report)
+    bot_line = next(line for line in text.splitlines() if line.startswith("bot "))
+    demo_line = next(line for line in text.splitlines() if line.startswith("demo "))
+    # The refused and invalid columns, before the budget.
+    assert bot_line.split()[9:11] == ["0", "1"] and demo_line.split()[9:11] == ["1", "0"]
+    assert "over 3 calls (1 refused, 1 invalid)" in text
 
 
 def test_the_chart_is_a_png(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from dataclasses import replace
 from router_service.config import Tier
 from router_service.cost import Usage
 from router_service.policy import Decision
-from router_service.records import CallRecord, CallStatus
+from router_service.records import CallRecord, CallStatus, invalid_call
 from router_service.stats import AppStats, StatsRecorder, counts_of
 from router_service.store import MemoryStore
 
@@ -57,6 +57,13 @@ def test_rates_follow_the_spec_definitions() -> None:
     assert stats.requests_by_tier == {"cheap": 3}
     assert stats.requests_by_model == {"glm-5.2": 2}
     assert stats.spent_micro_usd_by_task == {"summarization": 2800}
+
+
+def test_requests_refused_as_invalid_count_apart_from_routed_calls() -> None:
+    invalid = invalid_call("a", "bad-1", "3 tools; the limit is 2")
+    stats = AppStats.from_counts("a", "2026-11", counts_of(invalid) + counts_of(CALL))
+    assert (stats.requests, stats.refused, stats.invalid) == (1, 0, 1)
+    assert stats.requests_by_tier == {"cheap": 1} and stats.spent_micro_usd == 900
 
 
 def test_no_calls_give_zero_rates() -> None:
