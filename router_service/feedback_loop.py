@@ -35,7 +35,9 @@ class FeedbackLoop:
         self.exploration = Exploration(config.exploration)
         observers: list[CallObserver] = []
         if config.call_log.enabled:
-            self.call_log = build_call_log(config.call_log, redis)
+            self.call_log = build_call_log(
+                config.call_log, redis, key_prefix=config.store.key_prefix
+            )
             self.feedback = FeedbackRecorder(self.call_log)
             observers.append(self.call_log)
         judge = config.exploration.judge_model

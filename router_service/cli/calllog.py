@@ -1,7 +1,9 @@
 """`llm-router export` and `llm-router report`: read the call log back.
 
-Both read the same log the server writes: the Redis Stream when `--redis` (or `REDIS_URL`) is
-given, as the server does, else the JSONL files in `--calllog` (default `var/calllog`).
+Both read the log where the server writes it, resolved from the same config (`--config`, else
+the embedded defaults, as `serve` does): the Redis Stream when the config or `REDIS_URL` names
+a Redis (its key `call_log.stream`, else derived from `store.key_prefix`), else the JSONL files
+in `call_log.directory` (`var/calllog`). `--redis`, `--stream` and `--calllog` override.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import re
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,8 +25,6 @@ if TYPE_CHECKING:
     from router_service.calllog.reader import LogScan
     from router_service.calllog.report import Report
 
-DEFAULT_CALLLOG = Path("var/calllog")
-DEFAULT_STREAM = "llm-router:v1:calllog"
 DEFAULT_ADMIN_KEY = "demo-admin-key"
 _RELATIVE = re.compile(r"^(\d+)([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -48,21 +49,43 @@ def parse_since(text: str, *, now: float | None = None) -> float:
     return moment.timestamp()
 
 
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """Where the log is read: the Redis Stream `stream` when `redis` is set, else `directory`."""
+
+    redis: str | None
+    stream: str
+    directory: Path
+
+    def __str__(self) -> str:
+        return f"Redis stream {self.stream}" if self.redis else str(self.directory)
+
+
 def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the router's config: read the log where that router writes it (default: the "
+        "embedded defaults, as `serve` without --config)",
+    )
     parser.add_argument(
         "--calllog",
         type=Path,
-        default=DEFAULT_CALLLOG,
         metavar="DIR",
-        help=f"the JSONL call-log directory (default {DEFAULT_CALLLOG}, the server's default)",
+        help="the JSONL call-log directory (default: the config's call_log.directory)",
     )
     parser.add_argument(
         "--redis",
-        default=os.environ.get("REDIS_URL") or None,
         metavar="URL",
-        help="read the Redis Stream instead (default: REDIS_URL when set, like the server)",
+        help="read the Redis Stream instead (default: the config's store.redis_url, else "
+        "REDIS_URL when set, like the server)",
     )
-    parser.add_argument("--stream", default=DEFAULT_STREAM, help="the stream key")
+    parser.add_argument(
+        "--stream",
+        help="the stream key (default: the config's call_log.stream, else derived from "
+        "store.key_prefix, as the server does)",
+    )
     parser.add_argument(
         "--since",
         type=parse_since,
@@ -125,29 +148,40 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     report.set_defaults(run=_report)
 
 
-def _read(args: argparse.Namespace) -> tuple[list[LogEntry], LogScan]:
+def _source(args: argparse.Namespace) -> _Source:
+    """Where the server the config describes writes its log, unless the flags say otherwise;
+    `ConfigError` for a config that does not load."""
+    from router_service.config import load_config
+
+    config = load_config(args.config)
+    return _Source(
+        redis=args.redis or config.store.resolved_redis_url(os.environ),
+        stream=args.stream or config.call_log.stream_key(config.store.key_prefix),
+        directory=args.calllog or config.call_log.directory,
+    )
+
+
+def _read(args: argparse.Namespace) -> tuple[list[LogEntry], LogScan, _Source]:
     import asyncio
 
     from redis.asyncio import Redis
 
     from router_service.calllog.reader import LogScan
 
+    source = _source(args)
     scan = LogScan(since=args.since)
-    if args.redis is None:
-        return list(scan.jsonl(args.calllog)), scan
+    url = source.redis
+    if url is None:
+        return list(scan.jsonl(source.directory)), scan, source
 
     async def read() -> list[LogEntry]:
-        redis = Redis.from_url(args.redis, socket_connect_timeout=5.0)
+        redis = Redis.from_url(url, socket_connect_timeout=5.0)
         try:
-            return [entry async for entry in scan.stream(redis, args.stream)]
+            return [entry async for entry in scan.stream(redis, source.stream)]
         finally:
             await redis.aclose()
 
-    return asyncio.run(read()), scan
-
-
-def _source(args: argparse.Namespace) -> str:
-    return f"Redis stream {args.stream}" if args.redis else str(args.calllog)
+    return asyncio.run(read()), scan, source
 
 
 def _write_rows(rows: list[dict[str, Any]], out: Path) -> None:
@@ -173,6 +207,7 @@ def _export(args: argparse.Namespace) -> int:
     from redis.exceptions import RedisError
 
     from router_service.calllog.export import build_outcomes
+    from router_service.config import ConfigError
 
     if not 0 <= args.test_share <= 1:
         print("llm-router: --test-share must be between 0 and 1", file=sys.stderr)
@@ -183,7 +218,10 @@ def _export(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        entries, scan = _read(args)
+        entries, scan, source = _read(args)
+    except ConfigError as exc:
+        print(f"llm-router: {exc}", file=sys.stderr)
+        return 2
     except (OSError, RedisError) as exc:
         print(f"llm-router: cannot read the call log: {exc}", file=sys.stderr)
         return 1
@@ -198,7 +236,7 @@ def _export(args: argparse.Namespace) -> int:
     models = Counter(model for row in rows for model in row["outcomes"])
     print(
         f"exported {summary.rows} rows ({summary.both_arms} with both arms) from "
-        f"{summary.calls} calls in {_source(args)} to {args.out}"
+        f"{summary.calls} calls in {source} to {args.out}"
     )
     if models:
         print("  outcomes per model: " + ", ".join(f"{m} {n}" for m, n in models.most_common()))
@@ -268,9 +306,13 @@ def _report(args: argparse.Namespace) -> int:
     from redis.exceptions import RedisError
 
     from router_service.calllog.report import render, summarize
+    from router_service.config import ConfigError
 
     try:
-        entries, scan = _read(args)
+        entries, scan, source = _read(args)
+    except ConfigError as exc:
+        print(f"llm-router: {exc}", file=sys.stderr)
+        return 2
     except (OSError, RedisError) as exc:
         print(f"llm-router: cannot read the call log: {exc}", file=sys.stderr)
         return 1
@@ -280,7 +322,7 @@ def _report(args: argparse.Namespace) -> int:
         _budgets(report, args)
     else:
         report.budget_note = "budget: this month's spend from the log; --target shows limits"
-    sys.stdout.write(f"call log: {_source(args)}\n\n" + render(report))
+    sys.stdout.write(f"call log: {source}\n\n" + render(report))
     if args.png is not None:
         try:
             from router_service.calllog.chart import write_chart

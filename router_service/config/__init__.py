@@ -42,6 +42,7 @@ from router_service.config.catalog import (
 )
 
 __all__ = [
+    "DEFAULT_KEY_PREFIX",
     "AdminConfig",
     "AnthropicProviderConfig",
     "AppConfig",
@@ -236,6 +237,10 @@ class ClassifierConfig(Frozen):
     reload_root: Path | None = None
 
 
+DEFAULT_KEY_PREFIX = "llmr"
+LEGACY_CALL_LOG_STREAM = "llm-router:v1:calllog"
+
+
 class StoreConfig(Frozen):
     """Where budgets, rate limits, caches and the call log live.
 
@@ -251,8 +256,9 @@ class StoreConfig(Frozen):
     cluster: bool = False
     # What to do when Redis cannot be reached: keep serving with local counters, or refuse.
     on_unavailable: Literal["fail_open", "fail_closed"] = "fail_open"
-    # Every key this service writes starts with this (then the app as a Cluster hash tag).
-    key_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "llmr"
+    # Every key this service writes starts with this (then the app as a Cluster hash tag; the
+    # call log's stream, unless `call_log.stream` names one, is `<key_prefix>:calllog`).
+    key_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = DEFAULT_KEY_PREFIX
     # How long a budget reservation outlives its replica: live replicas renew their leases,
     # a dead one's reservations are released this long after its last renewal.
     reservation_lease_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
@@ -281,14 +287,15 @@ class StoreConfig(Frozen):
 class CallLogConfig(Frozen):
     """The call log: one cost record per call, written in batches off the request path.
 
-    With Redis configured (see `store`) entries go to the Redis Stream `stream`; otherwise to
-    JSONL files in `directory`, one per UTC day. A full queue or a sink that stays down drops
+    With Redis configured (see `store`) entries go to a Redis Stream (`stream_key`); otherwise
+    to JSONL files in `directory`, one per UTC day. A full queue or a sink that stays down drops
     entries and counts them; it never slows or fails a request.
     """
 
     enabled: bool = True
     directory: Path = Path("var/calllog")
-    stream: Annotated[str, Field(min_length=1)] = "llm-router:v1:calllog"
+    # The Redis Stream's key; unset, it follows `store.key_prefix` (see `stream_key`).
+    stream: Annotated[str, Field(min_length=1)] | None = None
     # Redis trims the stream to about this many entries (XADD MAXLEN ~).
     stream_max_len: Annotated[int, Field(gt=0)] = 1_000_000
     # Entries waiting to be written; past this, new ones are dropped and counted.
@@ -301,6 +308,17 @@ class CallLogConfig(Frozen):
     # Request ids each replica remembers for feedback ownership checks (Redis remembers all
     # within the window).
     remembered_requests: Annotated[int, Field(gt=0)] = 100_000
+
+    def stream_key(self, key_prefix: str) -> str:
+        """The stream's Redis key (its requests' owner keys go beside it): `stream` when set,
+        else `<key_prefix>:calllog`, so deployments sharing a Redis under different prefixes
+        keep apart. On the default prefix it stays `llm-router:v1:calllog`, its key from before
+        it followed the prefix: an upgrade neither splits that log nor loses its owners."""
+        if self.stream is not None:
+            return self.stream
+        if key_prefix == DEFAULT_KEY_PREFIX:
+            return LEGACY_CALL_LOG_STREAM
+        return f"{key_prefix}:calllog"
 
 
 class ExplorationConfig(Frozen):

@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from grpc import aio
 from redis.asyncio import Redis
 
@@ -24,7 +25,7 @@ from router_service.cli import main
 from router_service.config import RouterConfig
 from router_service.records import CallRecord
 from tests.component.test_route_api import route_request
-from tests.support.configs import DEMO_KEY, fast_config
+from tests.support.configs import DEMO_KEY, fast_config, fast_raw
 from tests.support.redis_server import free_port
 from tests.support.servers import Running, auth, running_router
 from tests.support.stores import delete_prefix, unique_prefix
@@ -129,6 +130,43 @@ async def test_a_request_refused_as_invalid_is_in_the_stream_with_no_owner_key(
     try:
         assert not await redis.exists(owner_key(stream, "demo", "bad-1"))
     finally:
+        await redis.aclose()
+
+
+async def test_deployments_under_different_key_prefixes_keep_their_logs_apart(
+    redis_url_fixture: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prefixes = [unique_prefix(), unique_prefix()]
+    raws = [
+        fast_raw(
+            store={"backend": "redis", "redis_url": redis_url_fixture, "key_prefix": prefix},
+            call_log={"enabled": True, "flush_interval_s": 0.01},
+        )
+        for prefix in prefixes
+    ]
+    redis = Redis.from_url(redis_url_fixture)
+    try:
+        for i, raw in enumerate(raws):
+            async with running_router(RouterConfig.model_validate(raw)) as running:
+                await route(running, request_id=f"deployment-{i}")
+                await running.router.Feedback(
+                    pb.FeedbackRequest(request_id=f"deployment-{i}", score=1.0),
+                    metadata=auth(DEMO_KEY),
+                )
+        for i, prefix in enumerate(prefixes):
+            entries = await stream_entries(redis_url_fixture, f"{prefix}:calllog")
+            assert [e.request_id for e in entries] == [f"deployment-{i}"] * 2
+            assert await redis.exists(owner_key(f"{prefix}:calllog", "demo", f"deployment-{i}"))
+        # The report reads the stream of the config it is given, as the server resolves it.
+        path = tmp_path / "router.yaml"
+        path.write_text(yaml.safe_dump(raws[1]))
+        assert await asyncio.to_thread(main, ["report", "--config", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert f"call log: Redis stream {prefixes[1]}:calllog" in out
+        assert "over 1 calls" in out
+    finally:
+        for prefix in prefixes:
+            await delete_prefix(redis, prefix)
         await redis.aclose()
 
 

@@ -94,3 +94,15 @@ def test_app_names_are_refused_unless_plain(tmp_path: Path, name: str) -> None:
     raw = merge(embedded_raw(), {"apps": {name: {"key_sha256": "0" * 64}}})
     with pytest.raises(ConfigError, match="is not an app name"):
         load_config(write(tmp_path, yaml.safe_dump(raw)))
+
+
+def test_the_call_log_stream_follows_the_key_prefix_unless_named() -> None:
+    from router_service.config import CallLogConfig
+
+    derived = CallLogConfig()
+    assert derived.stream_key("team-a") == "team-a:calllog"
+    assert derived.stream_key("team-b") == "team-b:calllog"
+    # The default prefix keeps the stream it had before the key followed the prefix.
+    assert derived.stream_key("llmr") == "llm-router:v1:calllog"
+    named = CallLogConfig(stream="shared:calllog")
+    assert named.stream_key("team-a") == named.stream_key("llmr") == "shared:calllog"

@@ -121,3 +121,24 @@ def test_report_png_creates_the_chart_directory(
     assert main(["report", "--calllog", str(calllog), "--png", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"chart written to {png}" in capsys.readouterr().out
+
+
+def test_report_reads_the_log_where_the_config_puts_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from tests.support.configs import fast_raw
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    calllog = tmp_path / "elsewhere"
+    calllog.mkdir()
+    (calllog / "calllog-2025-05-01.jsonl").write_text(dumps(call_record()) + "\n")
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump(fast_raw(call_log={"directory": str(calllog)})))
+    assert main(["report", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert f"call log: {calllog}" in out and "over 1 calls" in out
+    config.write_text("call_log: {strem: x}\n")
+    assert main(["report", "--config", str(config)]) == 2
+    assert "invalid configuration" in capsys.readouterr().err
