@@ -67,11 +67,20 @@ class AttemptOutcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
+    # The catalog's name of the model tried.
     model: str
     provider: str
     outcome: AttemptOutcome
     error: str = ""
     latency_ms: float = 0.0
+    # The model name sent to the provider (the deployment's `upstream_model`, else `model`);
+    # empty in call-log entries written before it was recorded.
+    upstream_model: str = ""
+
+    @property
+    def request_model(self) -> str:
+        """The model name this attempt asked the provider for (`gen_ai.request.model`)."""
+        return self.upstream_model or self.model
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +124,7 @@ class FallbackStream:
                 outcome=outcome,
                 error=error,
                 latency_ms=(self._clock() - started) * 1000,
+                upstream_model=target.model.upstream_name(target.deployment),
             )
         )
 

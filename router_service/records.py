@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from router_service.cost import Usage
-from router_service.fallback import AttemptRecord
+from router_service.fallback import AttemptOutcome, AttemptRecord
 from router_service.policy import Decision
 
 __all__ = ["CallObserver", "CallRecord", "CallStatus", "invalid_call", "unserved_call"]
@@ -71,6 +71,15 @@ class CallRecord:
     @property
     def prompt_cache_hit(self) -> bool:
         return self.usage.cached_input_tokens > 0
+
+    @property
+    def last_request(self) -> AttemptRecord | None:
+        """The last attempt that sent a request to a provider (the serving one, when a provider
+        answered); None when the call sent none."""
+        for attempt in reversed(self.attempts):
+            if attempt.outcome is not AttemptOutcome.SKIPPED:
+                return attempt
+        return None
 
 
 def unserved_call(

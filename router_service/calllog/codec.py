@@ -11,7 +11,7 @@ Every entry is one JSON object (a JSONL line, or the `e` field of a Redis Stream
      "usage": {"input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens"},
      "cost_usd": 0.000212, "cost_micro_usd": 212, "ttft_ms", "latency_ms", "overhead_ms",
      "served_from_cache": false, "prompt_cache_hit": false,
-     "attempts": [{"model", "provider", "outcome", "error", "latency_ms"}],
+     "attempts": [{"model", "provider", "outcome", "error", "latency_ms", "upstream_model"}],
      "status": "ok", "error": "", "finish_reason": "stop", "metadata": {…},
      "messages": [{"role", "content"}] | null}
 
@@ -100,6 +100,7 @@ def encode_call(record: CallRecord) -> dict[str, Any]:
                 "outcome": t.outcome.value,
                 "error": t.error,
                 "latency_ms": t.latency_ms,
+                "upstream_model": t.upstream_model,
             }
             for t in record.attempts
         ],
@@ -216,6 +217,8 @@ def _decode_call(obj: Mapping[str, Any]) -> CallRecord:
                 outcome=AttemptOutcome(t["outcome"]),
                 error=str(t["error"]),
                 latency_ms=float(t["latency_ms"]),
+                # Absent from entries written before it was recorded.
+                upstream_model=str(t.get("upstream_model", "")),
             )
             for t in obj["attempts"]
         ),

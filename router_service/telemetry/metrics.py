@@ -158,17 +158,25 @@ class RouterMetrics:
             return
         if record.status == CallStatus.REFUSED:
             return  # refused before any provider call: nothing for the GenAI client metrics
+        # The catalog's name is ours (`llm_router.model`); `gen_ai.request.model` is the name
+        # the provider was asked for (a deployment's `upstream_model` may differ), that of the
+        # call's last request: the serving one, or the last that failed. None sent: no name.
+        last = record.last_request
         genai: dict[str, AttributeValue] = {
             a.GEN_AI_OPERATION_NAME: a.OPERATION_CHAT,
-            a.GEN_AI_REQUEST_MODEL: model,
+            a.MODEL: model if last is None else last.model,
         }
+        if last is not None:
+            genai[a.GEN_AI_REQUEST_MODEL] = last.request_model
         if record.provider:
             genai[a.GEN_AI_PROVIDER_NAME] = self._systems.get(record.provider, record.provider)
         if record.status != CallStatus.OK:
             genai[a.ERROR_TYPE] = record.status
         self._duration.record(record.latency_ms / _MS, genai)
         if record.model:
-            genai[a.GEN_AI_RESPONSE_MODEL] = record.response_model or record.model
+            # The provider's own name for the model, else the one it was asked for.
+            asked = record.model if last is None else last.request_model
+            genai[a.GEN_AI_RESPONSE_MODEL] = record.response_model or asked
             usage = record.usage
             self._tokens.record(usage.input_tokens, {**genai, a.GEN_AI_TOKEN_TYPE: a.TOKEN_INPUT})
             self._tokens.record(usage.output_tokens, {**genai, a.GEN_AI_TOKEN_TYPE: a.TOKEN_OUTPUT})

@@ -371,33 +371,35 @@ class _RecordingTrace(CallTrace):
                 continue
             finish = at + int(attempt.latency_ms * _NS_PER_MS)
             system = self._spans.systems.get(attempt.provider, attempt.provider)
-            attributes = _attempt_attributes(record, attempt.model, system)
+            request_model = attempt.request_model
+            attributes = _attempt_attributes(record, attempt.model, request_model, system)
             attributes[a.COST_USD] = 0.0
-            self._attempt_span(attempt.model, attempt, at, finish, attributes)
+            self._attempt_span(request_model, attempt, at, finish, attributes)
             at = finish
         if record.model and not record.served_from_cache:
             # The serving attempt ran from the end of the failed ones to the end of the call
             # (a call that ends before any attempt was made has no attempt record).
             serving = attempts[-1] if serving_recorded else None
+            request_model = record.model if serving is None else serving.request_model
+            system = self._spans.systems.get(record.provider, record.provider)
             self._attempt_span(
-                record.model,
+                request_model,
                 serving,
                 at,
                 max(at, end_ns),
-                _serving_attributes(
-                    record, serving, self._spans.systems.get(record.provider, record.provider)
-                ),
+                _serving_attributes(record, serving, request_model, system),
             )
 
     def _attempt_span(
         self,
-        model: str,
+        request_model: str,
         attempt: AttemptRecord | None,
         start_ns: int,
         end_ns: int,
         attributes: dict[str, AttributeValue],
     ) -> None:
-        """A GenAI client span for one attempt."""
+        """A GenAI client span for one attempt, named for the model it asked the provider for,
+        as the GenAI conventions name it: `chat {gen_ai.request.model}`."""
         status = None
         if attempt is not None:
             attributes[a.ATTEMPT_OUTCOME] = attempt.outcome.value
@@ -405,7 +407,7 @@ class _RecordingTrace(CallTrace):
                 attributes[a.ERROR_TYPE] = attempt.outcome.value
                 status = Status(StatusCode.ERROR, attempt.error)
         self._spans.emit(
-            f"{a.OPERATION_CHAT} {model}",
+            f"{a.OPERATION_CHAT} {request_model}",
             self._spans.child(self._context),
             self._context,
             kind=SpanKind.CLIENT,
@@ -457,11 +459,16 @@ class _RecordingTrace(CallTrace):
         return self._context
 
 
-def _attempt_attributes(record: CallRecord, model: str, system: str) -> dict[str, AttributeValue]:
+def _attempt_attributes(
+    record: CallRecord, model: str, request_model: str, system: str
+) -> dict[str, AttributeValue]:
+    """`model` is the catalog's name (ours, `llm_router.model`), `request_model` the name the
+    provider was asked for (`gen_ai.request.model`): a deployment's `upstream_model` may differ."""
     attributes: dict[str, AttributeValue] = {
         a.GEN_AI_OPERATION_NAME: a.OPERATION_CHAT,
         a.GEN_AI_PROVIDER_NAME: system,
-        a.GEN_AI_REQUEST_MODEL: model,
+        a.GEN_AI_REQUEST_MODEL: request_model,
+        a.MODEL: model,
         a.APP: record.app,
     }
     decision = record.decision
@@ -472,11 +479,12 @@ def _attempt_attributes(record: CallRecord, model: str, system: str) -> dict[str
 
 
 def _serving_attributes(
-    record: CallRecord, attempt: AttemptRecord | None, system: str
+    record: CallRecord, attempt: AttemptRecord | None, request_model: str, system: str
 ) -> dict[str, AttributeValue]:
     usage = record.usage
-    attributes = _attempt_attributes(record, record.model, system)
-    attributes[a.GEN_AI_RESPONSE_MODEL] = record.response_model or record.model
+    attributes = _attempt_attributes(record, record.model, request_model, system)
+    # The provider's own name for the model, else the one it was asked for.
+    attributes[a.GEN_AI_RESPONSE_MODEL] = record.response_model or request_model
     attributes[a.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
     attributes[a.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
     attributes[a.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens

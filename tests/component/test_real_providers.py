@@ -137,9 +137,7 @@ async def test_spans_and_metrics_name_providers_as_the_genai_conventions_do() ->
         )
         await route(running, frontier)
     systems = {
-        (span.attributes or {}).get(a.GEN_AI_REQUEST_MODEL): (span.attributes or {}).get(
-            a.GEN_AI_PROVIDER_NAME
-        )
+        (span.attributes or {}).get(a.MODEL): (span.attributes or {}).get(a.GEN_AI_PROVIDER_NAME)
         for span in recorded.spans()
         if span.name.startswith("chat ")
     }

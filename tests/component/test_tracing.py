@@ -19,6 +19,7 @@ from router_service.providers.registry import build_providers
 from router_service.server import RouterServer
 from router_service.telemetry import NO_TRACE, Tracing
 from router_service.telemetry import attributes as a
+from router_service.telemetry import metrics as m
 from tests.component.test_route_api import route_request
 from tests.support.configs import DEMO_KEY, fast_config
 from tests.support.servers import Running, auth, running_router
@@ -122,6 +123,53 @@ async def test_each_fallback_attempt_is_its_own_client_span(recorded: Recorded) 
     for before, after in itertools.pairwise(chats):
         assert before.end_time is not None and after.start_time is not None
         assert before.end_time <= after.start_time
+
+
+async def test_genai_spans_and_metrics_name_the_model_asked_of_the_provider(
+    recorded: Recorded,
+) -> None:
+    """`gen_ai.request.model` is the upstream name sent; the catalog's is `llm_router.model`."""
+    config = fast_config(
+        providers={"sim-openai": {"failure": {"rate": 1.0}}},
+        models={
+            "glm-5.2": {
+                "provider": None,
+                "deployments": [{"provider": "sim-openai", "upstream_model": "glm-5.2-0414"}],
+            },
+            "kimi-2.7": {"fallbacks": ["claude-opus-4.8"]},
+            "claude-opus-4.8": {
+                "provider": None,
+                "deployments": [{"provider": "sim-anthropic", "upstream_model": "claude-opus-4-8"}],
+            },
+        },
+    )
+    async with running_router(
+        config,
+        tracer_provider=recorded.tracer_provider,
+        meter_provider=recorded.meter_provider,
+    ) as running:
+        request = route_request(hints=pb.RouteHints(tier=pb.TIER_PREFERENCE_CHEAP))
+        await route(running, request)
+        tokens = recorded.points(m.TOKEN_USAGE)
+        cost = recorded.points(m.COST)
+    chats = sorted(
+        (s for s in recorded.spans() if s.name.startswith("chat ")),
+        key=lambda s: s.start_time or 0,
+    )
+    asked = [
+        (s.name, (s.attributes or {})[a.GEN_AI_REQUEST_MODEL], (s.attributes or {})[a.MODEL])
+        for s in chats
+    ]
+    assert asked == [
+        ("chat glm-5.2-0414", "glm-5.2-0414", "glm-5.2"),
+        ("chat kimi-2.7", "kimi-2.7", "kimi-2.7"),
+        ("chat claude-opus-4-8", "claude-opus-4-8", "claude-opus-4.8"),
+    ]
+    assert (chats[-1].attributes or {})[a.GEN_AI_RESPONSE_MODEL] == "claude-opus-4-8"
+    assert {(p.attributes[a.GEN_AI_REQUEST_MODEL], p.attributes[a.MODEL]) for p in tokens} == {
+        ("claude-opus-4-8", "claude-opus-4.8")
+    }
+    assert [p.attributes[a.MODEL] for p in cost] == ["claude-opus-4.8"]
 
 
 async def test_a_refused_route_has_an_error_status(recorded: Recorded) -> None:

@@ -38,7 +38,11 @@ def call_record(**changes: Any) -> CallRecord:
         ttft_ms=210.5,
         latency_ms=1100.0,
         served_from_cache=False,
-        attempts=(AttemptRecord("glm-5.2", "sim-openai", AttemptOutcome.SUCCEEDED, "", 1100.0),),
+        attempts=(
+            AttemptRecord(
+                "glm-5.2", "sim-openai", AttemptOutcome.SUCCEEDED, "", 1100.0, "glm-5.2-0501"
+            ),
+        ),
         status=CallStatus.OK,
         error="",
         model="glm-5.2",
@@ -106,7 +110,9 @@ call_records = st.builds(
     latency_ms=_floats,
     served_from_cache=st.booleans(),
     attempts=st.lists(
-        st.builds(AttemptRecord, _text, _text, st.sampled_from(AttemptOutcome), _text, _floats),
+        st.builds(
+            AttemptRecord, _text, _text, st.sampled_from(AttemptOutcome), _text, _floats, _text
+        ),
         max_size=3,
     ).map(tuple),
     status=st.sampled_from([v for k, v in vars(CallStatus).items() if k.isupper()]),

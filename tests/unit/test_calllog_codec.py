@@ -45,6 +45,14 @@ def test_prompt_text_is_absent_unless_recorded() -> None:
     assert "Summarize the report" not in line
 
 
+def test_attempts_logged_before_their_upstream_model_was_read_back() -> None:
+    obj = encode(call_record())
+    assert obj["attempts"][0]["upstream_model"] == "glm-5.2-0501"
+    del obj["attempts"][0]["upstream_model"]
+    (attempt,) = decode(obj).attempts  # type: ignore[union-attr]
+    assert attempt.upstream_model == "" and attempt.request_model == "glm-5.2"
+
+
 def test_a_request_refused_as_invalid_has_no_decision() -> None:
     record = invalid_call("demo", "bad-1", "3 tools; the limit is 2")
     obj = encode(record)

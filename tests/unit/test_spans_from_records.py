@@ -54,6 +54,29 @@ def test_attempts_are_laid_end_to_end_from_the_calls_start(recorded: Recorded) -
     assert served[a.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 1024
 
 
+def test_a_failed_call_is_measured_under_the_model_its_last_request_asked_for(
+    recorded: Recorded,
+) -> None:
+    failed = {"status": CallStatus.FAILED, "model": "", "provider": "", "usage": Usage()}
+    attempts = (
+        AttemptRecord("glm-5.2", "sim-openai", AttemptOutcome.FAILED, "503", 40.0, "glm-5.2-0414"),
+        AttemptRecord("kimi-2.7", "sim-b", AttemptOutcome.SKIPPED, "circuit open", 0.0, "kimi-k2"),
+    )
+    metrics = RouterMetrics(recorded.meter_provider)
+    metrics.observe(call_record(attempts=attempts, cost_micro_usd=0, **failed))
+    (duration,) = recorded.points(m.OPERATION_DURATION)
+    assert duration.attributes[a.GEN_AI_REQUEST_MODEL] == "glm-5.2-0414"
+    assert duration.attributes[a.MODEL] == "glm-5.2"
+    # No request sent (every candidate skipped): no model was asked for.
+    metrics.observe(call_record(attempts=attempts[1:], cost_micro_usd=0, **failed))
+    (unsent,) = [
+        p
+        for p in recorded.points(m.OPERATION_DURATION)
+        if a.GEN_AI_REQUEST_MODEL not in p.attributes
+    ]
+    assert unsent.attributes[a.MODEL] == "glm-5.2"  # the decided model
+
+
 def test_a_caller_gone_mid_answer_still_shows_the_serving_attempt(recorded: Recorded) -> None:
     record_one(recorded, attempts=(), status=CallStatus.CANCELLED, finish_reason="cancelled")
     ((name, _, _, attrs),) = chat_spans(recorded)
