@@ -45,7 +45,7 @@ def _by(prefix: str, counts: Mapping[str, int]) -> dict[str, int]:
 class AppStats:
     app: str
     period: str
-    # Calls that were routed (refusals excluded).
+    # Calls that were admitted (refusals excluded; response-cache hits included).
     requests: int
     refused: int
     # Requests refused as invalid before any decision.
@@ -91,13 +91,19 @@ def counts_of(record: CallRecord) -> Counter[str]:
         counts["refused"] = 1
         return counts
     counts["requests"] = 1
-    counts[f"tier:{decision.tier.value}"] = 1
     if record.cost_micro_usd:
         counts["cost"] = record.cost_micro_usd
         counts[f"task_cost:{decision.task}"] = record.cost_micro_usd
     if record.served_from_cache:
+        # The routing mix (by tier and by model) is where calls went upstream. A response-cache
+        # hit went nowhere: no tier's model was called, and its replayed answer's model need
+        # not be of the decided tier. So it is in neither mix, only in the cache hit rate; both
+        # mixes count the same calls but those that failed before any model answered (in the
+        # tier mix, by the decided tier, and not in the model mix).
         counts["response_cache_hits"] = 1
-    elif record.model:
+        return counts
+    counts[f"tier:{decision.tier.value}"] = 1
+    if record.model:
         counts[f"model:{record.model}"] = 1
         if record.usage.input_tokens:
             counts["provider_calls"] = 1

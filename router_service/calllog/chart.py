@@ -59,7 +59,7 @@ def build_figure(report: Report) -> Figure:
         explored = s.by_arm["explore"]
         if explored:
             mix.annotate(f"{explored} explored", (x, 101), ha="center", fontsize=8)
-    mix.set_title("Routing mix (% of calls)")
+    mix.set_title("Routing mix (% of calls sent to a model)")
     mix.set_ylim(0, 110)
     mix.legend(loc="lower right")
 

@@ -6,7 +6,9 @@ Pure: entries in, a `Report` out, text out. The rates follow SPEC.md, defined as
 provider-served calls with cached input tokens, the cached-token share is the share of their
 input tokens billed at the cached price, and the response-cache hit rate is the share of calls
 (refusals excluded) served from the response cache. Each is shown per app and for all apps,
-with the calls refused by a limit and the requests refused as invalid.
+with the calls refused by a limit and the requests refused as invalid. The routing mix (tier,
+arm, model) is that of the calls sent to a model, as in `Admin.GetStats`: response-cache hits
+and refusals are in none of it.
 Budget state comes from the server (`Admin.GetBudget`) when the command is given a target;
 otherwise the report shows this month's spend from the log.
 """
@@ -50,6 +52,8 @@ class AppSummary:
     spent_micro_usd: int = 0
     # Spend in the current UTC calendar month (what a monthly budget counts).
     month_micro_usd: int = 0
+    # The routing mix: calls sent to a tier's models, by tier, arm and answering model, as
+    # `stats.counts_of` counts them (refusals and response-cache hits are in neither).
     by_tier: Counter[str] = field(default_factory=Counter)
     by_arm: Counter[str] = field(default_factory=Counter)
     by_model: Counter[str] = field(default_factory=Counter)
@@ -75,8 +79,8 @@ class AppSummary:
 
     @property
     def response_cache_hit_rate(self) -> float:
-        routed = self.requests - self.refused - self.invalid
-        return self.response_cache_hits / routed if routed else 0.0
+        admitted = self.requests - self.refused - self.invalid
+        return self.response_cache_hits / admitted if admitted else 0.0
 
     def add(self, other: AppSummary) -> None:
         """Count `other`'s calls in too (the overall row): every count and counter."""
@@ -87,8 +91,17 @@ class AppSummary:
             elif isinstance(mine, int):
                 setattr(self, f.name, mine + theirs)
 
+    @property
+    def routed(self) -> int:
+        """Calls in the routing mix (sent to a tier's models)."""
+        return sum(self.by_tier.values())
+
     def tier_share(self, tier: str) -> float:
-        return self.by_tier[tier] / self.requests if self.requests else 0.0
+        return self.by_tier[tier] / self.routed if self.routed else 0.0
+
+    @property
+    def explored_share(self) -> float:
+        return self.by_arm["explore"] / self.routed if self.routed else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +160,6 @@ def summarize(entries: Iterable[LogEntry], *, now: datetime | None = None) -> Re
         if d is None:
             s.invalid += 1
             continue
-        s.by_tier[d.tier.value] += 1
-        s.by_arm[d.arm] += 1
         s.spent_micro_usd += entry.cost_micro_usd
         s.task_micro_usd[d.task] += entry.cost_micro_usd
         s.task_requests[d.task] += 1
@@ -156,9 +167,13 @@ def summarize(entries: Iterable[LogEntry], *, now: datetime | None = None) -> Re
             s.month_micro_usd += entry.cost_micro_usd
         if entry.status == CallStatus.REFUSED:
             s.refused += 1
-        elif entry.served_from_cache:
+            continue
+        if entry.served_from_cache:
             s.response_cache_hits += 1
-        elif entry.status == CallStatus.OK and entry.model:
+            continue
+        s.by_tier[d.tier.value] += 1
+        s.by_arm[d.arm] += 1
+        if entry.status == CallStatus.OK and entry.model:
             s.by_model[entry.model] += 1
             if entry.usage.input_tokens:
                 s.provider_calls += 1
@@ -224,7 +239,7 @@ def render(report: Report) -> str:
             f"{s.spent_usd:.6f}",
             _percent(s.tier_share("cheap")),
             _percent(s.tier_share("frontier")),
-            _percent(s.by_arm["explore"] / s.requests if s.requests else 0.0),
+            _percent(s.explored_share),
             _percent(s.prompt_cache_hit_rate),
             _percent(s.cached_input_token_share),
             _percent(s.response_cache_hit_rate),

@@ -251,7 +251,9 @@ async def test_stats_overall_are_every_apps_calls_together() -> None:
     assert overall.app_id == "" and overall.requests == 4
     assert overall.response_cache_hit_rate == pytest.approx(2 / 4)
     assert overall.spent_usd == pytest.approx(sum(a.spent_usd for a in stats.apps))
-    assert dict(overall.requests_by_tier) == {"cheap": 4}
+    # The two response-cache hits are in neither routing mix: no model was called for them.
+    assert dict(overall.requests_by_tier) == {"cheap": 2}
+    assert dict(overall.requests_by_model) == {"glm-5.2": 2}
 
 
 async def test_past_the_hard_cutoff_even_a_cached_answer_is_refused(router: Running) -> None:

@@ -40,7 +40,11 @@ def test_summary_per_app() -> None:
     demo = report.apps["demo"]
     assert demo.requests == 6 and demo.provider_calls == 4 and demo.refused == 0
     assert demo.spent_micro_usd == 420 + 100 + 5000 + 3000
-    assert demo.tier_share("frontier") == 2 / 6
+    # The routing mix counts the 5 calls sent to a model (the failed one by its decided tier),
+    # not the response-cache hit, in the tier mix and the model mix alike.
+    assert demo.tier_share("frontier") == 2 / 5 and demo.explored_share == 1 / 5
+    assert demo.by_tier == {"cheap": 3, "frontier": 2}
+    assert demo.by_model == {"glm-5.2": 2, "gpt-5.5": 2}
     assert demo.by_arm["explore"] == 1
     # Cached input in calls 1, 3 and 4 (the test record's usage) of the 4 a provider answered
     # (the response-cache hit and the failed call are not provider-served calls).
@@ -84,6 +88,8 @@ def test_refusals_count_as_calls_but_not_in_the_cache_rates() -> None:
     demo = summarize([refused, cached, call_record()], now=NOW).apps["demo"]
     assert (demo.requests, demo.refused, demo.provider_calls) == (3, 1, 1)
     assert demo.response_cache_hit_rate == 1 / 2 and demo.prompt_cache_hit_rate == 1.0
+    # Neither the refusal nor the cache hit went to a model: the mix is the one call that did.
+    assert demo.by_tier == {"cheap": 1} and demo.tier_share("cheap") == 1.0
 
 
 def test_requests_refused_as_invalid_count_per_app_with_no_mix_or_task() -> None:
