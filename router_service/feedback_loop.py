@@ -59,7 +59,8 @@ class FeedbackLoop:
                 metrics.watch_counts(
                     CALLLOG_DROPPED,
                     "{entry}",
-                    "Call-log entries dropped: queue full, sink down, or shutdown",
+                    "Call-log entries dropped: queue full, sink down, shutdown, or past an app's "
+                    "allowance of invalid requests",
                     CALLLOG_DROP_REASON,
                     lambda: call_log.dropped,
                 )

@@ -9,6 +9,11 @@ or a restart loses nothing); meanwhile new entries wait in the queue, and once i
 what an SRE watches when a sink stays down. `aclose` writes what is still queued, within a
 deadline, before the server exits, trying each batch once more; what it cannot write is
 counted as dropped.
+
+Records of requests refused as invalid (no decision) are kept to `INVALID_PER_MINUTE` per app
+per replica: invalid requests pass no rate limit, and a client retrying a malformed request in
+a loop would otherwise push every app's cost records out of the trimmed stream. The rest are
+dropped and counted (`invalid_flood`); the router's statistics still count every one.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +39,10 @@ log = logging.getLogger(__name__)
 QUEUE_FULL = "queue_full"
 SINK_ERROR = "sink_error"
 CLOSED = "closed"
+INVALID_FLOOD = "invalid_flood"
+
+# Records of invalid requests kept per app per minute, per replica.
+INVALID_PER_MINUTE = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +73,7 @@ class CallLog:
         batch_size: int,
         flush_interval_s: float,
         backoff: Backoff = DEFAULT_BACKOFF,
+        invalid_per_minute: int = INVALID_PER_MINUTE,
     ) -> None:
         self._sink = sink
         self.owners = owners
@@ -78,7 +89,10 @@ class CallLog:
         self._closing = False
         self._sink_failing = False
         self.written = 0
-        self._dropped = {QUEUE_FULL: 0, SINK_ERROR: 0, CLOSED: 0}
+        self._dropped = {QUEUE_FULL: 0, SINK_ERROR: 0, CLOSED: 0, INVALID_FLOOD: 0}
+        self._invalid_per_minute = invalid_per_minute
+        # Per app: the minute (monotonic, in whole minutes) and its invalid records so far.
+        self._invalid: dict[str, tuple[int, int]] = {}
 
     @property
     def dropped(self) -> Mapping[str, int]:
@@ -98,7 +112,21 @@ class CallLog:
             # Feedback is for calls that were routed; a request refused as invalid is not
             # remembered (it would only push routed calls out of the bounded memory).
             self.owners.remember(record.app, record.request_id)
+        elif not self._admit_invalid(record.app):
+            self._dropped[INVALID_FLOOD] += 1
+            return
         self.submit(record)
+
+    def _admit_invalid(self, app: str) -> bool:
+        """Whether `app` may log another invalid request this minute."""
+        minute = int(time.monotonic() // 60)
+        seen, count = self._invalid.get(app, (minute, 0))
+        if seen != minute:
+            count = 0
+        if count >= self._invalid_per_minute:
+            return False
+        self._invalid[app] = (minute, count + 1)
+        return True
 
     def submit(self, entry: LogEntry) -> bool:
         """Queue `entry`; False (and counted) when it had to be dropped."""

@@ -304,3 +304,32 @@ async def test_a_full_queue_drops_and_counts_without_waiting(tmp_path: Path) -> 
     await log.aclose()
     assert [e.request_id for e in logged(tmp_path)] == ["f-0", "f-1"]
     assert log.submit(call_record()) is False and log.dropped["closed"] == 1
+
+
+async def test_invalid_requests_are_logged_up_to_a_per_app_rate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client looping on a malformed request cannot push other apps' cost records out of
+    the log: past the per-app, per-minute allowance its records are dropped and counted."""
+    from router_service.calllog import build_call_log, writer
+    from router_service.config import CallLogConfig
+    from router_service.records import invalid_call
+    from tests.support.records import call_record
+
+    now = [600.0]
+    monkeypatch.setattr(writer.time, "monotonic", lambda: now[0])
+    log = build_call_log(CallLogConfig(directory=tmp_path), redis=None)
+    log.start()
+    for i in range(writer.INVALID_PER_MINUTE + 5):
+        log.observe(invalid_call("loud", f"bad-{i}", "too many messages"))
+    log.observe(invalid_call("quiet", "q-0", "too many messages"))
+    log.observe(call_record(request_id="routed"))
+    assert log.dropped[writer.INVALID_FLOOD] == 5
+    now[0] += 60  # the next minute: a new allowance
+    log.observe(invalid_call("loud", "next-minute", "too many messages"))
+    assert log.dropped[writer.INVALID_FLOOD] == 5
+    await log.aclose()
+    ids = [e.request_id for e in logged(tmp_path)]
+    assert len(ids) == writer.INVALID_PER_MINUTE + 3
+    assert {"q-0", "routed", "next-minute"} <= set(ids)
+    assert f"bad-{writer.INVALID_PER_MINUTE}" not in ids

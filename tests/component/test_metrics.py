@@ -80,7 +80,7 @@ async def test_usage_cost_decisions_caches_and_overhead(recorded: Recorded, tmp_
         dropped = {
             p.attributes[a.CALLLOG_DROP_REASON]: p.value for p in recorded.points(m.CALLLOG_DROPPED)
         }
-        assert dropped == {"queue_full": 0, "sink_error": 0, "closed": 0}
+        assert dropped == {"queue_full": 0, "sink_error": 0, "closed": 0, "invalid_flood": 0}
 
 
 async def test_failed_calls_count_with_their_error_type(recorded: Recorded) -> None:
