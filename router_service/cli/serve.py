@@ -22,7 +22,16 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
             "the local development app 'demo' (key 'demo-key')."
         ),
     )
-    parser.add_argument("--config", type=Path, help="YAML config file (default: embedded)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="YAML config file (default: the embedded defaults); repeated, each file is laid "
+        "over the ones before it: mappings merge key by key, other values replace, null "
+        "removes a key",
+    )
     parser.add_argument("--listen", metavar="HOST:PORT", help="override server.listen")
     parser.add_argument(
         "--log-level",
@@ -72,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         # records each call). Its warnings still show, and all of it with --log-level DEBUG.
         logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        config = load_config(args.config)
+        config = load_config(*args.config)
         demo = args.demo
         if demo and config.server.tls is not None and not os.environ.get("LLM_ROUTER_TLS_CA"):
             # The demo call is a client like any other: over TLS it needs the CA to trust.

@@ -1,5 +1,9 @@
 """The router's configuration: one YAML document validated into frozen, typed models.
 
+The document may come in layers: `load_config(base, layer, ...)` lays each file over the ones
+before it (a deployment keeps one site-wide file and adds, say, the TLS settings of one
+cluster in a second), and only the result is validated.
+
 Everything the service reads from files or the environment is read here, once, at start-up.
 The rest of the code receives a `RouterConfig` and never looks at YAML or `os.environ` again.
 Unknown keys are errors, so a misspelt option fails at start rather than being ignored.
@@ -11,13 +15,14 @@ of the variable or file that holds them.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from collections.abc import Mapping
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -67,6 +72,7 @@ __all__ = [
     "TaskOverride",
     "Tier",
     "TlsConfig",
+    "layered",
     "load_config",
     "resolve_secret",
 ]
@@ -413,23 +419,49 @@ def _describe(error: ValidationError, source: str) -> str:
 EMBEDDED_DEFAULTS = "embedded.yaml"
 
 
-def load_config(path: Path | None = None) -> RouterConfig:
-    """Read and validate the config at `path`, or the embedded defaults when it is None."""
-    if path is None:
-        source = f"embedded defaults ({EMBEDDED_DEFAULTS})"
-        text = resources.files("router_service.defaults").joinpath(EMBEDDED_DEFAULTS).read_text()
-    else:
-        source = str(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+def layered(base: Mapping[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `layer` laid over it, neither changed: mappings merge key by key, any other
+    value in `layer` (a list, a scalar) replaces what `base` has, and a null removes the key
+    (its default applies again)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in layer.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = layered(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_mapping(text: str, source: str) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
+    return raw
+
+
+def load_config(*paths: Path) -> RouterConfig:
+    """Read the config files `paths`, each laid over the ones before it (`layered`), and
+    validate the result; no paths: the embedded defaults."""
+    if not paths:
+        source = f"embedded defaults ({EMBEDDED_DEFAULTS})"
+        text = resources.files("router_service.defaults").joinpath(EMBEDDED_DEFAULTS).read_text()
+        raw = _read_mapping(text, source)
+    else:
+        source = " + ".join(str(path) for path in paths)
+        raw = {}
+        for index, path in enumerate(paths):
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+            layer = _read_mapping(text, str(path))
+            # The first file is the config as written (a null in it means null).
+            raw = layered(raw, layer) if index else layer
     try:
         return RouterConfig.model_validate(raw)
     except ValidationError as exc:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 from importlib import resources
 from typing import Any
 
 import yaml
 
-from router_service.config import RouterConfig
+from router_service.config import RouterConfig, layered
 
 DEMO_KEY = "demo-key"
 ADMIN_KEY = "demo-admin-key"
@@ -21,16 +20,9 @@ def embedded_raw() -> dict[str, Any]:
 
 
 def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """`base` with `changes` merged in recursively (a None value deletes the key)."""
-    out = copy.deepcopy(base)
-    for key, value in changes.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+    """`base` with `changes` merged in recursively (a None value deletes the key): the layering
+    of config files."""
+    return layered(base, changes)
 
 
 def fast_raw(**changes: Any) -> dict[str, Any]:

@@ -106,3 +106,55 @@ def test_the_call_log_stream_follows_the_key_prefix_unless_named() -> None:
     assert derived.stream_key("llmr") == "llm-router:v1:calllog"
     named = CallLogConfig(stream="shared:calllog")
     assert named.stream_key("team-a") == named.stream_key("llmr") == "shared:calllog"
+
+
+def test_later_files_are_laid_over_earlier_ones(tmp_path: Path) -> None:
+    import yaml
+
+    base = tmp_path / "router.yaml"
+    base.write_text(yaml.safe_dump(embedded_raw()))
+    layer = tmp_path / "site.yaml"
+    layer.write_text(
+        "server:\n"
+        "  health_listen: 127.0.0.1:8081\n"
+        "  tls: {cert_file: /tls/tls.crt, key_file: /tls/tls.key}\n"
+        "apps:\n"
+        "  demo: {rate_limits: null}\n"
+        "tasks:\n"
+        "  code_review: {default_tier: cheap}\n"
+    )
+    config = load_config(base, layer)
+    # Mappings merge key by key: what the layer does not name stays as the base has it.
+    assert config.server.listen == load_config().server.listen
+    assert config.server.health_listen == "127.0.0.1:8081"
+    assert config.server.tls is not None and config.server.tls.key_file == Path("/tls/tls.key")
+    assert config.tasks["code_review"].default_tier is Tier.CHEAP
+    assert config.tasks["code_review"].threshold == load_config().tasks["code_review"].threshold
+    # A null removes the key, so its default applies again.
+    assert load_config().apps["demo"].rate_limits.requests_per_minute == 600
+    assert config.apps["demo"].rate_limits.requests_per_minute is None
+
+
+def test_a_layer_is_validated_with_the_rest_and_errors_name_every_file(tmp_path: Path) -> None:
+    import yaml
+
+    base = write(tmp_path, yaml.safe_dump(embedded_raw()))
+    layer = tmp_path / "tls.yaml"
+    layer.write_text("server: {tsl: {cert_file: a, key_file: b}}\n")
+    with pytest.raises(
+        ConfigError, match=rf"in {base} \+ {layer}:\n  server\.tsl: Extra inputs are not permitted"
+    ):
+        load_config(base, layer)
+    layer.write_text("- a list\n")
+    with pytest.raises(ConfigError, match=rf"{layer}: expected a mapping at the top level"):
+        load_config(base, layer)
+    with pytest.raises(ConfigError, match=f"cannot read config {tmp_path / 'missing.yaml'}"):
+        load_config(base, tmp_path / "missing.yaml")
+
+
+def test_serve_takes_config_files_in_layers() -> None:
+    from router_service.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--config", "a.yaml", "--config", "b.yaml"])
+    assert args.config == [Path("a.yaml"), Path("b.yaml")]
+    assert build_parser().parse_args(["serve"]).config == []
