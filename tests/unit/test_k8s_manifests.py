@@ -223,6 +223,34 @@ def test_a_fresh_artifact_volume_is_seeded_before_the_router_starts() -> None:
     assert router_config(docs).classifier.artifact == Path("/models/current")
 
 
+def test_the_collector_is_probed_through_its_health_check_extension(
+    overlay: tuple[str, list[dict[str, Any]]],
+) -> None:
+    _, docs = overlay
+    data = find(docs, "ConfigMap", "otel-collector-config")["data"]["otel-collector.yaml"]
+    config = yaml.safe_load(data)
+    assert "health_check" in config["service"]["extensions"]
+    host, _, port = config["extensions"]["health_check"]["endpoint"].rpartition(":")
+    assert host not in ("localhost", "127.0.0.1")  # the kubelet probes the pod's address
+    pod = find(docs, "Deployment", "otel-collector")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe in ("readinessProbe", "livenessProbe"):
+        target = container[probe]["httpGet"]["port"]
+        assert ports.get(target, target) == int(port)
+
+
+def test_every_production_deployment_has_a_disruption_budget() -> None:
+    docs = build("production")
+    selectors = [
+        d["spec"]["selector"]["matchLabels"] for d in docs if d["kind"] == "PodDisruptionBudget"
+    ]
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        name = deployment["metadata"]["name"]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert any(selector.items() <= labels.items() for selector in selectors), name
+
+
 @pytest.mark.parametrize("overlay_name", ["production", DEV_WITH_TLS])
 def test_the_tls_component_serves_the_issued_certificate_and_keeps_probes_and_policy_right(
     overlay_name: str,
