@@ -36,7 +36,9 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         description="For a fresh deployment whose routers load DIR/current (a symlink the "
         "retraining job's `promote` swaps): when DIR/current does not exist yet, copy the "
         "artifact shipped with the service to DIR/<its version> and point DIR/current at it. "
-        "Does nothing when DIR/current exists. Runs locally (a Kubernetes init container).",
+        "Does nothing when DIR/current exists, and never replaces a link made meanwhile: safe "
+        "in several pods at once on a shared volume. Runs locally (a Kubernetes init "
+        "container).",
     )
     seed.add_argument("directory", type=Path, help="the artifact directory, e.g. /models")
     seed.set_defaults(run=_seed)
@@ -64,25 +66,50 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _seed(args: argparse.Namespace) -> int:
+    import os
     import shutil
+    import tempfile
 
     from classifier.scorer import DEFAULT_ARTIFACT, load_scorer
 
-    current = args.directory / "current"
+    directory: Path = args.directory
+    current = directory / "current"
     if current.is_symlink() or current.exists():
         print(f"{current} exists; nothing to do")
         return 0
     version = load_scorer(DEFAULT_ARTIFACT).version
-    target = args.directory / version
-    if not target.exists():
-        staging = args.directory / f".{version}.seeding"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(DEFAULT_ARTIFACT, staging)
-        staging.rename(target)
-    link = args.directory / ".current.seeding"
-    link.unlink(missing_ok=True)
-    link.symlink_to(version)
-    link.replace(current)
+    target = directory / version
+    # Several pods may start at once on a fresh shared volume, and the retraining job may
+    # promote meanwhile: each seed copies under a name of its own and renames the copy into
+    # place (the first rename wins, the others drop theirs), and `current` is created only
+    # where there is none, never replaced. Everything stays in `directory`, one filesystem, so
+    # each rename is atomic.
+    try:
+        if not target.exists():
+            staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=directory))
+            try:
+                shutil.copytree(DEFAULT_ARTIFACT, staging, dirs_exist_ok=True)
+                # mkdtemp makes the directory private; the routers may run as another user.
+                os.chmod(staging, 0o755)  # noqa: S103
+                try:
+                    staging.rename(target)
+                except OSError:
+                    if not target.is_dir():
+                        raise  # not another seed's copy in place: a real failure
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)  # gone when the rename succeeded
+        try:
+            current.symlink_to(version)
+        except FileExistsError:
+            print(f"{current} exists (linked meanwhile); nothing to do")
+            return 0
+    except OSError as exc:
+        print(
+            f"llm-router: cannot seed {directory}: {exc} (this process runs as uid "
+            f"{os.getuid()}, gid {os.getgid()}: the directory must be writable by one of them)",
+            file=sys.stderr,
+        )
+        return 1
     print(f"{current} -> {version} (the shipped artifact)")
     return 0
 

@@ -321,3 +321,34 @@ def test_the_certificate_schema_refuses_what_cert_manager_would() -> None:
     # Another custom kind has no schema: validation fails rather than skipping it.
     with pytest.raises(kubernetes_validate.SchemaNotFoundError):
         validate({**certificate, "kind": "Issuer"})
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    spec = workload["spec"]
+    template = (
+        spec["jobTemplate"]["spec"]["template"] if "jobTemplate" in spec else spec["template"]
+    )
+    pod: dict[str, Any] = template["spec"]
+    return pod
+
+
+def test_the_artifact_volume_is_mounted_whole_wherever_it_is_used() -> None:
+    # Artifacts and `current` are renamed into place from staging beside them: atomic only on
+    # one filesystem, so every writer and reader mounts the one claim whole at /models.
+    docs = build("production")
+    for kind, name in (("Deployment", "llm-router"), ("CronJob", "llm-router-retrain")):
+        pod = pod_spec(find(docs, kind, name))
+        (volume,) = [
+            v
+            for v in pod["volumes"]
+            if v.get("persistentVolumeClaim", {}).get("claimName") == "llm-router-models"
+        ]
+        mounts = [
+            m
+            for c in pod.get("initContainers", []) + pod["containers"]
+            for m in c["volumeMounts"]
+            if m["name"] == volume["name"]
+        ]
+        assert mounts, f"{kind}/{name} does not mount the artifact volume"
+        for mount in mounts:
+            assert mount["mountPath"] == "/models" and "subPath" not in mount
