@@ -352,3 +352,21 @@ def test_the_artifact_volume_is_mounted_whole_wherever_it_is_used() -> None:
         assert mounts, f"{kind}/{name} does not mount the artifact volume"
         for mount in mounts:
             assert mount["mountPath"] == "/models" and "subPath" not in mount
+
+
+def test_the_artifact_volume_writers_share_one_non_root_owner() -> None:
+    # The seed init container and the CronJob replace each other's files (`current`), so they
+    # run as one user; fsGroup, where the volume's driver applies it, is re-applied only when
+    # the volume's root does not match, not to every file at every start.
+    docs = build("production")
+    contexts = [
+        pod_spec(find(docs, kind, name))["securityContext"]
+        for kind, name in (("Deployment", "llm-router"), ("CronJob", "llm-router-retrain"))
+    ]
+    owners = {(c["runAsUser"], c["runAsGroup"], c["fsGroup"]) for c in contexts}
+    assert len(owners) == 1
+    ((user, group, fs_group),) = owners
+    assert user != 0 and group == fs_group
+    for context in contexts:
+        assert context["runAsNonRoot"] is True
+        assert context["fsGroupChangePolicy"] == "OnRootMismatch"
