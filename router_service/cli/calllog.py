@@ -65,9 +65,11 @@ def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         type=Path,
+        action="append",
+        default=[],
         metavar="FILE",
         help="the router's config: read the log where that router writes it (default: the "
-        "embedded defaults, as `serve` without --config)",
+        "embedded defaults, as `serve` without --config); repeated, layered as `serve` does",
     )
     parser.add_argument(
         "--calllog",
@@ -153,7 +155,7 @@ def _source(args: argparse.Namespace) -> _Source:
     `ConfigError` for a config that does not load."""
     from router_service.config import load_config
 
-    config = load_config(args.config)
+    config = load_config(*args.config)
     return _Source(
         redis=args.redis or config.store.resolved_redis_url(os.environ),
         stream=args.stream or config.call_log.stream_key(config.store.key_prefix),
