@@ -16,8 +16,7 @@ them. The `message_start` usage is passed on at once as a `UsageReport`, so a st
 half-way is billed the provider's own input counts.
 
 A streamed tool call's arguments are the `partial_json` pieces joined; a call with no input
-streams none (or only empty ones), and its arguments are then `{}`, as in a whole message. An
-event with no data is skipped (the event-stream format allows it; it carries nothing).
+streams none (or only empty ones), and its arguments are then `{}`, as in a whole message.
 """
 
 from __future__ import annotations
@@ -190,8 +189,6 @@ class EventParser:
         return self.done
 
     def feed(self, data: bytes) -> tuple[ProviderEvent, ...]:
-        if not data or data.isspace():
-            return ()  # `data:` with nothing: an event that carries nothing
         event = orjson.loads(data)  # per event: 4x faster than json.loads here
         _raise_if_error(event)
         return self.event(event)

@@ -80,7 +80,8 @@ _SHAPE_ERRORS = (LookupError, TypeError, AttributeError, ValueError)
 class AnswerParser(Protocol):
     """Reads one answer in one wire format, streamed (`feed` each event's data, then `end`) or
     whole (`whole`). Pure: raises `UpstreamErrorEvent` for an error object in the body, and
-    ValueError, LookupError or TypeError for anything malformed."""
+    ValueError, LookupError or TypeError for anything malformed. An event whose data is empty
+    or blank never reaches `feed`: it holds no JSON document, in either wire format."""
 
     @property
     def started(self) -> bool:
@@ -326,7 +327,10 @@ class HttpEndpoint:
         batch: list[ProviderEvent] = []
         try:
             for sse in read:
-                batch += self._parsed(parser.feed, sse.data)
+                data = sse.data
+                if not data or data.isspace():
+                    continue  # `data:` with nothing (the event-stream format allows it)
+                batch += self._parsed(parser.feed, data)
                 if parser.done:
                     break
         except ProviderError as exc:

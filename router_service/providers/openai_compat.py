@@ -16,7 +16,6 @@ top-level `cached_tokens`), and these APIs do not bill cache writes.
 
 A refusal (`refusal` beside `content`) is streamed as text, after any content of the same delta,
 and the answer then finishes `content_filter` instead of `stop`, as an Anthropic refusal does.
-An event with no data is skipped (the event-stream format allows it; it carries nothing).
 """
 
 from __future__ import annotations
@@ -174,8 +173,6 @@ class ChunkParser:
         return self.done or self.finish_reason is not None
 
     def feed(self, data: bytes) -> tuple[ProviderEvent, ...]:
-        if not data or data.isspace():
-            return ()  # `data:` with nothing: an event that carries nothing
         if data == _DONE:
             self.done = True
             return ()

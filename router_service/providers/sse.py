@@ -4,6 +4,13 @@ Both streaming wire formats (OpenAI chat completions, Anthropic Messages) are SS
 follows the WHATWG event-stream rules: lines end in CRLF, LF or CR; `:` starts a comment;
 several `data:` lines join with LF; a blank line dispatches the event; a leading BOM is dropped.
 
+"Dispatch the event" returns without dispatching when the data buffer is empty. Every `data`
+field appends its value and an LF to that buffer, so it is empty exactly when no `data` field
+came: a block of only `event:`, `id:` or comments dispatches nothing (and its event name is
+forgotten), while `data:` with no value dispatches an event whose data is empty, as the
+standard's own example and the web-platform tests (eventsource/format-field-data) have it. That
+such an event carries no JSON is for the wire formats to say (`HttpEndpoint` skips it).
+
 It works on bytes and never decodes text: a network chunk may end anywhere (inside a UTF-8
 character, between CR and LF, in the middle of a field name) and only complete events leave
 the decoder, whose data the adapters hand straight to `json.loads` (which takes bytes).
@@ -51,6 +58,7 @@ class SSEDecoder:
         events: list[ServerSentEvent] = []
         for line in self._complete_lines(chunk):
             if not line:
+                # Dispatch, unless the data buffer is empty: no `data` field came (see above).
                 if self._data:
                     events.append(self._dispatch())
                 else:

@@ -328,13 +328,6 @@ def test_stop_reasons(stop_reason: str | None, expected: str) -> None:
     assert parser.end().finish_reason == expected
 
 
-@pytest.mark.parametrize("data", [b"", b" ", b"\n"])
-def test_an_event_with_no_data_is_skipped(data: bytes) -> None:
-    parser = EventParser(request())
-    assert parser.feed(data) == ()
-    assert not parser.started and not parser.done
-
-
 def test_an_error_event_raises() -> None:
     with pytest.raises(UpstreamErrorEvent) as caught:
         EventParser(request()).feed(

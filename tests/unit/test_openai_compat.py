@@ -350,13 +350,6 @@ def test_an_error_chunk_passes_its_code_on() -> None:
     assert caught.value.code == "rate_limit_exceeded"
 
 
-@pytest.mark.parametrize("data", [b"", b" ", b"\n"])
-def test_an_event_with_no_data_is_skipped(data: bytes) -> None:
-    parser = ChunkParser(REQUEST)
-    assert parser.feed(data) == ()
-    assert not parser.started and not parser.complete
-
-
 def test_missing_usage_is_estimated_and_reported() -> None:
     told: list[bool] = []
     parser = ChunkParser(REQUEST, on_missing_usage=lambda: told.append(True))

@@ -176,6 +176,26 @@ async def test_anthropic_golden(stream: bool, fixture: str) -> None:
         )
 
 
+# What the event-stream format allows and neither wire format gives meaning to: a data field
+# with no value (an event whose data is empty, or blank), and blocks with no data field, which
+# dispatch nothing at all.
+NO_DATA = b"data:\n\nevent: ping\ndata: \n\ndata\r\n\r\n: keep-alive\n\nevent: x\nid: 1\n\n"
+
+
+@pytest.mark.parametrize(
+    ("make", "fixture"),
+    [(openai, "openai_stream_cached.sse"), (anthropic, "anthropic_stream_cache_read_write.sse")],
+    ids=["openai", "anthropic"],
+)
+async def test_events_without_data_change_no_answer(
+    make: Callable[[bool], Callable[[httpx.AsyncClient], Provider]], fixture: str
+) -> None:
+    golden = (FIXTURES / fixture).read_bytes()
+    blocks = [block for block in golden.split(b"\n\n") if block]
+    padded = NO_DATA + b"".join(block + b"\n\n" + NO_DATA for block in blocks)
+    assert answer(await run(make(True), padded, [])) == answer(await run(make(True), golden, []))
+
+
 async def test_a_streamed_request_answered_with_one_json_document() -> None:
     # Servers that ignore `stream: true` answer with the whole completion ...
     seen: list[httpx.Request] = []
