@@ -1,9 +1,17 @@
-"""Reading outcome JSONL (SPEC.md, "Outcome dataset") into typed rows.
+"""Reading outcome JSONL (SPEC.md, "Outcome dataset") into typed rows: the one parser of the
+format, for `train` and `evaluate` here and for the service's strict reader
+(`router_service.calllog.outcomes`).
 
 One prompt per line::
 
     {"id", "source", "split", "task", "messages": [{"role", "content"}],
      "outcomes": {MODEL: {"score": 0..1, "cost_usd": float|null, "response": str|null}}}
+
+A row is read as other sources write it: unknown keys are ignored, `split` and `task` may be
+missing or null, a message's content may be null or a list of chat-API content parts, and an
+outcome may leave out `cost_usd` and `response`. ``exact=True`` takes the format only as the
+service writes it: exactly these keys, a non-empty `split`, string contents and at least one
+outcome. Either way, scores are numbers in [0, 1] and costs finite amounts >= 0 or null.
 
 Exports of a live call log can hold the odd broken line; by default such lines are rejected
 with their line number and reason and the rest is used, so one bad record does not block a
@@ -24,13 +32,22 @@ from typing import Any
 from training.errors import DatasetError
 
 __all__ = [
+    "OUTCOME_KEYS",
     "Outcome",
     "OutcomeFile",
     "OutcomeRow",
+    "decode_line",
+    "load_json",
     "parse_line",
+    "parse_record",
     "question_key",
     "read_outcomes",
 ]
+
+# A row's keys, and an outcome's, in the format as the service writes it.
+OUTCOME_KEYS = frozenset({"id", "source", "split", "task", "messages", "outcomes"})
+_OUTCOME_FIELDS = frozenset({"score", "cost_usd", "response"})
+_MESSAGE_KEYS = frozenset({"role", "content"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +96,9 @@ def read_outcomes(path: pathlib.Path, *, strict: bool = False) -> OutcomeFile:
     # decoded line by line, so that a byte that is not UTF-8 costs its line, not the file.
     for number, raw in enumerate(data.splitlines(), start=1):
         try:
-            line = _decode(raw)
-            if not line.strip():
-                continue
-            rows.append(parse_line(line))
+            line = decode_line(raw)
+            if line is not None:
+                rows.append(parse_line(line))
         except DatasetError as exc:
             if strict:
                 raise DatasetError(f"{path}:{number}: {exc}") from exc
@@ -95,29 +111,46 @@ def read_outcomes(path: pathlib.Path, *, strict: bool = False) -> OutcomeFile:
     )
 
 
-def _decode(raw: bytes) -> str:
+def decode_line(raw: bytes) -> str | None:
+    """One line of a file (without its line end) as text, None when it is blank; DatasetError
+    when it is not UTF-8."""
     try:
-        return raw.decode("utf-8")
+        line = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"not valid UTF-8: {exc}") from exc
+    return line if line.strip() else None
+
+
+def load_json(line: str) -> Any:
+    """The JSON value of one line; DatasetError when the line is not JSON."""
+    try:
+        return json.loads(line)
+    except RecursionError:
+        raise DatasetError("not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # also an integer of more digits than int() takes
+        raise DatasetError(f"not valid JSON: {exc}") from exc
 
 
 def parse_line(line: str) -> OutcomeRow:
     """One JSONL line as a row; DatasetError saying what is wrong otherwise."""
-    try:
-        record = json.loads(line)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise DatasetError(f"not valid JSON: {exc}") from exc
+    return parse_record(load_json(line))
+
+
+def parse_record(record: Any, *, exact: bool = False) -> OutcomeRow:
+    """One decoded JSON value as a row; DatasetError naming the first thing wrong otherwise.
+    `exact`: the format only as the service writes it (see the module's docstring)."""
     if not isinstance(record, dict):
-        raise DatasetError("a line must hold a JSON object")
-    row_id = _string(record, "id")
+        raise DatasetError("a row must be a JSON object")
+    if exact and record.keys() != OUTCOME_KEYS:
+        missing, extra = OUTCOME_KEYS - record.keys(), record.keys() - OUTCOME_KEYS
+        raise DatasetError(f"keys: missing {sorted(missing)}, unexpected {sorted(extra)}")
     return OutcomeRow(
-        id=row_id,
+        id=_string(record, "id"),
         source=_string(record, "source"),
-        split=_optional_string(record, "split"),
+        split=_string(record, "split") if exact else _optional_string(record, "split"),
         task=_optional_string(record, "task"),
-        messages=_messages(record.get("messages")),
-        outcomes=_outcomes(record.get("outcomes")),
+        messages=_messages(record.get("messages"), exact=exact),
+        outcomes=_outcomes(record.get("outcomes"), exact=exact),
     )
 
 
@@ -134,32 +167,35 @@ def question_key(messages: Sequence[tuple[str, str]]) -> str:
 def _string(record: Mapping[str, Any], key: str) -> str:
     value = record.get(key)
     if not isinstance(value, str) or not value:
-        raise DatasetError(f"field {key!r} must be a non-empty string")
+        raise DatasetError(f"{key} must be a non-empty string")
     return value
 
 
 def _optional_string(record: Mapping[str, Any], key: str) -> str | None:
     value = record.get(key)
     if value is not None and not isinstance(value, str):
-        raise DatasetError(f"field {key!r} must be a string or null")
+        raise DatasetError(f"{key} must be a string or null")
     return value
 
 
-def _messages(value: Any) -> tuple[tuple[str, str], ...]:
+def _messages(value: Any, *, exact: bool) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, list) or not value:
-        raise DatasetError("field 'messages' must be a non-empty list")
+        raise DatasetError("messages must be a non-empty list")
     messages = []
-    for message in value:
-        if not isinstance(message, dict):
-            raise DatasetError("each message must be an object with 'role' and 'content'")
+    for i, message in enumerate(value):
+        if not isinstance(message, dict) or (exact and message.keys() != _MESSAGE_KEYS):
+            raise DatasetError(f"messages[{i}] must be an object of 'role' and 'content'")
         role = message.get("role")
         if not isinstance(role, str) or "content" not in message:
-            raise DatasetError("message 'role' and 'content' must be strings")
-        messages.append((role, _content(message["content"])))
+            raise DatasetError(f"messages[{i}] must have a string 'role' and a 'content'")
+        content = message["content"]
+        if exact and not isinstance(content, str):
+            raise DatasetError(f"messages[{i}].content must be a string")
+        messages.append((role, _content(i, content)))
     return tuple(messages)
 
 
-def _content(value: Any) -> str:
+def _content(i: int, value: Any) -> str:
     """A message's text. Besides a string, what chat APIs send is read as they mean it: null
     (an assistant turn that only called tools) is no text, and a list of content parts
     (OpenAI's and Anthropic's `[{"type": "text", "text": ...}, {"type": "image_url", ...}]`)
@@ -172,20 +208,25 @@ def _content(value: Any) -> str:
         texts = [part.get("text") for part in value if part.get("type") == "text"]
         if all(isinstance(text, str) for text in texts):
             return "\n".join(texts)
-    raise DatasetError("message 'content' must be a string, null or a list of content parts")
+    raise DatasetError(f"messages[{i}].content must be a string, null or a list of content parts")
 
 
-def _outcomes(value: Any) -> dict[str, Outcome]:
+def _outcomes(value: Any, *, exact: bool) -> dict[str, Outcome]:
     if not isinstance(value, dict):
-        raise DatasetError("field 'outcomes' must be an object keyed by model")
+        raise DatasetError("outcomes must be an object keyed by model")
+    if exact and not value:
+        raise DatasetError("outcomes must be a non-empty object keyed by model")
     outcomes = {}
     for model, outcome in value.items():
+        where = f"outcomes[{model!r}]"
         if not isinstance(outcome, dict):
-            raise DatasetError(f"outcome of {model!r} must be an object")
+            raise DatasetError(f"{where} must be an object")
+        if exact and outcome.keys() != _OUTCOME_FIELDS:
+            raise DatasetError(f"{where} must have exactly score, cost_usd and response")
         outcomes[model] = Outcome(
-            score=_score(model, outcome.get("score")),
-            cost_usd=_cost(model, outcome.get("cost_usd")),
-            response=_response(model, outcome.get("response")),
+            score=_score(where, outcome.get("score")),
+            cost_usd=_cost(where, outcome.get("cost_usd")),
+            response=_response(where, outcome.get("response")),
         )
     return outcomes
 
@@ -197,30 +238,30 @@ def _float(value: int | float, what: str) -> float:
         raise DatasetError(f"{what} is too large a number") from None
 
 
-def _score(model: str, value: Any) -> float:
+def _score(where: str, value: Any) -> float:
     # bool is an int in Python; true/false are not scores.
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise DatasetError(f"score of {model!r} must be a number in [0, 1]")
-    score = _float(value, f"score of {model!r}")
+        raise DatasetError(f"{where}.score must be a number in [0, 1]")
+    score = _float(value, f"{where}.score")
     if not 0.0 <= score <= 1.0:
-        raise DatasetError(f"score of {model!r} is {score}, outside [0, 1]")
+        raise DatasetError(f"{where}.score is {score}, outside [0, 1]")
     return score
 
 
-def _cost(model: str, value: Any) -> float | None:
+def _cost(where: str, value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise DatasetError(f"cost_usd of {model!r} must be a number or null")
-    cost = _float(value, f"cost_usd of {model!r}")
+        raise DatasetError(f"{where}.cost_usd must be a number or null")
+    cost = _float(value, f"{where}.cost_usd")
     if not math.isfinite(cost) or cost < 0.0:
-        raise DatasetError(f"cost_usd of {model!r} is {cost}, not a finite amount >= 0")
+        raise DatasetError(f"{where}.cost_usd is {cost}, not a finite amount >= 0")
     return cost
 
 
-def _response(model: str, value: Any) -> str | None:
+def _response(where: str, value: Any) -> str | None:
     if value is not None and not isinstance(value, str):
-        raise DatasetError(f"response of {model!r} must be a string or null")
+        raise DatasetError(f"{where}.response must be a string or null")
     return value
 
 

@@ -11,17 +11,10 @@ import pytest
 
 from router_service.calllog.codec import dumps
 from router_service.cli import main
+from tests.support.outcome_rows import OUTCOME_ROW
 from tests.support.records import call_record, feedback
 
 DEEP = b"[" * 200_000
-ROW = {
-    "id": "q1",
-    "source": "test",
-    "split": "train",
-    "task": None,
-    "messages": [{"role": "user", "content": "What is 1 + 1?"}],
-    "outcomes": {"weak": {"score": 0.0, "cost_usd": None, "response": None}},
-}
 
 
 def _damaged_log(directory: Path) -> Path:
@@ -129,13 +122,13 @@ def test_route_and_explain_refuse_options_that_are_not_utf8(
 
 @pytest.mark.parametrize(
     ("bad", "reason"),
-    [(b'{"id": "\xff"}', "not valid UTF-8"), (DEEP, "JSON nested too deeply")],
+    [(b'{"id": "\xff"}', "not valid UTF-8"), (DEEP, "not valid JSON: nested too deeply")],
 )
 def test_simulate_traffic_refuses_a_file_it_cannot_read_naming_the_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: bytes, reason: str
 ) -> None:
     data = tmp_path / "data.jsonl"
-    data.write_bytes(json.dumps(ROW).encode() + b"\n" + bad + b"\n")
+    data.write_bytes(json.dumps(OUTCOME_ROW).encode() + b"\n" + bad + b"\n")
     argv = ["simulate-traffic", "--data", str(data), "--target", "127.0.0.1:1"]
     assert main(argv) == 1
     err = capsys.readouterr().err

@@ -24,23 +24,14 @@ from router_service.calllog.codec import MalformedEntry, dumps, loads
 from router_service.calllog.entries import LogEntry
 from router_service.calllog.reader import LogScan
 from router_service.calllog.sinks import STREAM_FIELD
+from tests.support.outcome_rows import OUTCOME_ROW
 from tests.support.records import call_record, entries, feedback
 from training import dataset
 from training.errors import DatasetError
 
 DEEP = b"[" * 200_000
 NOT_UTF8 = b'{"kind": "feedback", "v": 1, "app": "\xff"}'
-ROW: dict[str, Any] = {
-    "id": "q1",
-    "source": "test",
-    "split": "train",
-    "task": None,
-    "messages": [{"role": "user", "content": "What is 1 + 1?"}],
-    "outcomes": {
-        "weak": {"score": 0.0, "cost_usd": None, "response": None},
-        "strong": {"score": 1.0, "cost_usd": 0.5, "response": "2"},
-    },
-}
+ROW = OUTCOME_ROW
 ROW_LINE = json.dumps(ROW).encode()
 # An integer too large for a float, where a float is expected.
 HUGE = "1" + "0" * 400
@@ -284,7 +275,7 @@ def test_strict_reading_names_the_line_that_is_not_utf8(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("field", ["score", "cost_usd"])
 def test_numbers_too_large_for_a_float_are_rejected(field: str) -> None:
-    with pytest.raises(DatasetError, match=f"{field} of .* too large"):
+    with pytest.raises(DatasetError, match=rf"\]\.{field} is too large"):
         dataset.parse_line(_huge_row(field).decode())
 
 

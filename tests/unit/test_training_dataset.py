@@ -57,18 +57,18 @@ def test_content_parts_and_null_content_are_read_as_chat_apis_mean_them() -> Non
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"id": ""}, "'id'"),
-        ({"messages": []}, "'messages'"),
+        ({"id": ""}, "^id must be"),
+        ({"messages": []}, "^messages must be"),
         ({"messages": [{"role": "user"}]}, "content"),
         ({"messages": [{"role": "user", "content": 3}]}, "content"),
         ({"messages": [{"role": "user", "content": [{"type": "text", "text": 3}]}]}, "content"),
         ({"messages": [{"role": "user", "content": ["text"]}]}, "content"),
-        ({"outcomes": []}, "'outcomes'"),
+        ({"outcomes": []}, "^outcomes must be"),
         ({"outcomes": {"m": {"score": 1.5}}}, "outside"),
         ({"outcomes": {"m": {"score": True}}}, "score"),
         ({"outcomes": {"m": {"score": 1, "cost_usd": -1}}}, "cost_usd"),
         ({"outcomes": {"m": {"score": 1, "response": 3}}}, "response"),
-        ({"task": 7}, "'task'"),
+        ({"task": 7}, "^task must be"),
     ],
 )
 def test_malformed_fields_are_rejected_with_a_reason(change: dict[str, Any], reason: str) -> None:
