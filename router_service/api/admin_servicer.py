@@ -64,6 +64,8 @@ def stats_message(stats: AppStats, budget: BudgetSnapshot | None) -> pb.AppStats
             task: micro_to_usd(micro) for task, micro in stats.spent_micro_usd_by_task.items()
         },
         budget=None if budget is None else budget_message(budget),
+        refused=stats.refused,
+        invalid=stats.invalid,
     )
 
 

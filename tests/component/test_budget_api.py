@@ -256,6 +256,28 @@ async def test_stats_overall_are_every_apps_calls_together() -> None:
     assert dict(overall.requests_by_model) == {"glm-5.2": 2}
 
 
+async def test_stats_show_refused_and_invalid_calls_apart_per_app_and_overall() -> None:
+    other_key = "other-app-key"
+    other = {"key_sha256": hashlib.sha256(other_key.encode()).hexdigest()}
+    async with running_router(fast_config(apps={"other": other})) as running:
+        await route(running, route_request())
+        with pytest.raises(aio.AioRpcError) as caught:
+            await route(running, route_request(task=""))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        await running.admin.SetBudget(
+            pb.SetBudgetRequest(app_id="other", monthly_limit_usd=0), metadata=ADMIN
+        )
+        for _ in range(2):
+            with pytest.raises(aio.AioRpcError) as caught:
+                [e async for e in running.router.Route(route_request(), metadata=auth(other_key))]
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        stats = await running.admin.GetStats(pb.GetStatsRequest(), metadata=ADMIN)
+    by_app = {a.app_id: (a.requests, a.refused, a.invalid) for a in stats.apps}
+    assert by_app == {"demo": (1, 0, 1), "other": (0, 2, 0)}
+    overall = stats.overall
+    assert (overall.requests, overall.refused, overall.invalid) == (1, 2, 1)
+
+
 async def test_past_the_hard_cutoff_even_a_cached_answer_is_refused(router: Running) -> None:
     request = route_request(temperature=0.0)
     first = await route(router, request)
