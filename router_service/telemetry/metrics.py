@@ -159,17 +159,19 @@ class RouterMetrics:
         if record.status == CallStatus.REFUSED:
             return  # refused before any provider call: nothing for the GenAI client metrics
         # The catalog's name is ours (`llm_router.model`); `gen_ai.request.model` is the name
-        # the provider was asked for (a deployment's `upstream_model` may differ), that of the
-        # call's last request: the serving one, or the last that failed. None sent: no name.
+        # the provider was asked for (a deployment's `upstream_model` may differ), and
+        # `gen_ai.provider.name` the provider asked, both those of the call's last request: the
+        # serving one, or the last that failed. None sent: neither.
         last = record.last_request
         genai: dict[str, AttributeValue] = {
             a.GEN_AI_OPERATION_NAME: a.OPERATION_CHAT,
             a.MODEL: model if last is None else last.model,
         }
+        provider = record.provider if last is None else last.provider
         if last is not None:
             genai[a.GEN_AI_REQUEST_MODEL] = last.request_model
-        if record.provider:
-            genai[a.GEN_AI_PROVIDER_NAME] = self._systems.get(record.provider, record.provider)
+        if provider:
+            genai[a.GEN_AI_PROVIDER_NAME] = self._systems.get(provider, provider)
         if record.status != CallStatus.OK:
             genai[a.ERROR_TYPE] = record.status
         self._duration.record(record.latency_ms / _MS, genai)

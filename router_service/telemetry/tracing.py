@@ -360,12 +360,17 @@ class _RecordingTrace(CallTrace):
         end_ns = start_ns + int(record.latency_ms * _NS_PER_MS)
         at = start_ns
         attempts = record.attempts
-        serving_recorded = bool(attempts) and attempts[-1].outcome in (
-            AttemptOutcome.SUCCEEDED,
-            AttemptOutcome.BROKEN,
-            AttemptOutcome.CANCELLED,
+        # The last attempt served the answer when a model did (`record.model`); one cancelled
+        # before its first token (the caller gone, the deadline passed) served nothing, and
+        # has its span as the failed ones do.
+        serving_recorded = (
+            bool(attempts)
+            and bool(record.model)
+            and attempts[-1].outcome
+            in (AttemptOutcome.SUCCEEDED, AttemptOutcome.BROKEN, AttemptOutcome.CANCELLED)
         )
         failed = attempts[:-1] if serving_recorded else attempts
+        last = record.last_request
         for attempt in failed:
             if attempt.outcome is AttemptOutcome.SKIPPED:
                 continue
@@ -374,7 +379,8 @@ class _RecordingTrace(CallTrace):
             request_model = attempt.request_model
             attributes = _attempt_attributes(record, attempt.model, request_model, system)
             attributes[a.COST_USD] = 0.0
-            self._attempt_span(request_model, attempt, at, finish, attributes)
+            error = _attempt_error(record, attempt, ending=attempt is last)
+            self._attempt_span(request_model, attempt, at, finish, attributes, error=error)
             at = finish
         if record.model and not record.served_from_cache:
             # The serving attempt ran from the end of the failed ones to the end of the call
@@ -388,6 +394,7 @@ class _RecordingTrace(CallTrace):
                 at,
                 max(at, end_ns),
                 _serving_attributes(record, serving, request_model, system),
+                error=_attempt_error(record, serving, ending=True),
             )
 
     def _attempt_span(
@@ -397,15 +404,19 @@ class _RecordingTrace(CallTrace):
         start_ns: int,
         end_ns: int,
         attributes: dict[str, AttributeValue],
+        *,
+        error: tuple[str, str] | None,
     ) -> None:
         """A GenAI client span for one attempt, named for the model it asked the provider for,
-        as the GenAI conventions name it: `chat {gen_ai.request.model}`."""
+        as the GenAI conventions name it: `chat {gen_ai.request.model}`; `error`: the attempt's
+        `error.type` and status description when it ended in an error."""
         status = None
         if attempt is not None:
             attributes[a.ATTEMPT_OUTCOME] = attempt.outcome.value
-            if attempt.outcome in (AttemptOutcome.FAILED, AttemptOutcome.BROKEN):
-                attributes[a.ERROR_TYPE] = attempt.outcome.value
-                status = Status(StatusCode.ERROR, attempt.error)
+        if error is not None:
+            error_type, description = error
+            attributes[a.ERROR_TYPE] = error_type
+            status = Status(StatusCode.ERROR, description or None)
         self._spans.emit(
             f"{a.OPERATION_CHAT} {request_model}",
             self._spans.child(self._context),
@@ -457,6 +468,26 @@ class _RecordingTrace(CallTrace):
     def context(self) -> SpanContext:
         """This trace's span context (what a span linking to it refers to)."""
         return self._context
+
+
+def _attempt_error(
+    record: CallRecord, attempt: AttemptRecord | None, *, ending: bool
+) -> tuple[str, str] | None:
+    """The `error.type` and status description of an attempt's client span, None when it did
+    not end in an error. The attempt that ended the call (`ending`: its last request, or the
+    serving one) takes the call's status, the `error.type` its `gen_ai.client.operation.duration`
+    carries, so a span and the metric name one error alike (`rejected`, `deadline_exceeded`,
+    `cancelled`); an attempt the call moved on from is `failed`."""
+    if attempt is not None and attempt.outcome is AttemptOutcome.SUCCEEDED:
+        return None
+    description = attempt.error if attempt is not None else ""
+    if ending and not description:
+        description = record.error
+    if ending and record.status != CallStatus.OK:
+        return record.status, description
+    if attempt is not None and attempt.outcome is not AttemptOutcome.SKIPPED:
+        return attempt.outcome.value, description
+    return None
 
 
 def _attempt_attributes(

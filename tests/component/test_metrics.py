@@ -86,11 +86,21 @@ async def test_usage_cost_decisions_caches_and_overhead(recorded: Recorded, tmp_
 async def test_failed_calls_count_with_their_error_type(recorded: Recorded) -> None:
     failing = {"failure": {"rate": 1.0}}
     config = fast_config(providers={"sim-openai": failing, "sim-anthropic": failing})
-    async with running_router(config, meter_provider=recorded.meter_provider) as running:
+    async with running_router(
+        config, meter_provider=recorded.meter_provider, tracer_provider=recorded.tracer_provider
+    ) as running:
         with pytest.raises(Exception, match="every candidate failed"):
             [e async for e in running.router.Route(route_request(), metadata=auth(DEMO_KEY))]
         (duration,) = recorded.points(m.OPERATION_DURATION)
         assert duration.attributes[a.ERROR_TYPE] == "failed"
+        # No provider answered: the provider is that of the last request, as on its span.
+        last = max(
+            (s for s in recorded.spans() if s.name.startswith("chat ")),
+            key=lambda s: s.start_time or 0,
+        )
+        attrs = last.attributes or {}
+        assert duration.attributes[a.GEN_AI_PROVIDER_NAME] == attrs[a.GEN_AI_PROVIDER_NAME]
+        assert duration.attributes[a.GEN_AI_REQUEST_MODEL] == attrs[a.GEN_AI_REQUEST_MODEL]
         assert recorded.points(m.TOKEN_USAGE) == []
         assert recorded.points(m.COST) == []
 

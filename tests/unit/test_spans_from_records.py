@@ -81,7 +81,64 @@ def test_a_caller_gone_mid_answer_still_shows_the_serving_attempt(recorded: Reco
     record_one(recorded, attempts=(), status=CallStatus.CANCELLED, finish_reason="cancelled")
     ((name, _, _, attrs),) = chat_spans(recorded)
     assert name == "chat glm-5.2" and attrs[a.ATTEMPT_OUTCOME] == "cancelled"
+    assert attrs[a.ERROR_TYPE] == "cancelled"
     assert a.GEN_AI_RESPONSE_FINISH_REASONS not in attrs
+
+
+SYSTEMS = {"sim-openai": "openai", "sim-b": "anthropic"}
+
+
+@pytest.mark.parametrize(
+    ("status", "ending"),
+    [
+        # Every candidate failed before its first token.
+        (CallStatus.FAILED, AttemptOutcome.FAILED),
+        # The second provider refused the request itself as invalid (400).
+        (CallStatus.REJECTED, AttemptOutcome.FAILED),
+        # The call's deadline passed while the second provider was being asked.
+        (CallStatus.DEADLINE_EXCEEDED, AttemptOutcome.CANCELLED),
+    ],
+)
+def test_a_call_no_provider_answered_names_its_last_provider_and_error_alike(
+    recorded: Recorded, status: str, ending: AttemptOutcome
+) -> None:
+    """The GenAI conventions require gen_ai.provider.name on client spans and on the
+    operation duration, error.type when the operation ended in an error (the same value on
+    spans and metrics for one error), and an ERROR span status."""
+    attempts = (
+        AttemptRecord("glm-5.2", "sim-openai", AttemptOutcome.FAILED, "HTTP 503", 40.0),
+        AttemptRecord("claude-opus-4.8", "sim-b", ending, "ended", 60.0, "claude-opus-4-8"),
+    )
+    record = call_record(
+        attempts=attempts,
+        status=status,
+        error="the call's error",
+        model="",
+        provider="",
+        usage=Usage(),
+        cost_micro_usd=0,
+        ttft_ms=None,
+        response_model="",
+    )
+    trace = Tracing(recorded.tracer_provider, SYSTEMS).start_rpc("router.v1.Router", "Route", ())
+    trace.record_call(record)
+    trace.end()
+    RouterMetrics(recorded.meter_provider, SYSTEMS).observe(record)
+
+    moved_on, last = (recorded.span(name) for name in ("chat glm-5.2", "chat claude-opus-4-8"))
+    for span in (moved_on, last):
+        assert span.status.status_code is StatusCode.ERROR
+    moved_on_attrs, last_attrs = dict(moved_on.attributes or {}), dict(last.attributes or {})
+    assert moved_on_attrs[a.GEN_AI_PROVIDER_NAME] == "openai"
+    assert moved_on_attrs[a.ERROR_TYPE] == "failed"
+    assert moved_on.status.description == "HTTP 503"
+    assert last_attrs[a.GEN_AI_PROVIDER_NAME] == "anthropic"
+    assert last_attrs[a.ERROR_TYPE] == status
+    (duration,) = recorded.points(m.OPERATION_DURATION)
+    assert duration.attributes[a.GEN_AI_OPERATION_NAME] == "chat"
+    assert duration.attributes[a.GEN_AI_PROVIDER_NAME] == "anthropic"
+    assert duration.attributes[a.GEN_AI_REQUEST_MODEL] == "claude-opus-4-8"
+    assert duration.attributes[a.ERROR_TYPE] == status
 
 
 def test_a_response_cache_hit_has_no_provider_span_and_no_genai_metrics(
