@@ -1,7 +1,8 @@
 """The Kubernetes manifests build with kustomize and validate against the Kubernetes schemas,
 offline (custom resources against schemas of our own); the router's Deployment is locked down
 and probed over gRPC; the config it mounts is a valid router config; the TLS component turns
-on TLS end to end (certificate, mount, config, probes, NetworkPolicy)."""
+on TLS end to end (certificate, mount, config, probes, NetworkPolicy); the collector takes OTLP
+only from the workloads that export it and reaches only DNS and its exporter's backend."""
 
 from __future__ import annotations
 
@@ -287,14 +288,10 @@ def test_the_tls_component_serves_the_issued_certificate_and_keeps_probes_and_po
     health, listen = port_of(server.health_listen), port_of(server.listen)
     assert health != listen and grpc["port"] == listen
     rules = find(docs, "NetworkPolicy", "llm-router")["spec"]["ingress"]
-
-    def admitting(port: int) -> list[dict[str, Any]]:
-        return [r for r in rules if "ports" not in r or any(p["port"] == port for p in r["ports"])]
-
-    assert any("from" not in rule for rule in admitting(health))
+    assert any("from" not in rule for rule in admitting(rules, health))
     clients = {"namespaceSelector": {"matchLabels": {"llm-router/client": "true"}}}
-    assert admitting(listen)
-    for rule in admitting(listen):
+    assert admitting(rules, listen)
+    for rule in admitting(rules, listen):
         assert rule.get("from") == [clients]
 
 
@@ -323,12 +320,16 @@ def test_the_certificate_schema_refuses_what_cert_manager_would() -> None:
         validate({**certificate, "kind": "Issuer"})
 
 
-def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+def pod_template(workload: dict[str, Any]) -> dict[str, Any]:
     spec = workload["spec"]
-    template = (
+    template: dict[str, Any] = (
         spec["jobTemplate"]["spec"]["template"] if "jobTemplate" in spec else spec["template"]
     )
-    pod: dict[str, Any] = template["spec"]
+    return template
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    pod: dict[str, Any] = pod_template(workload)["spec"]
     return pod
 
 
@@ -370,3 +371,104 @@ def test_the_artifact_volume_writers_share_one_non_root_owner() -> None:
     for context in contexts:
         assert context["runAsNonRoot"] is True
         assert context["fsGroupChangePolicy"] == "OnRootMismatch"
+
+
+def admitting(rules: list[dict[str, Any]], port: int, protocol: str = "TCP") -> list[Any]:
+    """The NetworkPolicy rules (ingress or egress) that let `port` through."""
+    return [
+        rule
+        for rule in rules
+        if "ports" not in rule
+        or any(p["port"] == port and p.get("protocol", "TCP") == protocol for p in rule["ports"])
+    ]
+
+
+def pod_labels(workload: dict[str, Any]) -> dict[str, str]:
+    labels: dict[str, str] = pod_template(workload)["metadata"]["labels"]
+    return labels
+
+
+def selects(peer: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a NetworkPolicy peer of the policy's own namespace picks pods labelled so."""
+    assert set(peer) == {"podSelector"}, f"not a same-namespace pod selector: {peer}"
+    selector: dict[str, str] = peer["podSelector"].get("matchLabels", {})
+    return selector.items() <= labels.items()
+
+
+def otlp_endpoint_port(workload: dict[str, Any]) -> int | None:
+    """The collector port a workload sends OTLP to, if it sends any (the standard variable)."""
+    for container in pod_spec(workload)["containers"]:
+        for env in container.get("env", []):
+            if env["name"] == "OTEL_EXPORTER_OTLP_ENDPOINT":
+                assert "otel-collector" in env["value"]
+                return port_of(env["value"])
+    return None
+
+
+def test_only_the_workloads_that_export_telemetry_reach_the_collector(
+    overlay: tuple[str, list[dict[str, Any]]],
+) -> None:
+    _, docs = overlay
+    collector = find(docs, "Deployment", "otel-collector")
+    policy = find(docs, "NetworkPolicy", "otel-collector")["spec"]
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels(collector).items()
+    config = yaml.safe_load(
+        find(docs, "ConfigMap", "otel-collector-config")["data"]["otel-collector.yaml"]
+    )
+    otlp = {port_of(p["endpoint"]) for p in config["receivers"]["otlp"]["protocols"].values()}
+    health = port_of(config["extensions"]["health_check"]["endpoint"])
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "CronJob") and d is not collector]
+    senders = [w for w in workloads if otlp_endpoint_port(w) is not None]
+    others = [w for w in workloads if otlp_endpoint_port(w) is None]
+    assert [w["metadata"]["name"] for w in senders] == ["llm-router"]
+    assert any(w["metadata"]["name"] == "llm-router-retrain" for w in others)
+    rules = policy["ingress"]
+    for port in otlp:
+        assert admitting(rules, port), f"OTLP port {port} closed"
+        peers = [peer for rule in admitting(rules, port) for peer in rule["from"]]
+        for sender in senders:
+            assert any(selects(peer, pod_labels(sender)) for peer in peers)
+        for other in others:
+            assert not any(selects(peer, pod_labels(other)) for peer in peers)
+    # The kubelet probes the health_check extension from the node; nothing else is open.
+    assert admitting(rules, health)
+    assert {p["port"] for rule in rules for p in rule["ports"]} == otlp | {health}
+    # The router's own policy lets its exports out to the collector, on the port it names.
+    router_egress = find(docs, "NetworkPolicy", "llm-router")["spec"]["egress"]
+    (router,) = senders
+    port = otlp_endpoint_port(router)
+    assert port in otlp
+    assert any(
+        selects(peer, pod_labels(collector))
+        for rule in admitting(router_egress, port)
+        for peer in rule.get("to", [])
+    )
+
+
+def test_the_collector_reaches_only_dns_and_its_exporters_backend(
+    overlay: tuple[str, list[dict[str, Any]]],
+) -> None:
+    _, docs = overlay
+    egress = find(docs, "NetworkPolicy", "otel-collector")["spec"]["egress"]
+    assert all("ports" in rule for rule in egress), "an egress rule opens every port"
+    dns = {"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+    for protocol in ("UDP", "TCP"):
+        assert any(rule.get("to") == [dns] for rule in admitting(egress, 53, protocol))
+    assert any("to" not in rule for rule in admitting(egress, 443))  # a backend over HTTPS
+    config = yaml.safe_load(
+        find(docs, "ConfigMap", "otel-collector-config")["data"]["otel-collector.yaml"]
+    )
+    used = {name for p in config["service"]["pipelines"].values() for name in p["exporters"]}
+    endpoints = [config["exporters"][name]["endpoint"] for name in used]
+    assert endpoints, "the collector exports nowhere"
+    allowed = {53, 443}
+    for endpoint in endpoints:
+        host, port = endpoint.rpartition(":")[0], port_of(endpoint)
+        allowed.add(port)
+        rules = admitting(egress, port)
+        # An in-cluster backend (service.namespace) is reached in its own namespace.
+        namespace = host.split(".")[1] if host.count(".") == 1 else None
+        target = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+        assert any("to" not in rule or target in rule["to"] for rule in rules), endpoint
+    assert {p["port"] for rule in egress for p in rule["ports"]} == allowed
