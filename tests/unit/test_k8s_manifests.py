@@ -241,6 +241,18 @@ def test_the_collector_is_probed_through_its_health_check_extension(
         assert ports.get(target, target) == int(port)
 
 
+def test_every_long_running_container_is_probed_for_readiness_and_liveness(
+    overlay: tuple[str, list[dict[str, Any]]],
+) -> None:
+    # Readiness alone takes a hung server out of its Service but never restarts it.
+    _, docs = overlay
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        for container in pod_spec(deployment)["containers"]:
+            where = f"{deployment['metadata']['name']}/{container['name']}"
+            assert "readinessProbe" in container, where
+            assert "livenessProbe" in container, where
+
+
 def test_every_production_deployment_has_a_disruption_budget() -> None:
     docs = build("production")
     selectors = [
