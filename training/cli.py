@@ -149,8 +149,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             Evaluate a candidate artifact and the current one on the same held-out rows (by
             default those marked split=test, which `train` never reads) and, when the
             candidate's APGR is at least the current one's (plus --min-gain), point the
-            --current symlink at it atomically. Routers watching the link load the new
-            artifact without a restart. Exit status 0 either way; the decision is printed."""
+            --current symlink at it atomically, and the `previous` symlink beside it at the
+            artifact it replaces (to roll back to). Routers watching the link load the new
+            artifact without a restart. Then, promoted or not, prune the directory of
+            --current: delete the artifact directories (those with a metadata.json) other than
+            the --keep most recent and those a symlink there names (current, previous) or the
+            candidate, and staging directories left by killed runs for over an hour. Exit
+            status 0 either way; the decision is printed."""
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -183,7 +188,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "decide anything; rows lacking either model's outcome do not count, and with fewer "
         "rows nothing is promoted (default 100)",
     )
+    promote.add_argument(
+        "--keep",
+        type=_count,
+        default=5,
+        metavar="N",
+        help="artifact directories to keep beside --current, the most recent by creation "
+        "time; current, previous and the candidate are kept too (default 5)",
+    )
     promote.set_defaults(run=_reporting_errors(_run_promote))
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (0 or more)")
+    return value
 
 
 def _reporting_errors(
@@ -307,7 +330,35 @@ def _run_promote(args: argparse.Namespace) -> int:
         echo=_echo,
     )
     print(result.reason)
+    _prune(args.current.parent, keep=args.keep, candidate=args.candidate)
     return 0
+
+
+def _prune(directory: pathlib.Path, *, keep: int, candidate: pathlib.Path) -> None:
+    """Prune the artifact directory after a promotion run. A failure is reported, not fatal:
+    the promotion is done, and a failed exit would make the CronJob train again."""
+    from training.errors import TrainingError
+    from training.models_dir import prune
+
+    if not directory.is_dir():
+        return
+    try:
+        pruned = prune(directory, keep=keep, protect=[candidate])
+    except (OSError, TrainingError) as exc:
+        print(f"warning: could not prune {directory}: {exc}", file=sys.stderr)
+        return
+    if pruned.artifacts:
+        print(
+            f"pruned {len(pruned.artifacts)} old artifacts from {directory} (kept the {keep} most "
+            f"recent and those linked): {', '.join(sorted(pruned.artifacts))}"
+        )
+    if pruned.staging:
+        print(
+            f"removed {len(pruned.staging)} staging entries left by killed runs: "
+            f"{', '.join(sorted(pruned.staging))}"
+        )
+    for error in pruned.errors:
+        print(f"warning: could not prune {directory}/{error}", file=sys.stderr)
 
 
 def _prices(items: list[str]) -> dict[str, float]:

@@ -2,14 +2,14 @@
 at least as well on held-out outcomes.
 
 The current artifact is a symlink (`/models/current -> 20261130T030000Z`). Promotion points it at
-the candidate with an atomic rename; every router watching the link notices and loads the new
+the candidate with an atomic rename, and `previous` beside it at the artifact it replaces (to
+roll back to; `training.models_dir`); every router watching the link notices and loads the new
 artifact, and one that fails the router's own checks is refused there and the old one keeps
 serving. A candidate that routes worse is left where it is, for a person to look at.
 """
 
 from __future__ import annotations
 
-import os
 import pathlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +17,7 @@ from typing import Any
 
 from classifier.errors import ArtifactError
 from training.errors import TrainingError
+from training.models_dir import PREVIOUS, promote_link
 from training.pipeline import TEST_SPLIT, EvaluateConfig, evaluate
 
 __all__ = ["Promotion", "promote"]
@@ -61,6 +62,12 @@ def promote(
             f"{current} is a directory, not a symlink: move it aside and link it "
             f"(ln -s <version> {current}) so promotions can replace it atomically"
         )
+    previous = current.with_name(PREVIOUS)
+    if previous.exists() and not previous.is_symlink():
+        raise TrainingError(
+            f"{previous} is not a symlink: move it aside, promotion links the artifact it "
+            "replaces there"
+        )
 
     def measure(model: pathlib.Path) -> dict[str, Any]:
         config = EvaluateConfig(tuple(data), weak, strong, model, split=split)
@@ -103,14 +110,5 @@ def promote(
                     theirs,
                 )
             reason = f"APGR {ours['apgr']:.3f} vs {theirs['apgr']:.3f} ({gain:+.3f})"
-    _point(current, candidate)
+    promote_link(current, candidate)
     return Promotion(True, f"promoted {ours['version']}: {reason}", ours, theirs)
-
-
-def _point(link: pathlib.Path, target: pathlib.Path) -> None:
-    """Make `link` point at `target`, atomically (a new link renamed over the old one)."""
-    relative = os.path.relpath(target.resolve(), link.parent.resolve())
-    staging = link.with_name(f".{link.name}.{os.getpid()}")
-    staging.unlink(missing_ok=True)
-    staging.symlink_to(relative)
-    staging.replace(link)

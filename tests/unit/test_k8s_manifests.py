@@ -484,3 +484,12 @@ def test_the_collector_reaches_only_dns_and_its_exporters_backend(
         target = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
         assert any("to" not in rule or target in rule["to"] for rule in rules), endpoint
     assert {p["port"] for rule in egress for p in rule["ports"]} == allowed
+
+
+def test_the_retraining_job_prunes_old_artifacts_after_promoting() -> None:
+    cronjob = find(build("production"), "CronJob", "llm-router-retrain")
+    (container,) = pod_spec(cronjob)["containers"]
+    (script,) = container["args"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert '--keep "$KEEP_ARTIFACTS"' in script.split("llm-router promote", 1)[1]
+    assert int(env["KEEP_ARTIFACTS"]) >= 1  # the week's candidate is kept besides, and current

@@ -4,6 +4,7 @@ on held-out rows, by an atomic symlink swap."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from classifier.scorer import DEFAULT_ARTIFACT
+from router_service.cli import main
 from training.errors import TrainingError
 from training.promote import promote
 
@@ -55,10 +57,11 @@ def held_out(tmp_path: Path) -> Path:
     return path
 
 
-def version_copy(target: Path, version: str) -> Path:
+def version_copy(target: Path, version: str, created_at: str | None = None) -> Path:
     shutil.copytree(DEFAULT_ARTIFACT, target)
     metadata = json.loads((target / "metadata.json").read_text())
-    (target / "metadata.json").write_text(json.dumps(metadata | {"version": version}))
+    metadata |= {"version": version, "created_at": created_at or metadata["created_at"]}
+    (target / "metadata.json").write_text(json.dumps(metadata))
     return target
 
 
@@ -151,3 +154,60 @@ def test_an_undefined_apgr_keeps_the_current_artifact(tmp_path: Path) -> None:
     assert not result.promoted
     assert "undefined" in result.reason
     assert current.resolve() == (tmp_path / "v1").resolve()
+
+
+def test_a_promotion_links_the_artifact_it_replaces_as_previous(
+    tmp_path: Path, held_out: Path
+) -> None:
+    v1 = version_copy(tmp_path / "v1", "v1")
+    v2 = version_copy(tmp_path / "v2", "v2")
+    current, previous = tmp_path / "current", tmp_path / "previous"
+    for candidate, links in ((v1, ("v1", None)), (v2, ("v2", "v1")), (v2, ("v2", "v1"))):
+        assert promote(
+            candidate, current, [held_out], weak=WEAK, strong=STRONG, echo=lambda _: None
+        ).promoted
+        shown = (os.readlink(current), os.readlink(previous) if previous.is_symlink() else None)
+        assert shown == links  # re-promoting the current artifact keeps the rollback target
+
+
+def test_promote_prunes_the_artifact_directory_after_deciding(
+    tmp_path: Path, held_out: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    for day in range(1, 7):
+        version_copy(models / f"v{day}", f"v{day}", f"2026-11-0{day}T03:00:00+00:00")
+    (models / "current").symlink_to("v1")
+    (models / ".v7.q8w7e6r5").mkdir()  # a training run killed while it wrote its artifact
+    os.utime(models / ".v7.q8w7e6r5", (0, 0))
+    args = ["promote", "--candidate", str(models / "v6"), "--current", str(models / "current")]
+    args += ["--data", str(held_out), "--weak", WEAK, "--strong", STRONG, "--keep", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "promoted v6" in out and "pruned 3 old artifacts" in out and "v2, v3, v4" in out
+    # v6 is current, v1 previous (the rollback target), v5 the other of the 2 most recent.
+    assert os.readlink(models / "current") == "v6" and os.readlink(models / "previous") == "v1"
+    left = {p.name for p in models.iterdir() if not p.is_symlink()}
+    assert left == {"v1", "v5", "v6", ".llm-router.lock", ".v7.q8w7e6r5"}  # staging: < 1 h
+
+
+def test_keep_must_be_a_count(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "promote",
+                "--candidate",
+                "c",
+                "--current",
+                "l",
+                "--data",
+                "d",
+                "--weak",
+                WEAK,
+                "--strong",
+                STRONG,
+                "--keep",
+                "-1",
+            ]
+        )
+    assert "'-1' is not a count" in capsys.readouterr().err
