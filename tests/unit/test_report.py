@@ -129,6 +129,12 @@ def test_report_png_creates_the_chart_directory(
     assert f"chart written to {png}" in capsys.readouterr().out
 
 
+def _log_of_one_call(directory: Path) -> Path:
+    directory.mkdir(parents=True)
+    (directory / "calllog-2025-05-01.jsonl").write_text(dumps(call_record()) + "\n")
+    return directory
+
+
 def test_report_reads_the_log_where_the_config_puts_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -137,9 +143,7 @@ def test_report_reads_the_log_where_the_config_puts_it(
     from tests.support.configs import fast_raw
 
     monkeypatch.delenv("REDIS_URL", raising=False)
-    calllog = tmp_path / "elsewhere"
-    calllog.mkdir()
-    (calllog / "calllog-2025-05-01.jsonl").write_text(dumps(call_record()) + "\n")
+    calllog = _log_of_one_call(tmp_path / "elsewhere")
     config = tmp_path / "router.yaml"
     config.write_text(yaml.safe_dump(fast_raw(call_log={"directory": str(calllog)})))
     assert main(["report", "--config", str(config)]) == 0
@@ -148,3 +152,30 @@ def test_report_reads_the_log_where_the_config_puts_it(
     config.write_text("call_log: {strem: x}\n")
     assert main(["report", "--config", str(config)]) == 2
     assert "invalid configuration" in capsys.readouterr().err
+
+
+def test_report_without_config_reads_the_embedded_defaults_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The embedded defaults write var/calllog under the working directory.
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    _log_of_one_call(tmp_path / "var" / "calllog")
+    assert main(["report"]) == 0
+    assert "over 1 calls" in capsys.readouterr().out
+
+
+def test_report_lays_repeated_configs_over_each_other_as_serve_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from tests.support.configs import fast_raw
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    calllog = _log_of_one_call(tmp_path / "elsewhere")
+    base, layer = tmp_path / "router.yaml", tmp_path / "site.yaml"
+    base.write_text(yaml.safe_dump(fast_raw()))
+    layer.write_text(yaml.safe_dump({"call_log": {"directory": str(calllog)}}))
+    assert main(["report", "--config", str(base), "--config", str(layer)]) == 0
+    assert f"call log: {calllog}" in capsys.readouterr().out
