@@ -153,11 +153,13 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
 def _source(args: argparse.Namespace) -> _Source:
     """Where the server the config describes writes its log, unless the flags say otherwise;
     `ConfigError` for a config that does not load."""
-    from router_service.config import load_config
+    from router_service.config import check_redis_url, load_config
 
     config = load_config(*args.config)
     return _Source(
-        redis=args.redis or config.store.resolved_redis_url(os.environ),
+        redis=check_redis_url(args.redis, "--redis")
+        if args.redis
+        else config.store.resolved_redis_url(os.environ),
         stream=args.stream or config.call_log.stream_key(config.store.key_prefix),
         directory=args.calllog or config.call_log.directory,
     )

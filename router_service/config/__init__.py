@@ -23,6 +23,7 @@ from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -72,6 +73,7 @@ __all__ = [
     "TaskOverride",
     "Tier",
     "TlsConfig",
+    "check_redis_url",
     "layered",
     "load_config",
     "resolve_secret",
@@ -287,7 +289,25 @@ class StoreConfig(Frozen):
             raise ConfigError(
                 "store.backend is redis but neither store.redis_url nor REDIS_URL is set"
             )
-        return url
+        if url is None:
+            return None
+        return check_redis_url(url, "store.redis_url" if self.redis_url else "REDIS_URL")
+
+
+def check_redis_url(url: str, where: str) -> str:
+    """`url`, when redis-py can open it; else a `ConfigError` naming `where` but not the URL,
+    which may hold a password."""
+    try:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(parts.scheme)
+        parts.port  # noqa: B018 (a port that is not a number raises ValueError)
+    except ValueError:
+        raise ConfigError(
+            f"{where} is not a Redis URL: expected redis://HOST:PORT[/DB], rediss://... "
+            "(TLS) or unix:///path/to/socket"
+        ) from None
+    return url
 
 
 class CallLogConfig(Frozen):

@@ -133,3 +133,15 @@ def test_simulate_traffic_refuses_a_file_it_cannot_read_naming_the_line(
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith("llm-router: ") and f"data.jsonl:2: {reason}" in err
+
+
+@pytest.mark.parametrize("command", [["report"], ["export", "--out", "out.jsonl"]])
+def test_report_and_export_refuse_a_redis_url_without_scheme(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*command, "--redis", "default:hunter2@cache:6379"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "llm-router: --redis is not a Redis URL: expected redis://HOST:PORT[/DB], "
+        "rediss://... (TLS) or unix:///path/to/socket\n"
+    )

@@ -158,3 +158,22 @@ def test_serve_takes_config_files_in_layers() -> None:
     args = build_parser().parse_args(["serve", "--config", "a.yaml", "--config", "b.yaml"])
     assert args.config == [Path("a.yaml"), Path("b.yaml")]
     assert build_parser().parse_args(["serve"]).config == []
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "env", "where"),
+    [
+        ("localhost:6379", {}, "store.redis_url"),
+        (None, {"REDIS_URL": "127.0.0.1:6379"}, "REDIS_URL"),
+        (None, {"REDIS_URL": "redis://:hunter2@cache:port/0"}, "REDIS_URL"),
+    ],
+)
+def test_a_redis_url_without_scheme_is_named_without_its_password(
+    redis_url: str | None, env: dict[str, str], where: str
+) -> None:
+    from router_service.config import StoreConfig
+
+    with pytest.raises(ConfigError) as caught:
+        StoreConfig(redis_url=redis_url).resolved_redis_url(env)
+    assert str(caught.value).startswith(f"{where} is not a Redis URL: expected redis://")
+    assert "hunter2" not in str(caught.value)
