@@ -336,7 +336,11 @@ def _report(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-        args.png.parent.mkdir(parents=True, exist_ok=True)
-        write_chart(report, args.png)
+        try:
+            args.png.parent.mkdir(parents=True, exist_ok=True)
+            write_chart(report, args.png)
+        except OSError as exc:
+            print(f"llm-router: cannot write the chart {args.png}: {exc.strerror}", file=sys.stderr)
+            return 1
         print(f"chart written to {args.png}")
     return 0

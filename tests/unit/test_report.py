@@ -179,3 +179,14 @@ def test_report_lays_repeated_configs_over_each_other_as_serve_does(
     layer.write_text(yaml.safe_dump({"call_log": {"directory": str(calllog)}}))
     assert main(["report", "--config", str(base), "--config", str(layer)]) == 0
     assert f"call log: {calllog}" in capsys.readouterr().out
+
+
+def test_report_png_that_cannot_be_written_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calllog = _log_of_one_call(tmp_path / "calllog")
+    (tmp_path / "a-file").write_text("")
+    png = tmp_path / "a-file" / "report.png"
+    assert main(["report", "--calllog", str(calllog), "--png", str(png)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"llm-router: cannot write the chart {png}: ") and err.count("\n") == 1
