@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from router_service.config.base import ConfigError, Frozen, Tier, read_secret
+from router_service.config.base import ConfigError, EnvName, Frozen, Tier, read_secret
 from router_service.config.catalog import (
     AnthropicProviderConfig,
     CircuitBreakerConfig,
@@ -128,7 +128,7 @@ class SecretRef(Frozen):
     """Where a secret comes from: its SHA-256, an environment variable, or a mounted file."""
 
     key_sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = None
-    key_env: str | None = None
+    key_env: EnvName | None = None
     key_file: Path | None = None
 
     @model_validator(mode="after")

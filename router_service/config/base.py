@@ -3,13 +3,15 @@ reading a secret from the environment or a mounted file."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
-__all__ = ["ConfigError", "Frozen", "Tier", "read_secret"]
+__all__ = ["ConfigError", "EnvName", "Frozen", "Tier", "read_secret"]
 
 
 class ConfigError(Exception):
@@ -23,6 +25,24 @@ class Frozen(BaseModel):
 class Tier(StrEnum):
     CHEAP = "cheap"
     FRONTIER = "frontier"
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def _env_name(name: str) -> str:
+    # A value that is no variable name is most likely the secret itself, pasted where its
+    # variable's name belongs: refused without repeating it, since errors are logged.
+    if not _ENV_NAME.fullmatch(name):
+        raise ValueError(
+            "must name an environment variable (letters, digits and _, not starting with a "
+            "digit), not hold the secret itself"
+        )
+    return name
+
+
+# The name of an environment variable, e.g. `api_key_env: OPENAI_API_KEY`.
+EnvName = Annotated[str, AfterValidator(_env_name)]
 
 
 def read_secret(env: str | None, file: Path | None, environ: Mapping[str, str]) -> str:

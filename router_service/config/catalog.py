@@ -11,7 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from router_service.config.base import ConfigError, Frozen, Tier, read_secret
+from router_service.config.base import ConfigError, EnvName, Frozen, Tier, read_secret
 
 __all__ = [
     "AnthropicProviderConfig",
@@ -127,8 +127,8 @@ class HttpProviderConfig(Frozen):
     """
 
     base_url: BaseUrl
-    base_url_env: str | None = None
-    api_key_env: str | None = None
+    base_url_env: EnvName | None = None
+    api_key_env: EnvName | None = None
     api_key_file: Path | None = None
     # What spans and metrics call this provider (`gen_ai.provider.name`, OpenTelemetry GenAI
     # conventions: openai, anthropic, deepseek, azure.ai.openai, ...); default: the API it

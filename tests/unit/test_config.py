@@ -177,3 +177,24 @@ def test_a_redis_url_without_scheme_is_named_without_its_password(
         StoreConfig(redis_url=redis_url).resolved_redis_url(env)
     assert str(caught.value).startswith(f"{where} is not a Redis URL: expected redis://")
     assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"providers": {"real": {"kind": "openai", "api_key_env": "sk-proj-Xy7Secret"}}},
+        {"providers": {"real": {"kind": "openai", "base_url_env": "https://sk-proj-Xy7Secret"}}},
+        {"apps": {"demo": {"key_sha256": None, "key_env": "sk-proj-Xy7Secret"}}},
+        {"admin": {"keys": [{"key_env": "sk proj Xy7Secret"}]}},
+    ],
+)
+def test_a_secret_pasted_where_its_variable_name_belongs_is_not_repeated(
+    tmp_path: Path, changes: dict[str, object]
+) -> None:
+    import yaml
+
+    path = write(tmp_path, yaml.safe_dump(merge(embedded_raw(), changes)))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "must name an environment variable" in str(caught.value)
+    assert "Xy7Secret" not in str(caught.value)
