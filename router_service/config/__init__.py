@@ -16,13 +16,15 @@ of the variable or file that holds them.
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import re
 from collections.abc import Mapping
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
@@ -428,11 +430,66 @@ def resolve_secret(ref: SecretRef, environ: Mapping[str, str]) -> bytes:
     return hashlib.sha256(read_secret(ref.key_env, ref.key_file, environ).encode()).digest()
 
 
-def _describe(error: ValidationError, source: str) -> str:
+# Pydantic's words for a value that does not match a field's pattern quote the regular
+# expression; these say what the value should be.
+_PATTERN_HINTS = {
+    "base_url": "must be an http:// or https:// URL, e.g. https://api.openai.com/v1",
+    "key_sha256": "must be the key's SHA-256 as 64 lowercase hex digits "
+    "(printf %s KEY | sha256sum)",
+}
+
+
+def _keys_at(path: list[str]) -> set[str]:
+    """The keys the section at `path` takes (of every kind, where a union has several)."""
+    kinds: list[Any] = [RouterConfig]
+    for part in [*path, None]:
+        found: list[Any] = []
+        for annotated in kinds:
+            kind = get_args(annotated)[0] if get_origin(annotated) is Annotated else annotated
+            for member in get_args(kind) if get_origin(kind) in (Union, UnionType) else [kind]:
+                origin = get_origin(member)
+                if isinstance(member, type) and issubclass(member, Frozen):
+                    if part is None:
+                        found.extend(member.model_fields)
+                    elif part in member.model_fields:
+                        found.append(member.model_fields[part].annotation)
+                elif part is not None and origin in (Mapping, dict, tuple):
+                    found.append(get_args(member)[-1 if origin is not tuple else 0])
+        kinds = found
+    return set(kinds)
+
+
+def _path(loc: tuple[int | str, ...], raw: Any) -> list[str]:
+    """`loc` as the keys the file has: without the parts pydantic adds for a union's member
+    (`providers.x.openai.base_url` is `providers.x.base_url`), found by following `raw`."""
+    parts, node = [], raw
+    for index, part in enumerate(loc):
+        last = index == len(loc) - 1
+        in_file = isinstance(node, Mapping) and part in node
+        if in_file or (isinstance(node, list) and isinstance(part, int) and part < len(node)):
+            node = node[part]
+        elif not last or not isinstance(node, Mapping):
+            continue  # a union member's tag, not a key of the file
+        parts.append(str(part))
+    return parts
+
+
+def _describe(error: ValidationError, source: str, raw: Any) -> str:
     lines = [f"invalid configuration in {source}:"]
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"] if part != "kind") or "(top level)"
-        lines.append(f"  {where}: {item['msg']}")
+        path = _path(item["loc"], raw)
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(path[-1], _keys_at(path[:-1]), n=1)
+            message = "unknown key" + (f" (did you mean {close[0]}?)" if close else "")
+        elif item["type"] == "missing":
+            message = "missing (this key is required)"
+        elif item["type"] == "string_pattern_mismatch" and path and path[-1] in _PATTERN_HINTS:
+            message = _PATTERN_HINTS[path[-1]]
+        if not path and re.match(r"[\w.-]+: ", message):
+            lines.append(f"  {message}")  # a check of the whole file that names the key
+        else:
+            lines.append(f"  {'.'.join(path) or '(top level)'}: {message}")
     return "\n".join(lines)
 
 
@@ -485,4 +542,4 @@ def load_config(*paths: Path) -> RouterConfig:
     try:
         return RouterConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from None
+        raise ConfigError(_describe(exc, source, raw)) from None

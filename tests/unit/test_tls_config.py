@@ -48,9 +48,7 @@ def test_tls_takes_file_paths_and_an_optional_client_ca(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("address", ["8081", "localhost", ":8081", "0.0.0.0:http", "[::]:70000"])
 def test_a_bad_health_listen_is_refused(tmp_path: Path, address: str) -> None:
-    with pytest.raises(
-        ConfigError, match=r"server\.health_listen: Value error, expected HOST:PORT"
-    ):
+    with pytest.raises(ConfigError, match=r"server\.health_listen: expected HOST:PORT"):
         load_with_server(tmp_path, {"health_listen": address})
 
 
@@ -60,12 +58,14 @@ def test_health_listen_cannot_share_the_main_port(tmp_path: Path) -> None:
 
 
 def test_tls_needs_both_files(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"server\.tls\.key_file: Field required"):
+    with pytest.raises(
+        ConfigError, match=r"server\.tls\.key_file: missing \(this key is required\)"
+    ):
         load_with_server(tmp_path, {"tls": {"cert_file": "c.pem"}})
 
 
 def test_inline_pem_is_not_a_tls_key(tmp_path: Path) -> None:
     # Secrets are mounted files; a certificate or key pasted into the config is refused.
     tls = {"cert_file": "c.pem", "key_file": "k.pem", "key": "-----BEGIN PRIVATE KEY-----"}
-    with pytest.raises(ConfigError, match=r"server\.tls\.key: Extra inputs are not permitted"):
+    with pytest.raises(ConfigError, match=r"server\.tls\.key: unknown key"):
         load_with_server(tmp_path, {"tls": tls})
