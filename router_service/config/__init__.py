@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import (
     Field,
+    PlainValidator,
     ValidationError,
     field_validator,
     model_validator,
@@ -88,7 +89,24 @@ _APP_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # A difficulty threshold: a number in [0, 1], or the name of one of the classifier artifact's
 # operating points (chosen on its training data, e.g. `quality_95`: the fewest frontier calls
 # that keep 95% of the frontier model's quality), which stays meaningful across retraining.
-Threshold = Annotated[float, Field(ge=0, le=1)] | Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]
+def _threshold(value: object) -> float | str:
+    # One validator, not a union of two, so that a bad value gets one message, not one per
+    # member of the union.
+    if isinstance(value, str) and re.fullmatch(r"[a-z0-9_]+", value):
+        return value
+    try:
+        number = float(value) if isinstance(value, int | float | str) else -1.0
+    except ValueError:
+        number = -1.0
+    if isinstance(value, bool) or not 0 <= number <= 1:
+        raise ValueError(
+            "expected a number from 0 to 1, or the name of an operating point of the "
+            "classifier such as strong_share_10 or quality_95"
+        )
+    return number
+
+
+Threshold = Annotated[float | str, PlainValidator(_threshold)]
 
 
 class TaskConfig(Frozen):
@@ -215,12 +233,12 @@ class ServerConfig(Frozen):
     # drain included), for probes that cannot speak TLS such as Kubernetes' gRPC probes.
     health_listen: str | None = None
 
-    @field_validator("listen", "health_listen")
+    @field_validator("listen", "health_listen", mode="before")
     @classmethod
-    def _host_port(cls, value: str | None) -> str | None:
+    def _host_port(cls, value: object) -> object:
         if value is None:
             return None
-        host, sep, port = value.rpartition(":")
+        host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:50051 or [::]:50051")
         return value

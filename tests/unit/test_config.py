@@ -228,6 +228,17 @@ def test_a_secret_pasted_where_its_variable_name_belongs_is_not_repeated(
             {"exploration": {"judge_model": "gpt-9"}},
             "\n  exploration.judge_model: unknown model 'gpt-9'",
         ),
+        # One line for a value that fits neither member of a union, saying what is expected.
+        (
+            {"tasks": {"default": {"threshold": 61}}},
+            ":\n  tasks.default.threshold: expected a number from 0 to 1, or the name of an "
+            "operating point of the classifier such as strong_share_10 or quality_95\n",
+        ),
+        (
+            {"tasks": {"default": {"threshold": "Quality 95"}}},
+            ":\n  tasks.default.threshold: expected a number from 0 to 1, or the name of an ",
+        ),
+        ({"server": {"listen": 50051}}, ":\n  server.listen: expected HOST:PORT, e.g. "),
     ],
 )
 def test_config_errors_say_what_is_wrong_in_the_files_terms(
@@ -240,3 +251,16 @@ def test_config_errors_say_what_is_wrong_in_the_files_terms(
     message = str(caught.value) + "\n"
     assert line in message
     assert "Value error" not in message and "pattern" not in message
+    assert "constrained" not in message and "valid string" not in message
+
+
+def test_thresholds_are_numbers_or_operating_points(tmp_path: Path) -> None:
+    import yaml
+
+    tasks = {"default": {"threshold": 0.5}, "summarization": {"threshold": "quality_95"}}
+    tasks |= {"extraction": {"threshold": 1}, "classification": {"threshold": "0.25"}}
+    config = load_config(write(tmp_path, yaml.safe_dump(merge(embedded_raw(), {"tasks": tasks}))))
+    assert config.tasks["default"].threshold == 0.5
+    assert config.tasks["summarization"].threshold == "quality_95"
+    assert config.tasks["extraction"].threshold == 1.0
+    assert config.tasks["classification"].threshold == 0.25
