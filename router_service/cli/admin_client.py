@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from router_service.cli.client import add_connection_arguments, open_channel
+from router_service.cli.client import add_connection_arguments, open_channel, seconds
 
 # The embedded defaults' local admin key; real deployments set LLM_ROUTER_ADMIN_KEY.
 DEFAULT_ADMIN_KEY = "demo-admin-key"
@@ -16,7 +16,7 @@ def add_admin_arguments(parser: argparse.ArgumentParser) -> None:
     add_connection_arguments(
         parser, key_env="LLM_ROUTER_ADMIN_KEY", default_key=DEFAULT_ADMIN_KEY, role="admin"
     )
-    parser.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+    parser.add_argument("--timeout", type=seconds, default=10.0, help="deadline in seconds")
 
 
 def admin_call(args: argparse.Namespace, method: str, request: Any) -> Any | None:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from router_service.cli.client import add_tls_arguments, open_channel
+from router_service.cli.client import add_tls_arguments, host_port, open_channel
 
 if TYPE_CHECKING:
     from router_service.calllog.entries import LogEntry
@@ -137,7 +137,10 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     _add_source_arguments(report)
     report.add_argument("--png", type=Path, metavar="FILE", help="also write a chart here")
     report.add_argument(
-        "--target", metavar="HOST:PORT", help="a router to ask for budget state (Admin RPCs)"
+        "--target",
+        type=host_port,
+        metavar="HOST:PORT",
+        help="a router to ask for budget state (Admin RPCs)",
     )
     report.add_argument(
         "--key",

@@ -16,6 +16,37 @@ if TYPE_CHECKING:
 DEFAULT_TARGET = "127.0.0.1:50051"
 # The embedded defaults' local development key; real deployments set LLM_ROUTER_KEY.
 DEFAULT_KEY = "demo-key"
+# RouteRequest.max_output_tokens is an int32.
+_INT32_MAX = 2**31 - 1
+
+
+def token_count(text: str) -> int:
+    """An argparse type: a whole number that fits RouteRequest.max_output_tokens."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= _INT32_MAX:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {_INT32_MAX}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a deadline, a number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError("expected a number of seconds above 0")
+    return value
+
+
+def host_port(text: str) -> str:
+    """An argparse type: a gRPC target, which is not a URL."""
+    if text.startswith(("http://", "https://", "grpc://")):
+        raise argparse.ArgumentTypeError("expected HOST:PORT, not a URL (for TLS give --tls-ca)")
+    return text
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
@@ -41,7 +72,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         parser.add_argument("--money-movement", action="store_true", help="flag money movement")
         parser.add_argument(
             "--max-output-tokens",
-            type=int,
+            type=token_count,
             default=0,
             metavar="N",
             help="most tokens in the answer; only models whose context window and output "
@@ -57,7 +88,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
             "--cache", action="store_true", help="opt in to the response cache (temperature 0)"
         )
         add_connection_arguments(parser)
-        parser.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
+        parser.add_argument("--timeout", type=seconds, default=120.0, help="deadline in seconds")
         parser.set_defaults(run=run)
 
 
@@ -71,6 +102,7 @@ def add_connection_arguments(
     """--target, --key and the TLS options, shared by every command that calls the router."""
     parser.add_argument(
         "--target",
+        type=host_port,
         default=os.environ.get("LLM_ROUTER_TARGET", DEFAULT_TARGET),
         help=f"HOST:PORT of the router (env LLM_ROUTER_TARGET, default {DEFAULT_TARGET})",
     )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from router_service.cli.client import add_connection_arguments, open_channel
+from router_service.cli.client import add_connection_arguments, open_channel, seconds
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
@@ -54,7 +54,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         "--task", help="route every prompt as this task class (default: the row's task)"
     )
     add_connection_arguments(simulate)
-    simulate.add_argument("--timeout", type=float, default=120.0, help="deadline per call")
+    simulate.add_argument("--timeout", type=seconds, default=120.0, help="deadline per call")
     simulate.set_defaults(run=_simulate)
 
 

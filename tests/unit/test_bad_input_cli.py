@@ -145,3 +145,30 @@ def test_report_and_export_refuse_a_redis_url_without_scheme(
         "llm-router: --redis is not a Redis URL: expected redis://HOST:PORT[/DB], "
         "rediss://... (TLS) or unix:///path/to/socket\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["explain", "hi", "--max-output-tokens", "99999999999"],
+            "argument --max-output-tokens: expected a whole number from 0 to 2147483647",
+        ),
+        (["route", "hi", "--timeout", "0"], "argument --timeout: expected a number of seconds"),
+        (["budget", "show", "demo", "--timeout", "-1"], "argument --timeout: expected a number"),
+        (
+            ["explain", "hi", "--target", "http://127.0.0.1:50051"],
+            "argument --target: expected HOST:PORT, not a URL",
+        ),
+        (["report", "--target", "https://router:443"], "argument --target: expected HOST:PORT"),
+    ],
+)
+def test_client_options_out_of_range_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Refused while parsing, before any call (a max_output_tokens past int32 was a ValueError
+    # traceback from protobuf; a timeout of 0 a DEADLINE_EXCEEDED from the call).
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
