@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from router_service.cli.client import add_connection_arguments, open_channel, seconds
+from router_service.cli.client import add_connection_arguments, open_channel, rpc_failure, seconds
 
 # The embedded defaults' local admin key; real deployments set LLM_ROUTER_ADMIN_KEY.
 DEFAULT_ADMIN_KEY = "demo-admin-key"
@@ -31,5 +31,5 @@ def admin_call(args: argparse.Namespace, method: str, request: Any) -> Any | Non
         try:
             return getattr(stub, method)(request, metadata=metadata, timeout=args.timeout)
         except grpc.RpcError as exc:
-            print(f"llm-router: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            print(f"llm-router: {rpc_failure(exc, args)}", file=sys.stderr)
             return None

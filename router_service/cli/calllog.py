@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from router_service.cli.client import add_tls_arguments, host_port, open_channel
+from router_service.cli.client import add_tls_arguments, host_port, open_channel, rpc_failure
 
 if TYPE_CHECKING:
     from router_service.calllog.entries import LogEntry
@@ -149,6 +149,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         default=os.environ.get("LLM_ROUTER_ADMIN_KEY", DEFAULT_ADMIN_KEY),
         help="admin key for --target (env LLM_ROUTER_ADMIN_KEY, default: the local one)",
     )
+    report.set_defaults(key_env="LLM_ROUTER_ADMIN_KEY")
     add_tls_arguments(report)
     report.set_defaults(run=_report)
 
@@ -292,10 +293,7 @@ def _budgets(report: Report, args: argparse.Namespace) -> None:
                 except aio.AioRpcError as exc:
                     if exc.code() == grpc.StatusCode.NOT_FOUND:
                         continue
-                    report.budget_note = (
-                        f"budget state not available from {args.target}: "
-                        f"{exc.code().name}: {exc.details()}"
-                    )
+                    report.budget_note = f"budget state not available: {rpc_failure(exc, args)}"
                     return
                 summary.budget = Budget(
                     limit_usd=reply.monthly_limit_usd,

@@ -111,6 +111,7 @@ def add_connection_arguments(
         default=os.environ.get(key_env, default_key),
         help=f"{role} key (env {key_env}, default: the local development key {default_key})",
     )
+    parser.set_defaults(key_env=key_env)
     add_tls_arguments(parser)
 
 
@@ -144,6 +145,28 @@ def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="PEM private key of --tls-cert (env LLM_ROUTER_TLS_KEY)",
     )
+
+
+# How gRPC's own details begin when the channel found no router to talk to.
+_UNREACHABLE = ("failed to connect to all addresses", "DNS resolution failed", "errors resolving")
+
+
+def rpc_failure(exc: grpc.RpcError, args: argparse.Namespace) -> str:
+    """A failed call, for a person: its status and details, and what to check when no router
+    answered at --target or the key was not accepted."""
+    import grpc
+
+    code, details = exc.code(), exc.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE and details.startswith(_UNREACHABLE):
+        cause = details.rsplit(": ", 1)[-1].strip("[] ")
+        return (
+            f"cannot reach the router at {args.target} ({cause}); start it with `llm-router "
+            "serve`, or give its address with --target or LLM_ROUTER_TARGET"
+        )
+    text = f"{code.name}: {details}"
+    if code == grpc.StatusCode.UNAUTHENTICATED and getattr(args, "key_env", None):
+        text += f" (give the key with --key or {args.key_env})"
+    return text
 
 
 def _usage_error(message: str) -> NoReturn:
@@ -271,6 +294,7 @@ def _call(args: argparse.Namespace, explain: bool) -> int:
 
     out = sys.stdout
     metadata = (("authorization", f"Bearer {args.key}"),)
+    streamed = False  # text is on the current line: an error starts a new one
     with open_channel(args) as channel:
         stub = router_pb2_grpc.RouterStub(channel)
         try:
@@ -287,11 +311,14 @@ def _call(args: argparse.Namespace, explain: bool) -> int:
                 elif kind == "delta":
                     out.write(event.delta.text)
                     out.flush()
+                    streamed = True
                 else:
                     _print_summary(event.done, out)
+                    streamed = False
         except grpc.RpcError as exc:
             out.flush()
-            print(f"\nllm-router: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            newline = "\n" if streamed else ""
+            print(f"{newline}llm-router: {rpc_failure(exc, args)}", file=sys.stderr)
             return 1
     return 0
 

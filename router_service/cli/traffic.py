@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from router_service.cli.client import add_connection_arguments, open_channel, seconds
+from router_service.cli.client import (
+    add_connection_arguments,
+    open_channel,
+    rpc_failure,
+    seconds,
+)
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
@@ -72,7 +77,7 @@ def _feedback(args: argparse.Namespace) -> int:
         try:
             router_pb2_grpc.RouterStub(channel).Feedback(request, metadata=metadata, timeout=30)
         except grpc.RpcError as exc:
-            print(f"llm-router: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            print(f"llm-router: {rpc_failure(exc, args)}", file=sys.stderr)
             return 1
     print(f"feedback recorded for {args.request_id}")
     return 0

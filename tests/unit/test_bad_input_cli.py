@@ -172,3 +172,24 @@ def test_client_options_out_of_range_are_usage_errors(
         main(argv)
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["route", "hi"],
+        ["explain", "hi"],
+        ["feedback", "req-1", "--score", "1"],
+        ["budget", "show", "demo"],
+        ["classifier", "show"],
+    ],
+)
+def test_a_router_that_is_not_there_is_named_with_what_to_do(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Nothing listens on port 1.
+    assert main([*argv, "--target", "127.0.0.1:1"]) == 1
+    assert capsys.readouterr().err == (
+        "llm-router: cannot reach the router at 127.0.0.1:1 (Connection refused); start it "
+        "with `llm-router serve`, or give its address with --target or LLM_ROUTER_TARGET\n"
+    )
