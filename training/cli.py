@@ -219,6 +219,13 @@ def _reporting_errors(
         from classifier.errors import ClassifierError
         from training.errors import TrainingError
 
+        if args.weak == args.strong:
+            print(
+                f"error: --weak and --strong are both {args.weak!r}; give the cheap model and "
+                "the frontier model whose outcomes the data compares",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         try:
             return run(args)
         except (TrainingError, ClassifierError) as exc:

@@ -218,3 +218,24 @@ def test_register_adds_both_subcommands_to_another_parser() -> None:
     assert callable(args.run)
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--help"])
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "promote"])
+def test_the_same_model_as_weak_and_strong_is_refused(
+    command: str,
+    files: dict[str, pathlib.Path],
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    where = {
+        "train": ["--out", str(tmp_path / "a")],
+        "evaluate": ["--json", str(tmp_path / "e.json")],
+        "promote": ["--candidate", str(tmp_path / "a"), "--current", str(tmp_path / "c")],
+    }[command]
+    argv = [command, "--data", str(files["train"]), "--weak", WEAK, "--strong", WEAK, *where]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"error: --weak and --strong are both {WEAK!r}; give the cheap model and the frontier "
+        "model whose outcomes the data compares\n"
+    )
+    assert list(tmp_path.iterdir()) == []
