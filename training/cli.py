@@ -257,6 +257,7 @@ def _pair_and_data(parser: argparse.ArgumentParser, data_help: str) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from training.errors import TrainingError
     from training.model import ModelConfig
     from training.pipeline import TrainConfig, train
     from training.report import format_table
@@ -279,7 +280,10 @@ def _run_train(args: argparse.Namespace) -> int:
             seed=args.seed,
         ),
     )
-    metadata, evaluation = train(config, echo=_echo)
+    try:
+        metadata, evaluation = train(config, echo=_echo)
+    except OSError as exc:  # reading the data raises DatasetError: this is the writing
+        raise TrainingError(f"cannot write the artifact {args.out}: {exc.strerror}") from None
     print(
         format_table(
             evaluation.report, title="out-of-fold on the training data (for a test split: evaluate)"
@@ -296,6 +300,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from classifier.scorer import DEFAULT_ARTIFACT
+    from training.errors import TrainingError
     from training.pipeline import EvaluateConfig, evaluate
     from training.report import format_table, plot_curves
 
@@ -309,15 +314,22 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         split=args.split,
     )
     evaluation = evaluate(config, echo=_echo)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(evaluation.report, indent=2) + "\n", encoding="utf-8")
+    try:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(evaluation.report, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise TrainingError(f"cannot write {args.json}: {exc.strerror}") from None
     title = f"{args.weak} -> {args.strong}"
     print(format_table(evaluation.report, title=title))
     if evaluation.report["rows_skipped"]:
         print(f"skipped {evaluation.report['rows_skipped']} rows lacking either outcome")
     print(f"wrote {args.json}")
     if args.plot is not None:
-        plot_curves(evaluation, args.plot, title)
+        try:
+            args.plot.parent.mkdir(parents=True, exist_ok=True)
+            plot_curves(evaluation, args.plot, title)
+        except OSError as exc:
+            raise TrainingError(f"cannot write {args.plot}: {exc.strerror}") from None
         print(f"wrote {args.plot}")
     return 0
 

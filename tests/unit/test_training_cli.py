@@ -239,3 +239,28 @@ def test_the_same_model_as_weak_and_strong_is_refused(
         "model whose outcomes the data compares\n"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("option", ["--out", "--json", "--plot"])
+def test_an_output_that_cannot_be_written_is_a_one_line_error(
+    option: str,
+    files: dict[str, pathlib.Path],
+    artifact: pathlib.Path,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    blocked = tmp_path / "a-file" / "x"  # under a regular file: no directory can be made
+    pair = ["--data", str(files["test"]), "--weak", WEAK, "--strong", STRONG]
+    argv = {
+        "--out": ["train", *pair, "--out", str(blocked), "--folds", "3"],
+        "--json": ["evaluate", *pair, "--model", str(artifact), "--json", str(blocked)],
+        "--plot": [
+            *("evaluate", *pair, "--model", str(artifact)),
+            *("--json", str(tmp_path / "e.json"), "--plot", str(blocked)),
+        ],
+    }[option]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    what = "the artifact " if option == "--out" else ""
+    assert err[-1].startswith(f"error: cannot write {what}{blocked}: ")
