@@ -29,6 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from classifier.features import NGRAM_DIM
+from training.errors import NoDataError
 
 __all__ = [
     "ModelConfig",
@@ -74,7 +75,10 @@ def fit_logistic(
     weights = np.concatenate([positive, negative])
     keep = weights > 0
     if len(np.unique(labels[keep])) < 2:
-        raise ValueError("training data has only one class; nothing to learn")
+        raise NoDataError(
+            "the training data has only one class (the weak model always falls short, or "
+            "never does): nothing to learn"
+        )
     model = LogisticRegression(C=config.c, max_iter=config.max_iter)
     model.fit(stacked[keep], labels[keep], sample_weight=weights[keep])
     return model
@@ -94,9 +98,13 @@ def out_of_fold_decisions(
     Only target-pair rows are held out; auxiliary rows are always in the training folds.
     """
     decisions = np.zeros(len(target_rows), dtype=np.float64)
-    folds = min(config.folds, int(np.bincount(target_labels, minlength=2).min()))
+    counts = np.bincount(target_labels, minlength=2)
+    folds = min(config.folds, int(counts.min()))
     if folds < 2:
-        raise ValueError("too few rows of each label for cross-validation")
+        raise NoDataError(
+            f"too few rows to cross-validate: {counts[1]} where the weak model falls short and "
+            f"{counts[0]} where it does not; at least 2 of each are needed"
+        )
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=config.seed)
     everything = np.ones(features.shape[0], dtype=np.bool_)
     for _, held_index in splitter.split(target_rows, target_labels):

@@ -264,3 +264,19 @@ def test_an_output_that_cannot_be_written_is_a_one_line_error(
     err = capsys.readouterr().err.splitlines()
     what = "the artifact " if option == "--out" else ""
     assert err[-1].startswith(f"error: cannot write {what}{blocked}: ")
+
+
+def test_data_where_the_weak_model_never_falls_short_is_a_clear_error(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [json.loads(line) for line in outcome_lines(30, seed=3)]
+    for row in rows:
+        row["outcomes"][WEAK] = dict(row["outcomes"][STRONG])  # as good as the strong model
+    data = tmp_path / "even.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    pair = ["--weak", WEAK, "--strong", STRONG, "--auxiliary-weight", "0"]
+    assert main(["train", "--data", str(data), *pair, "--out", str(tmp_path / "a")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: too few rows to cross-validate: 0 where the weak model falls short and 30 "
+        "where it does not; at least 2 of each are needed"
+    )

@@ -9,6 +9,7 @@ import scipy.sparse as sp
 
 from classifier.artifact import ONNX_INPUT, ONNX_OUTPUT
 from classifier.features import embed_many
+from training.errors import NoDataError
 from training.export import to_onnx
 from training.model import ModelConfig, calibrated, fit_logistic, platt_scaling
 
@@ -59,5 +60,5 @@ def test_calibration_is_folded_into_the_logistic_regression() -> None:
 
 def test_one_class_data_is_refused() -> None:
     features = sp.csr_matrix(embed_many(prompts(10, seed=4)))
-    with pytest.raises(ValueError, match="one class"):
+    with pytest.raises(NoDataError, match="one class"):
         fit_logistic(features, np.ones(10), np.zeros(10), ModelConfig())
