@@ -21,7 +21,7 @@ from classifier.features import EMBEDDING_DIM, embed, prompt_text
 from classifier.scorer import DifficultyScorer, load_scorer
 from training.costs import pair_costs
 from training.dataset import OutcomeFile, OutcomeRow, question_key, read_outcomes
-from training.errors import NoDataError
+from training.errors import DatasetError, NoDataError
 from training.evaluation import PairEvaluation, evaluate_pair
 from training.export import check_replaceable, to_onnx, write_artifact
 from training.labels import pair_outcomes, training_targets
@@ -177,7 +177,12 @@ def evaluate(config: EvaluateConfig, echo: Echo = print) -> PairEvaluation:
     files = _read(config.data, echo)
     rows = [row for outcome_file in files for row in outcome_file.rows]
     if config.split is not None:
+        splits = sorted({str(row.split) for row in rows})
         rows = [row for row in rows if row.split == config.split]
+        if not rows:
+            raise NoDataError(
+                f"no row is marked split={config.split}; the data's splits: {', '.join(splits)}"
+            )
         echo(f"evaluating the {len(rows)} rows marked split={config.split}")
     pair = pair_outcomes(rows, config.weak, config.strong, config.margin)
     if pair.skipped:
@@ -224,6 +229,11 @@ def _read(paths: Sequence[pathlib.Path], echo: Echo) -> list[OutcomeFile]:
             echo(
                 f"{path}: rejected {len(outcome_file.rejected)} malformed lines "
                 f"(first: line {number}: {reason})"
+            )
+        if not outcome_file.rows:
+            raise DatasetError(
+                f"{path} holds no outcome rows: expected outcome JSONL, one JSON object a line "
+                "(docs/OUTCOMES.md)"
             )
         files.append(outcome_file)
     return files

@@ -280,3 +280,28 @@ def test_data_where_the_weak_model_never_falls_short_is_a_clear_error(
         "error: too few rows to cross-validate: 0 where the weak model falls short and 30 "
         "where it does not; at least 2 of each are needed"
     )
+
+
+@pytest.mark.parametrize("content", [b"", b"a,b\n1,2\n"])
+def test_a_file_without_outcome_rows_is_named(
+    content: bytes, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "outcomes.csv"
+    data.write_bytes(content)
+    pair = ["--weak", WEAK, "--strong", STRONG]
+    assert main(["train", "--data", str(data), *pair, "--out", str(tmp_path / "a")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: {data} holds no outcome rows: expected outcome JSONL, one JSON object a line "
+        "(docs/OUTCOMES.md)"
+    )
+
+
+def test_a_split_no_row_has_is_named_with_the_splits_there_are(
+    files: dict[str, pathlib.Path], artifact: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pair = ["--weak", WEAK, "--strong", STRONG, "--model", str(artifact)]
+    argv = ["evaluate", "--data", str(files["train"]), *pair, "--json", "unused.json"]
+    assert main([*argv, "--split", "test"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: no row is marked split=test; the data's splits: train"
+    )
