@@ -30,6 +30,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from classifier.features import NGRAM_DIM
 from training.errors import NoDataError
+from training.progress import progress
 
 __all__ = [
     "ModelConfig",
@@ -107,7 +108,8 @@ def out_of_fold_decisions(
         )
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=config.seed)
     everything = np.ones(features.shape[0], dtype=np.bool_)
-    for _, held_index in splitter.split(target_rows, target_labels):
+    splits = splitter.split(target_rows, target_labels)
+    for _, held_index in progress(splits, "cross-validating", unit="fold", total=folds):
         train_mask = everything.copy()
         train_mask[target_rows[held_index]] = False
         model = fit_logistic(

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import scipy.sparse as sp
-from tqdm import tqdm
 
 from classifier.artifact import ArtifactMetadata
 from classifier.features import EMBEDDING_DIM, embed, prompt_text
@@ -26,6 +25,7 @@ from training.evaluation import PairEvaluation, evaluate_pair
 from training.export import check_replaceable, to_onnx, write_artifact
 from training.labels import pair_outcomes, training_targets
 from training.model import ModelConfig, train_model
+from training.progress import progress
 from training.thresholds import RECOMMENDED, choose_thresholds
 
 # Rows marked with this split are for evaluation: `train` never reads them.
@@ -257,7 +257,7 @@ def _embed(rows: Sequence[OutcomeRow], label: str) -> sp.csr_matrix:
     # Row by row into a sparse matrix: the dense matrix would need gigabytes.
     blocks = []
     chunk: list[np.ndarray[Any, np.dtype[np.float32]]] = []
-    for row in tqdm(rows, desc=label, unit="prompt", leave=False):
+    for row in progress(rows, label, unit="prompt"):
         chunk.append(embed(prompt_text(row.messages)))
         if len(chunk) == 512:
             blocks.append(sp.csr_matrix(np.vstack(chunk)))
@@ -269,10 +269,7 @@ def _embed(rows: Sequence[OutcomeRow], label: str) -> sp.csr_matrix:
 
 def _score(scorer: DifficultyScorer, rows: Sequence[OutcomeRow]) -> np.ndarray[Any, Any]:
     return np.array(
-        [
-            scorer.score(row.messages)
-            for row in tqdm(rows, desc="scoring", unit="prompt", leave=False)
-        ],
+        [scorer.score(row.messages) for row in progress(rows, "scoring", unit="prompt")],
         dtype=np.float64,
     )
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -305,3 +307,26 @@ def test_a_split_no_row_has_is_named_with_the_splits_there_are(
     assert capsys.readouterr().err.splitlines()[-1] == (
         "error: no row is marked split=test; the data's splits: train"
     )
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_progress_bars_are_drawn_only_on_a_terminal(
+    terminal: bool,
+    files: dict[str, pathlib.Path],
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stderr = _Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    assert train_tiny(files, tmp_path / "tiny") == 0
+    drawn = stderr.getvalue()
+    # The steps are said in lines either way; bars (redrawn with \r) only on a terminal.
+    assert "cross-validating (3 folds) and fitting\n" in drawn
+    for bar in ("embedding prompts: ", "cross-validating: "):
+        assert (bar in drawn) is terminal
+    assert ("\r" in drawn) is terminal
