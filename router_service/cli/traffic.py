@@ -113,10 +113,10 @@ def _simulate(args: argparse.Namespace) -> int:
         return 1
     started = time.perf_counter()
     tally = asyncio.run(_replay(args, rows))
-    tiers = ", ".join(f"{tier} {n}" for tier, n in sorted(tally.by_tier.items()))
+    tiers = "".join(f"{tier} {n}, " for tier, n in sorted(tally.by_tier.items()))
     print(
         f"routed {tally.routed} of {len(rows)} prompts in {time.perf_counter() - started:.1f} s "
-        f"({tiers}; {tally.explored} explored), ${tally.cost_usd:.4f}; "
+        f"({tiers}{tally.explored} explored), ${tally.cost_usd:.4f}; "
         f"feedback sent for {tally.feedback}"
     )
     for error, count in sorted(tally.errors.items()):
@@ -178,7 +178,7 @@ async def _replay(args: argparse.Namespace, rows: list[dict[str, Any]]) -> _Tall
                 await one(router, i, row)
             except aio.AioRpcError as exc:
                 tally.failed += 1
-                error = f"{exc.code().name}: {exc.details()}"
+                error = rpc_failure(exc, args)
                 tally.errors[error] = tally.errors.get(error, 0) + 1
 
     async with open_channel(args, use_aio=True) as channel:

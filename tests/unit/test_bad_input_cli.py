@@ -193,3 +193,14 @@ def test_a_router_that_is_not_there_is_named_with_what_to_do(
         "llm-router: cannot reach the router at 127.0.0.1:1 (Connection refused); start it "
         "with `llm-router serve`, or give its address with --target or LLM_ROUTER_TARGET\n"
     )
+
+
+def test_simulate_traffic_says_when_no_router_answered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps(ROW) + "\n")
+    assert main(["simulate-traffic", "--data", str(data), "--target", "127.0.0.1:1"]) == 1
+    out = capsys.readouterr().out
+    assert "routed 0 of 1 prompts in " in out and "s (0 explored), $0.0000;" in out
+    assert "  1 failed: cannot reach the router at 127.0.0.1:1 (Connection refused); " in out
