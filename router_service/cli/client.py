@@ -147,25 +147,36 @@ def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-# How gRPC's own details begin when the channel found no router to talk to.
-_UNREACHABLE = ("failed to connect to all addresses", "DNS resolution failed", "errors resolving")
+# gRPC's own details when no router was found at the target: nothing listens, or the name
+# does not resolve. Other failures to connect are mostly TLS on one side only.
+_NOT_THERE = ("errors resolving", "DNS resolution failed")
+_NOT_CONNECTED = "failed to connect to all addresses"
 
 
 def rpc_failure(exc: grpc.RpcError, args: argparse.Namespace) -> str:
     """A failed call, for a person: its status and details, and what to check when no router
-    answered at --target or the key was not accepted."""
+    answered at --target, the connection failed, or the key was not accepted."""
     import grpc
 
     code, details = exc.code(), exc.details() or ""
-    if code == grpc.StatusCode.UNAVAILABLE and details.startswith(_UNREACHABLE):
+    text = f"{code.name}: {details}"
+    if code != grpc.StatusCode.UNAVAILABLE:
+        if code == grpc.StatusCode.UNAUTHENTICATED and getattr(args, "key_env", None):
+            text += f" (give the key with --key or {args.key_env})"
+        return text
+    if details.startswith(_NOT_THERE) or details.endswith("Connection refused"):
         cause = details.rsplit(": ", 1)[-1].strip("[] ")
         return (
-            f"cannot reach the router at {args.target} ({cause}); start it with `llm-router "
-            "serve`, or give its address with --target or LLM_ROUTER_TARGET"
+            f"{code.name}: cannot reach the router at {args.target} ({cause}); start it with "
+            "`llm-router serve`, or give its address with --target or LLM_ROUTER_TARGET"
         )
-    text = f"{code.name}: {details}"
-    if code == grpc.StatusCode.UNAUTHENTICATED and getattr(args, "key_env", None):
-        text += f" (give the key with --key or {args.key_env})"
+    if details.startswith(_NOT_CONNECTED):
+        if getattr(args, "tls_ca", None) is None:
+            return f"{text}; if the router serves TLS, give --tls-ca FILE (or LLM_ROUTER_TLS_CA)"
+        return (
+            f"{text}; if the router does not serve TLS, leave out --tls-ca; if it asks for a "
+            "client certificate, give --tls-cert and --tls-key"
+        )
     return text
 
 

@@ -153,7 +153,11 @@ async def test_the_cli_routes_over_tls_and_mutual_tls(
         assert "→ glm-5.2 (cheap" in capsys.readouterr().out
         plaintext = [*route, "--target", router.target]
         assert await asyncio.to_thread(main, plaintext) == 1
-        assert "UNAVAILABLE" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert err.startswith("llm-router: UNAVAILABLE: ")
+        assert err.endswith(
+            "; if the router serves TLS, give --tls-ca FILE (or LLM_ROUTER_TLS_CA)\n"
+        )
 
     client_ca = trustme.CA()
     client = client_ca.issue_cert("cli@example.com")
@@ -166,6 +170,9 @@ async def test_the_cli_routes_over_tls_and_mutual_tls(
         assert await asyncio.to_thread(main, mutual) == 0
         assert "→ glm-5.2 (cheap" in capsys.readouterr().out
         assert await asyncio.to_thread(main, argv) == 1
+        assert "if it asks for a client certificate, give --tls-cert and --tls-key\n" in (
+            capsys.readouterr().err
+        )
 
 
 async def test_a_missing_certificate_stops_the_start_naming_the_file(

@@ -190,8 +190,8 @@ def test_a_router_that_is_not_there_is_named_with_what_to_do(
     # Nothing listens on port 1.
     assert main([*argv, "--target", "127.0.0.1:1"]) == 1
     assert capsys.readouterr().err == (
-        "llm-router: cannot reach the router at 127.0.0.1:1 (Connection refused); start it "
-        "with `llm-router serve`, or give its address with --target or LLM_ROUTER_TARGET\n"
+        "llm-router: UNAVAILABLE: cannot reach the router at 127.0.0.1:1 (Connection refused); "
+        "start it with `llm-router serve`, or give its address with --target or LLM_ROUTER_TARGET\n"
     )
 
 
@@ -203,4 +203,4 @@ def test_simulate_traffic_says_when_no_router_answered(
     assert main(["simulate-traffic", "--data", str(data), "--target", "127.0.0.1:1"]) == 1
     out = capsys.readouterr().out
     assert "routed 0 of 1 prompts in " in out and "s (0 explored), $0.0000;" in out
-    assert "  1 failed: cannot reach the router at 127.0.0.1:1 (Connection refused); " in out
+    assert "  1 failed: UNAVAILABLE: cannot reach the router at 127.0.0.1:1 (Connection " in out
