@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             model's answer score below the strong one's. Other model pairs in the data are
             used as auxiliary labels. The model is cross-validated, calibrated, exported to
             ONNX and written with its metadata and an evaluation report (out-of-fold, on the
-            training data only) to --out, replacing what is there."""
+            training data only) to --out, replacing the artifact there (a file, or a
+            directory that holds something else, is refused)."""
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

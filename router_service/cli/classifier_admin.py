@@ -25,7 +25,11 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     show.set_defaults(run=_show)
     reload = actions.add_parser("reload", help="load an artifact now")
     reload.add_argument(
-        "path", nargs="?", default="", help="artifact directory (default: the configured one)"
+        "path",
+        nargs="?",
+        default="",
+        help="artifact directory, as the router sees it: a relative path is taken from the "
+        "router's working directory (default: the configured one)",
     )
     reload.set_defaults(run=_reload)
     for sub in (show, reload):

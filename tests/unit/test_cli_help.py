@@ -48,3 +48,20 @@ def test_promote_help_explains_min_rows(capsys: pytest.CaptureFixture[str]) -> N
     text = " ".join(capsys.readouterr().out.split())
     assert "with outcomes of both --weak and --strong" in text
     assert "rows lacking either model's outcome do not count" in text
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        # train refuses to replace what is not an artifact (tests/unit/test_training_cli.py).
+        (["train"], "replacing the artifact there (a file, or a directory that holds something"),
+        # The router reads the path, not the command.
+        (["classifier", "reload"], "a relative path is taken from the router's working"),
+    ],
+)
+def test_help_says_what_the_command_does_with_a_path(
+    command: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*command, "--help"])
+    assert says in " ".join(capsys.readouterr().out.split())
