@@ -89,6 +89,8 @@ def load_scorer(path: pathlib.Path) -> DifficultyScorer:
     except (OSError, ValueError) as exc:  # a name too long, a NUL byte
         raise ArtifactError(f"{path}: not a usable path ({type(exc).__name__})") from None
     if not is_dir:
+        if path.exists():
+            raise ArtifactError(f"{path}: not a directory; an artifact is a directory")
         raise ArtifactError(f"{path}: artifact directory does not exist")
     metadata = read_metadata(path)
     if metadata.feature_spec != FEATURE_SPEC:

@@ -130,6 +130,9 @@ def test_a_missing_directory_is_refused(tmp_path: pathlib.Path) -> None:
         load_scorer(tmp_path / ("x" * 300))  # a name too long for the file system
     with pytest.raises(ArtifactError, match="does not exist"):
         load_scorer(tmp_path / "nul\x00byte")
+    (tmp_path / "metadata.json").write_text("{}")
+    with pytest.raises(ArtifactError, match=r"metadata\.json: not a directory; an artifact is a"):
+        load_scorer(tmp_path / "metadata.json")
 
 
 def test_a_metadata_error_names_the_field_not_its_value(tmp_path: pathlib.Path) -> None:
