@@ -69,6 +69,13 @@ def test_bad_listen_address(tmp_path: Path) -> None:
 
 
 def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, "server:\n\tlisten: a\n"))
+    # The file and the place, one line: PyYAML's text placed it in "<unicode string>".
+    assert str(caught.value) == (
+        f"{tmp_path / 'router.yaml'}, line 2, column 1: not valid YAML: found character '\\t' "
+        "that cannot start any token"
+    )
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(write(tmp_path, "models: [unclosed"))
     with pytest.raises(ConfigError, match="cannot read config"):
