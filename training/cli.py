@@ -382,17 +382,17 @@ def _prune(directory: pathlib.Path, *, keep: int, candidate: pathlib.Path) -> No
 
 
 def _prices(items: list[str]) -> dict[str, float]:
+    from training.errors import TrainingError
+
     prices = {}
     for item in items:
         model, _, value = item.rpartition("=")
         try:
             prices[model] = float(value)
         except ValueError:
-            raise SystemExit(
-                f"--price expects MODEL=USD_PER_MILLION_TOKENS, got {item!r}"
-            ) from None
+            model = ""
         if not model:
-            raise SystemExit(f"--price expects MODEL=USD_PER_MILLION_TOKENS, got {item!r}")
+            raise TrainingError(f"--price expects MODEL=USD_PER_MILLION_TOKENS, got {item!r}")
     return prices
 
 

@@ -330,3 +330,14 @@ def test_progress_bars_are_drawn_only_on_a_terminal(
     for bar in ("embedding prompts: ", "cross-validating: "):
         assert (bar in drawn) is terminal
     assert ("\r" in drawn) is terminal
+
+
+@pytest.mark.parametrize("price", ["foo", "=1", "m=x"])
+def test_a_malformed_price_is_a_usage_error(
+    price: str, files: dict[str, pathlib.Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pair = ["--weak", WEAK, "--strong", STRONG, "--json", "unused.json"]
+    assert main(["evaluate", "--data", str(files["test"]), *pair, "--price", price]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --price expects MODEL=USD_PER_MILLION_TOKENS, got {price!r}\n"
+    )
