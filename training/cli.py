@@ -222,7 +222,7 @@ def _reporting_errors(
 
         if args.weak == args.strong:
             print(
-                f"error: --weak and --strong are both {args.weak!r}; give the cheap model and "
+                f"llm-router: --weak and --strong are both {args.weak!r}; give the cheap model and "
                 "the frontier model whose outcomes the data compares",
                 file=sys.stderr,
             )
@@ -230,7 +230,7 @@ def _reporting_errors(
         try:
             return run(args)
         except (TrainingError, ClassifierError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"llm-router: {exc}", file=sys.stderr)
             return EXIT_USAGE
 
     return reporting

@@ -199,7 +199,7 @@ def test_simulate_traffic_says_when_no_router_answered(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = tmp_path / "data.jsonl"
-    data.write_text(json.dumps(ROW) + "\n")
+    data.write_text(json.dumps(OUTCOME_ROW) + "\n")
     assert main(["simulate-traffic", "--data", str(data), "--target", "127.0.0.1:1"]) == 1
     out = capsys.readouterr().out
     assert "routed 0 of 1 prompts in " in out and "s (0 explored), $0.0000;" in out

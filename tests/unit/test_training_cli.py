@@ -237,7 +237,7 @@ def test_the_same_model_as_weak_and_strong_is_refused(
     argv = [command, "--data", str(files["train"]), "--weak", WEAK, "--strong", WEAK, *where]
     assert main(argv) == 2
     assert capsys.readouterr().err == (
-        f"error: --weak and --strong are both {WEAK!r}; give the cheap model and the frontier "
+        f"llm-router: --weak and --strong are both {WEAK!r}; give the cheap model and the frontier "
         "model whose outcomes the data compares\n"
     )
     assert list(tmp_path.iterdir()) == []
@@ -265,7 +265,7 @@ def test_an_output_that_cannot_be_written_is_a_one_line_error(
     assert main(argv) == 2
     err = capsys.readouterr().err.splitlines()
     what = "the artifact " if option == "--out" else ""
-    assert err[-1].startswith(f"error: cannot write {what}{blocked}: ")
+    assert err[-1].startswith(f"llm-router: cannot write {what}{blocked}: ")
 
 
 def test_data_where_the_weak_model_never_falls_short_is_a_clear_error(
@@ -279,7 +279,7 @@ def test_data_where_the_weak_model_never_falls_short_is_a_clear_error(
     pair = ["--weak", WEAK, "--strong", STRONG, "--auxiliary-weight", "0"]
     assert main(["train", "--data", str(data), *pair, "--out", str(tmp_path / "a")]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "error: too few rows to cross-validate: 0 where the weak model falls short and 30 "
+        "llm-router: too few rows to cross-validate: 0 where the weak model falls short and 30 "
         "where it does not; at least 2 of each are needed"
     )
 
@@ -293,7 +293,7 @@ def test_a_file_without_outcome_rows_is_named(
     pair = ["--weak", WEAK, "--strong", STRONG]
     assert main(["train", "--data", str(data), *pair, "--out", str(tmp_path / "a")]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        f"error: {data} holds no outcome rows: expected outcome JSONL, one JSON object a line "
+        f"llm-router: {data} holds no outcome rows: expected outcome JSONL, one JSON object a line "
         "(docs/OUTCOMES.md)"
     )
 
@@ -305,7 +305,7 @@ def test_a_split_no_row_has_is_named_with_the_splits_there_are(
     argv = ["evaluate", "--data", str(files["train"]), *pair, "--json", "unused.json"]
     assert main([*argv, "--split", "test"]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "error: no row is marked split=test; the data's splits: train"
+        "llm-router: no row is marked split=test; the data's splits: train"
     )
 
 
@@ -339,5 +339,5 @@ def test_a_malformed_price_is_a_usage_error(
     pair = ["--weak", WEAK, "--strong", STRONG, "--json", "unused.json"]
     assert main(["evaluate", "--data", str(files["test"]), *pair, "--price", price]) == 2
     assert capsys.readouterr().err == (
-        f"error: --price expects MODEL=USD_PER_MILLION_TOKENS, got {price!r}\n"
+        f"llm-router: --price expects MODEL=USD_PER_MILLION_TOKENS, got {price!r}\n"
     )
