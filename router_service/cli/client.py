@@ -82,10 +82,13 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
             "--temperature",
             type=float,
             help="sampling temperature, 0 to 2 (default: unset, the provider's default; "
-            "--cache needs 0)",
+            "with --cache, 0)",
         )
         parser.add_argument(
-            "--cache", action="store_true", help="opt in to the response cache (temperature 0)"
+            "--cache",
+            action="store_true",
+            help="opt in to the response cache, which serves temperature-0 requests only: "
+            "sends temperature 0 unless --temperature says otherwise, which is refused",
         )
         add_connection_arguments(parser)
         parser.add_argument("--timeout", type=seconds, default=120.0, help="deadline in seconds")
@@ -258,8 +261,17 @@ def _request(args: argparse.Namespace) -> Any:
             response_cache=args.cache,
         ),
     )
-    if args.temperature is not None:
-        request.temperature = args.temperature
+    temperature = args.temperature
+    if args.cache:
+        # The router caches temperature-0 requests only: without it the hint would do nothing.
+        if temperature is None:
+            temperature = 0.0
+        elif temperature != 0:
+            _usage_error(
+                f"--cache serves temperature-0 requests only, not --temperature {temperature:g}"
+            )
+    if temperature is not None:
+        request.temperature = temperature
     return request
 
 

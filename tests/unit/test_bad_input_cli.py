@@ -204,3 +204,21 @@ def test_simulate_traffic_says_when_no_router_answered(
     out = capsys.readouterr().out
     assert "routed 0 of 1 prompts in " in out and "s (0 explored), $0.0000;" in out
     assert "  1 failed: UNAVAILABLE: cannot reach the router at 127.0.0.1:1 (Connection " in out
+
+
+def test_route_cache_sends_temperature_zero_and_refuses_another() -> None:
+    """The response cache serves temperature-0 requests only: `--cache` alone asks for 0 (it
+    used to send no temperature, and the call went uncached without a word)."""
+    from router_service.cli import build_parser
+    from router_service.cli.client import _request
+
+    parser = build_parser()
+    cached = _request(parser.parse_args(["route", "hi", "--cache"]))
+    assert cached.hints.response_cache and cached.HasField("temperature")
+    assert cached.temperature == 0.0
+    assert not _request(parser.parse_args(["route", "hi"])).HasField("temperature")
+    warm = _request(parser.parse_args(["route", "hi", "--temperature", "0.7"]))
+    assert warm.temperature == 0.7 and not warm.hints.response_cache
+    with pytest.raises(SystemExit) as exited:
+        _request(parser.parse_args(["route", "hi", "--cache", "--temperature", "0.7"]))
+    assert exited.value.code == 2
