@@ -18,6 +18,7 @@ import signal
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import httpx
@@ -36,7 +37,8 @@ from router_service.auth import Authenticator
 from router_service.breaker import CircuitBreaker
 from router_service.catalog import Catalog
 from router_service.classification import ClassifierRuntime
-from router_service.config import RouterConfig
+from router_service.config import ConfigError, RouterConfig
+from router_service.config.catalog import HttpProviderConfig
 from router_service.feedback_loop import FeedbackLoop
 from router_service.pipeline import Pipeline
 from router_service.providers.base import Provider
@@ -62,6 +64,26 @@ _RECEIVE_SLACK_BYTES = 64 * 1024
 TELEMETRY_FLUSH_S = 3.0
 
 
+def _provider_servers(
+    config: RouterConfig, environ: Mapping[str, str]
+) -> dict[str, tuple[str, int]]:
+    """Each provider's host and port, as its base URL names them (the GenAI client spans'
+    `server.address` and `server.port`). A base URL that does not resolve is left out here:
+    building the providers reports it."""
+    servers = {}
+    for name, provider in config.providers.items():
+        if not isinstance(provider, HttpProviderConfig):
+            continue  # simulated: no server
+        try:
+            url = urlsplit(provider.resolved_base_url(environ))
+            port = url.port or (443 if url.scheme == "https" else 80)
+        except (ConfigError, ValueError):
+            continue
+        if url.hostname:
+            servers[name] = (url.hostname, port)
+    return servers
+
+
 class RouterServer:
     """The service with everything it owns. `start`, then `stop` (or `wait`)."""
 
@@ -74,15 +96,16 @@ class RouterServer:
         meter_provider: MeterProvider | None = None,
     ) -> None:
         self.config = config
+        env = os.environ if environ is None else environ
+        self._environ = env
         # Tracing and metrics from the providers the edge set up; none: telemetry off.
         self.telemetry = Telemetry(
             tracer_provider,
             meter_provider,
             {name: p.genai_system(name) for name, p in config.providers.items()},
+            _provider_servers(config, env),
         )
         self.feedback_loop: FeedbackLoop | None = None
-        env = os.environ if environ is None else environ
-        self._environ = env
         self.auth = Authenticator(config, env)
         self.catalog = Catalog(config.models)
         # Provider deployments' circuit breakers, shared by routing, fallbacks and Admin.

@@ -27,9 +27,10 @@ class Telemetry:
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         provider_systems: Mapping[str, str] | None = None,
+        provider_servers: Mapping[str, tuple[str, int]] | None = None,
     ) -> None:
         """`provider_systems`: each configured provider's `gen_ai.provider.name` (default: its
-        configured name)."""
+        configured name); `provider_servers`: the host and port its requests go to."""
         systems = dict(provider_systems or {})
-        self.tracing = Tracing(tracer_provider, systems)
+        self.tracing = Tracing(tracer_provider, systems, provider_servers)
         self.metrics = None if meter_provider is None else RouterMetrics(meter_provider, systems)

@@ -25,6 +25,8 @@ GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.i
 # (ruff's S105 reads "token" in a name as a password; these are token *types*.)
 GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"  # noqa: S105
 ERROR_TYPE: Final = "error.type"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
 OPERATION_CHAT: Final = "chat"
 TOKEN_INPUT: Final = "input"  # noqa: S105
 TOKEN_OUTPUT: Final = "output"  # noqa: S105

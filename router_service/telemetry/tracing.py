@@ -151,6 +151,8 @@ class _Spans:
     info: InstrumentationInfo
     # Configured provider name -> gen_ai.provider.name.
     systems: Mapping[str, str]
+    # Configured provider name -> the host and port its requests go to (server.address/.port).
+    servers: Mapping[str, tuple[str, int]]
 
     def start(
         self,
@@ -378,6 +380,7 @@ class _RecordingTrace(CallTrace):
             system = self._spans.systems.get(attempt.provider, attempt.provider)
             request_model = attempt.request_model
             attributes = _attempt_attributes(record, attempt.model, request_model, system)
+            self._add_server(attributes, attempt.provider)
             attributes[a.COST_USD] = 0.0
             error = _attempt_error(record, attempt, ending=attempt is last)
             self._attempt_span(request_model, attempt, at, finish, attributes, error=error)
@@ -388,14 +391,23 @@ class _RecordingTrace(CallTrace):
             serving = attempts[-1] if serving_recorded else None
             request_model = record.model if serving is None else serving.request_model
             system = self._spans.systems.get(record.provider, record.provider)
+            attributes = _serving_attributes(record, serving, request_model, system)
+            self._add_server(attributes, record.provider)
             self._attempt_span(
                 request_model,
                 serving,
                 at,
                 max(at, end_ns),
-                _serving_attributes(record, serving, request_model, system),
+                attributes,
                 error=_attempt_error(record, serving, ending=True),
             )
+
+    def _add_server(self, attributes: dict[str, AttributeValue], provider: str) -> None:
+        """The GenAI conventions' `server.address` and `server.port` of a client span: where the
+        provider's requests went."""
+        server = self._spans.servers.get(provider)
+        if server is not None:
+            attributes[a.SERVER_ADDRESS], attributes[a.SERVER_PORT] = server
 
     def _attempt_span(
         self,
@@ -550,9 +562,13 @@ class Tracing:
     """Starts traces. Built once by the composition root; `provider=None` turns tracing off."""
 
     def __init__(
-        self, provider: TracerProvider | None = None, systems: Mapping[str, str] | None = None
+        self,
+        provider: TracerProvider | None = None,
+        systems: Mapping[str, str] | None = None,
+        servers: Mapping[str, tuple[str, int]] | None = None,
     ) -> None:
-        """`systems`: each configured provider's `gen_ai.provider.name` (default: its name)."""
+        """`systems`: each configured provider's `gen_ai.provider.name` (default: its name);
+        `servers`: the host and port each provider's requests go to (none: not recorded)."""
         self._spans: _Spans | None = None
         if provider is None:
             return
@@ -572,6 +588,7 @@ class Tracing:
             scope=InstrumentationScope(info.name, info.version, info.schema_url),
             info=info,
             systems=dict(systems or {}),
+            servers=dict(servers or {}),
         )
 
     @property

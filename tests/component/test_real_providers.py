@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
@@ -142,6 +143,15 @@ async def test_spans_and_metrics_name_providers_as_the_genai_conventions_do() ->
         if span.name.startswith("chat ")
     }
     assert systems == {"glm-5.2": "deepseek", "claude-opus-4.8": "anthropic"}
+    # Where each request went: the fake provider's loopback host and port, as the base URL
+    # from the environment names it.
+    fake_url = urlsplit(fake.url)
+    servers = {
+        ((span.attributes or {}).get(a.SERVER_ADDRESS), (span.attributes or {}).get(a.SERVER_PORT))
+        for span in recorded.spans()
+        if span.name.startswith("chat ")
+    }
+    assert servers == {(fake_url.hostname, fake_url.port)}
     measured = {
         point.attributes[a.GEN_AI_PROVIDER_NAME] for point in recorded.points(m.OPERATION_DURATION)
     }
