@@ -2,7 +2,9 @@
 
 Used by `llm-router export` and `llm-router report`, never by the server. Lines or stream
 entries that are not entries this version can read are skipped and counted in `malformed`, so
-one damaged line does not lose a day.
+one damaged line does not lose a day. A scan can tell a progress bar how much it has read, a
+page or so many lines at a time (never per entry: the loop is hot), against a total it knows
+up front: the files' bytes, or the stream's length.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 from router_service.calllog.codec import MalformedEntry, loads
 from router_service.calllog.entries import LogEntry
@@ -17,10 +20,12 @@ from router_service.calllog.sinks import STREAM_FIELD
 from router_service.records import CallRecord
 from router_service.store.redis import RedisClient
 
-__all__ = ["LogScan", "entry_time"]
+__all__ = ["LogScan", "Progress", "entry_time"]
 
 _FILE = re.compile(r"^calllog-(\d{4}-\d{2}-\d{2})\.jsonl$")
 _PAGE = 1000
+# A JSONL read reports its progress every so many lines; a stream read once a page.
+_LINES_PER_REPORT = 1000
 _FIELD_BYTES = STREAM_FIELD.encode()
 
 
@@ -34,6 +39,12 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
 def entry_time(entry: LogEntry) -> float:
     """When the entry happened (Unix time)."""
     return entry.started_at if isinstance(entry, CallRecord) else entry.at
+
+
+class Progress(Protocol):
+    """Told how much more of the log was read (a progress bar: `training.progress.meter`)."""
+
+    def update(self, n: int) -> object: ...
 
 
 class LogScan:
@@ -53,8 +64,8 @@ class LogScan:
             return None
         return entry
 
-    def jsonl(self, directory: Path) -> Iterator[LogEntry]:
-        """The entries of `directory`'s `calllog-YYYY-MM-DD.jsonl` files, day by day."""
+    def day_files(self, directory: Path) -> list[Path]:
+        """`directory`'s `calllog-YYYY-MM-DD.jsonl` files that `jsonl` reads, oldest day first."""
         if not directory.is_dir():
             raise FileNotFoundError(f"no call log directory {directory}")
         days = sorted(
@@ -62,15 +73,31 @@ class LogScan:
             for path in directory.iterdir()
             if (match := _FILE.match(path.name)) is not None
         )
-        for _, path in days:
-            # Entries are written after they happen: a file last written before `since` holds
-            # nothing newer than it.
-            if self.since is not None and path.stat().st_mtime < self.since:
-                continue
+        # Entries are written after they happen: a file last written before `since` holds
+        # nothing newer than it.
+        return [
+            path for _, path in days if self.since is None or path.stat().st_mtime >= self.since
+        ]
+
+    def jsonl_size(self, directory: Path) -> int:
+        """How many bytes `jsonl` reads: the size of the files it reads."""
+        return sum(path.stat().st_size for path in self.day_files(directory))
+
+    def jsonl(self, directory: Path, progress: Progress | None = None) -> Iterator[LogEntry]:
+        """The entries of `directory`'s day files, day by day; `progress` is told the bytes
+        read."""
+        for path in self.day_files(directory):
             with path.open("rb") as chunks:
-                for line in _lines(chunks):
+                reported = 0
+                for count, line in enumerate(_lines(chunks), 1):
                     if (entry := self._keep_line(line)) is not None:
                         yield entry
+                    if progress is not None and count % _LINES_PER_REPORT == 0:
+                        position = chunks.tell()
+                        progress.update(position - reported)
+                        reported = position
+                if progress is not None:
+                    progress.update(chunks.tell() - reported)
 
     def _keep_line(self, line: bytes) -> LogEntry | None:
         # Decoded line by line, not by a text-mode file: one invalid byte then costs its own
@@ -82,8 +109,16 @@ class LogScan:
             return None
         return self._keep(text) if text.strip() else None
 
-    async def stream(self, redis: RedisClient, key: str) -> AsyncIterator[LogEntry]:
-        """The entries of the Redis Stream `key`, read a page at a time."""
+    async def stream_length(self, redis: RedisClient, key: str) -> int | None:
+        """How many entries `stream` reads: the stream's length (XLEN, O(1)) when the scan
+        reads all of it; None with `since`, which Redis cannot count without reading."""
+        return None if self.since is not None else int(await redis.xlen(key))
+
+    async def stream(
+        self, redis: RedisClient, key: str, progress: Progress | None = None
+    ) -> AsyncIterator[LogEntry]:
+        """The entries of the Redis Stream `key`, read a page at a time; `progress` is told
+        the entries read."""
         start = "-" if self.since is None else f"{int(self.since * 1000)}-0"
         while True:
             page = await redis.xrange(key, min=start, max="+", count=_PAGE) or []
@@ -93,6 +128,8 @@ class LogScan:
                     self.malformed += 1
                 elif (entry := self._keep(data)) is not None:
                     yield entry
+            if progress is not None:
+                progress.update(len(page))
             if len(page) < _PAGE:
                 return
             last_id = page[-1][0]

@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +23,7 @@ from router_service.cli.client import add_tls_arguments, host_port, open_channel
 
 if TYPE_CHECKING:
     from router_service.calllog.entries import LogEntry
-    from router_service.calllog.reader import LogScan
+    from router_service.calllog.reader import LogScan, Progress
     from router_service.calllog.report import Report
 
 DEFAULT_ADMIN_KEY = "demo-admin-key"
@@ -169,6 +170,17 @@ def _source(args: argparse.Namespace) -> _Source:
     )
 
 
+def _meter(unit: str, total: int | None) -> AbstractContextManager[Progress | None]:
+    """A bar for reading the log, drawn when stderr is a terminal; none without tqdm (it comes
+    with the training extra, which the service image leaves out)."""
+    try:
+        from training.progress import meter
+    except ImportError:
+        return nullcontext()
+    bar: AbstractContextManager[Progress] = meter("reading the call log", unit, total)
+    return bar
+
+
 def _read(args: argparse.Namespace) -> tuple[list[LogEntry], LogScan, _Source]:
     import asyncio
 
@@ -180,12 +192,14 @@ def _read(args: argparse.Namespace) -> tuple[list[LogEntry], LogScan, _Source]:
     scan = LogScan(since=args.since)
     url = source.redis
     if url is None:
-        return list(scan.jsonl(source.directory)), scan, source
+        with _meter("B", scan.jsonl_size(source.directory)) as bar:
+            return list(scan.jsonl(source.directory, bar)), scan, source
 
     async def read() -> list[LogEntry]:
         redis = Redis.from_url(url, socket_connect_timeout=5.0)
         try:
-            return [entry async for entry in scan.stream(redis, source.stream)]
+            with _meter("entry", await scan.stream_length(redis, source.stream)) as bar:
+                return [entry async for entry in scan.stream(redis, source.stream, bar)]
         finally:
             await redis.aclose()
 

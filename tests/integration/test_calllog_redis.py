@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,15 +18,18 @@ from grpc import aio
 from redis.asyncio import Redis
 
 from router_service._proto import router_pb2 as pb
-from router_service.calllog.codec import loads
+from router_service.calllog.codec import dumps, loads
 from router_service.calllog.entries import Feedback
 from router_service.calllog.outcomes import check_outcome_row
 from router_service.calllog.owners import owner_key
+from router_service.calllog.reader import LogScan
 from router_service.cli import main
 from router_service.config import RouterConfig
 from router_service.records import CallRecord
 from tests.component.test_route_api import route_request
 from tests.support.configs import DEMO_KEY, fast_config, fast_raw
+from tests.support.progress import Recorder, Terminal
+from tests.support.records import call_record
 from tests.support.redis_server import free_port
 from tests.support.servers import Running, auth, running_router
 from tests.support.stores import delete_prefix, unique_prefix
@@ -204,6 +208,29 @@ async def test_export_reads_the_stream(
     # The served model scored by the feedback sent (--served-score feedback).
     assert all(r["outcomes"]["glm-5.2"]["score"] == 1.0 for r in rows)
     assert all(set(r["outcomes"]) == {"glm-5.2", "gpt-5.5"} for r in rows)
+
+
+async def test_export_reads_the_stream_with_a_bar_of_its_length(
+    redis_url_fixture: str, stream: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redis = Redis.from_url(redis_url_fixture)
+    try:
+        for index in range(2500):
+            await redis.xadd(stream, {"e": dumps(call_record(request_id=f"r{index}"))})
+        scan, bar = LogScan(), Recorder()
+        assert await scan.stream_length(redis, stream) == 2500
+        assert len([entry async for entry in scan.stream(redis, stream, bar)]) == 2500
+        # A page at a time, never per entry.
+        assert bar.updates == [1000, 1000, 500]
+        # With --since, Redis cannot count what is read without reading it.
+        assert await LogScan(since=0.0).stream_length(redis, stream) is None
+    finally:
+        await redis.aclose()
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    argv = ["export", "--redis", redis_url_fixture, "--stream", stream]
+    code = await asyncio.to_thread(main, [*argv, "--out", str(tmp_path / "out.jsonl")])
+    assert code == 0
+    assert "reading the call log:   0%|          | 0.00/2.50k [" in sys.stderr.getvalue()
 
 
 async def test_a_dead_redis_holds_the_log_and_calls_go_on() -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from classifier.scorer import load_scorer
+from tests.support.progress import Terminal
 from training.cli import main, register
 
 WEAK, STRONG, OTHER = "cheap-model", "frontier-model", "tiny-model"
@@ -309,11 +310,6 @@ def test_a_split_no_row_has_is_named_with_the_splits_there_are(
     )
 
 
-class _Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
 @pytest.mark.parametrize("terminal", [False, True])
 def test_progress_bars_are_drawn_only_on_a_terminal(
     terminal: bool,
@@ -321,7 +317,7 @@ def test_progress_bars_are_drawn_only_on_a_terminal(
     tmp_path: pathlib.Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    stderr = _Terminal() if terminal else io.StringIO()
+    stderr = Terminal() if terminal else io.StringIO()
     monkeypatch.setattr(sys, "stderr", stderr)
     assert train_tiny(files, tmp_path / "tiny") == 0
     drawn = stderr.getvalue()
