@@ -38,6 +38,7 @@ __all__ = [
     "OutcomeRow",
     "decode_line",
     "load_json",
+    "no_pair",
     "parse_line",
     "parse_record",
     "question_key",
@@ -162,6 +163,13 @@ def question_key(messages: Sequence[tuple[str, str]]) -> str:
     """
     joined = " ".join(content for _, content in messages)
     return re.sub(r"[^0-9a-z]+", " ", joined.lower()).strip()
+
+
+def no_pair(weak: str, strong: str, outcomes: Iterable[Mapping[str, object]]) -> str:
+    """Why no row serves the weak/strong pair, naming the models the rows' `outcomes` have: a
+    model the data names otherwise (or a typo) is the usual cause."""
+    have = ", ".join(sorted({model for row in outcomes for model in row})) or "none"
+    return f"no row has outcomes of both {weak!r} and {strong!r}; the data's models: {have}"
 
 
 def _string(record: Mapping[str, Any], key: str) -> str:

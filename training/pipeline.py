@@ -19,7 +19,7 @@ from classifier.artifact import ArtifactMetadata
 from classifier.features import EMBEDDING_DIM, embed, prompt_text
 from classifier.scorer import DifficultyScorer, load_scorer
 from training.costs import pair_costs
-from training.dataset import OutcomeFile, OutcomeRow, question_key, read_outcomes
+from training.dataset import OutcomeFile, OutcomeRow, no_pair, question_key, read_outcomes
 from training.errors import DatasetError, NoDataError
 from training.evaluation import PairEvaluation, evaluate_pair
 from training.export import check_replaceable, to_onnx, write_artifact
@@ -91,7 +91,7 @@ def train(config: TrainConfig, echo: Echo = print) -> tuple[ArtifactMetadata, Pa
         )
     target_rows = np.flatnonzero(targets.has_target_pair)
     if len(target_rows) == 0:
-        raise NoDataError(f"no row has outcomes of both {config.weak!r} and {config.strong!r}")
+        raise NoDataError(no_pair(config.weak, config.strong, (row.outcomes for row in rows)))
     pair = pair_outcomes(
         [targets.rows[i] for i in target_rows], config.weak, config.strong, config.margin
     )
@@ -188,7 +188,7 @@ def evaluate(config: EvaluateConfig, echo: Echo = print) -> PairEvaluation:
     if pair.skipped:
         echo(f"skipped {pair.skipped} of {len(rows)} rows lacking an outcome of either model")
     if not pair.rows:
-        raise NoDataError(f"no row has outcomes of both {config.weak!r} and {config.strong!r}")
+        raise NoDataError(no_pair(config.weak, config.strong, (row.outcomes for row in rows)))
     scores = _score(scorer, pair.rows)
     costs = pair_costs(pair.rows, config.weak, config.strong, config.prices_per_mtok)
     evaluation = evaluate_pair(

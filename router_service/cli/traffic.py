@@ -99,6 +99,7 @@ def _simulate(args: argparse.Namespace) -> int:
     import itertools
 
     from router_service.calllog.outcomes import OutcomeFormatError, read_outcomes
+    from training.dataset import no_pair
 
     if args.limit < 1 or args.concurrency < 1:
         print("llm-router: --limit and --concurrency must be at least 1", file=sys.stderr)
@@ -111,6 +112,21 @@ def _simulate(args: argparse.Namespace) -> int:
     except (OSError, OutcomeFormatError) as exc:
         print(f"llm-router: {exc}", file=sys.stderr)
         return 1
+    if args.weak is not None and rows:
+        lacking = sum(
+            args.weak not in row["outcomes"] or args.strong not in row["outcomes"] for row in rows
+        )
+        if lacking == len(rows):
+            why = no_pair(args.weak, args.strong, (row["outcomes"] for row in rows))
+            print(f"llm-router: {why}", file=sys.stderr)
+            return 2
+        if lacking:
+            print(
+                f"note: {lacking} of {len(rows)} rows lack an outcome of {args.weak!r} or "
+                f"{args.strong!r}: a call gets no feedback when routed to the tier whose model "
+                "its row lacks",
+                file=sys.stderr,
+            )
     started = time.perf_counter()
     tally = asyncio.run(_replay(args, rows))
     tiers = "".join(f"{tier} {n}, " for tier, n in sorted(tally.by_tier.items()))

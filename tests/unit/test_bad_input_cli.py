@@ -135,6 +135,39 @@ def test_simulate_traffic_refuses_a_file_it_cannot_read_naming_the_line(
     assert err.startswith("llm-router: ") and f"data.jsonl:2: {reason}" in err
 
 
+def _rows_of(path: Path, *models: list[str]) -> Path:
+    """An outcome file with a row per list of models, each row with outcomes of those models."""
+    outcome = OUTCOME_ROW["outcomes"]["strong"]
+    rows = [{**OUTCOME_ROW, "outcomes": dict.fromkeys(names, outcome)} for names in models]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_simulate_traffic_refuses_a_pair_no_row_has_naming_the_data_models(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _rows_of(tmp_path / "data.jsonl", ["weak", "strong"], ["weak", "other"])
+    pair = ["--weak", "weak", "--strong", "strnog"]
+    # Refused before any call (nothing listens on port 1).
+    assert main(["simulate-traffic", "--data", str(data), *pair, "--target", "127.0.0.1:1"]) == 2
+    assert capsys.readouterr().err == (
+        "llm-router: no row has outcomes of both 'weak' and 'strnog'; "
+        "the data's models: other, strong, weak\n"
+    )
+
+
+def test_simulate_traffic_says_up_front_how_many_rows_lack_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _rows_of(tmp_path / "data.jsonl", ["weak", "strong"], ["weak"], ["other"])
+    pair = ["--weak", "weak", "--strong", "strong", "--timeout", "1"]
+    assert main(["simulate-traffic", "--data", str(data), *pair, "--target", "127.0.0.1:1"]) == 1
+    assert capsys.readouterr().err.startswith(
+        "note: 2 of 3 rows lack an outcome of 'weak' or 'strong': a call gets no feedback when "
+        "routed to the tier whose model its row lacks\n"
+    )
+
+
 @pytest.mark.parametrize("command", [["report"], ["export", "--out", "out.jsonl"]])
 def test_report_and_export_refuse_a_redis_url_without_scheme(
     command: list[str], capsys: pytest.CaptureFixture[str]

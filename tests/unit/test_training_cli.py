@@ -169,24 +169,24 @@ def test_train_reports_the_rows_it_skips(
     assert f"skipped {skipped} rows lacking a usable pair of outcomes" in output.out
 
 
-def test_an_absent_model_pair_is_a_clear_error(
-    files: dict[str, pathlib.Path], tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_an_absent_model_pair_is_a_clear_error_naming_the_data_models(
+    command: str,
+    files: dict[str, pathlib.Path],
+    artifact: pathlib.Path,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code = main(
-        [
-            "train",
-            "--data",
-            str(files["train"]),
-            "--weak",
-            "nobody",
-            "--strong",
-            STRONG,
-            "--out",
-            str(tmp_path / "x"),
-        ]
+    pair = ["--weak", "nobody", "--strong", STRONG]
+    out = {
+        "train": ["--out", str(tmp_path / "x")],
+        "evaluate": ["--model", str(artifact), "--json", str(tmp_path / "x.json")],
+    }[command]
+    assert main([command, "--data", str(files["train"]), *pair, *out]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"llm-router: no row has outcomes of both 'nobody' and {STRONG!r}; "
+        f"the data's models: {WEAK}, {STRONG}, {OTHER}"
     )
-    assert code == 2
-    assert "no row has outcomes" in capsys.readouterr().err
 
 
 def test_train_refuses_to_replace_a_directory_that_is_not_an_artifact(
