@@ -48,7 +48,7 @@ from router_service.store import RedisClient
 from router_service.store.connect import connect
 from router_service.telemetry import Telemetry
 from router_service.telemetry.sdk import configure_sdk
-from router_service.tls import server_credentials
+from router_service.tls import CertificateFiles, server_credentials
 
 __all__ = ["RouterServer", "serve"]
 
@@ -82,6 +82,24 @@ def _provider_servers(
         if url.hostname:
             servers[name] = (url.hostname, port)
     return servers
+
+
+def _check_environment(config: RouterConfig, environ: Mapping[str, str]) -> None:
+    """`ConfigError` for what `config` takes from the environment or from files and cannot have:
+    app and admin keys, the Redis URL, the TLS files, provider keys and base URLs. Building and
+    starting a `RouterServer` resolves the same; `serve` checks it first, so that a config the
+    service cannot start on is its one error, before anything (telemetry included) is set up."""
+    Authenticator(config, environ)
+    config.store.resolved_redis_url(environ)
+    if config.server.tls is not None:
+        CertificateFiles(config.server.tls).load()
+    for name, provider in config.providers.items():
+        if isinstance(provider, HttpProviderConfig):
+            try:
+                provider.resolved_base_url(environ)
+                provider.resolved_api_key(environ)
+            except ConfigError as exc:
+                raise ConfigError(f"providers.{name}: {exc}") from None
 
 
 class RouterServer:
@@ -299,6 +317,7 @@ async def serve(
     """Run until SIGTERM or SIGINT, then drain. `when_serving(port)` runs once the service is
     SERVING (`serve --demo` streams an answer from it as a client would)."""
     started = time.perf_counter()
+    _check_environment(config, os.environ)
     # The one place the OpenTelemetry SDK is set up, from the standard OTEL_* variables.
     sdk = configure_sdk(os.environ)
     log.info("%s", sdk.description)
