@@ -8,6 +8,7 @@ thread, so a large batch never holds up the event loop.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -88,9 +89,18 @@ class JsonlSink:
 
 
 class RedisStreamSink:
-    """`XADD <stream> MAXLEN ~ <max_len> * e <json>` per entry, one pipeline per batch; for each
-    cost record of a routed call (not one refused as invalid) also the request's owner key (see
-    `calllog.owners`), expiring after the feedback window."""
+    """Appends each batch to the stream (`XADD <stream> MAXLEN ~ <max_len> * e <json>` per
+    entry) in one script, then, for each cost record of a routed call (not one refused as
+    invalid), sets the request's owner key (see `calllog.owners`), expiring after the feedback
+    window.
+
+    A batch is written once however often it is sent. The writer retries a batch until the
+    sink takes it, and a batch whose reply was lost (a timeout while Redis was frozen or slow:
+    Redis still runs it when it resumes) would otherwise be added again, giving its calls two
+    cost records each. So the script first sets a marker named by the batch's digest, beside
+    the stream (in its Cluster slot), for `BATCH_MARKER_TTL_S`, and adds nothing when the
+    marker is already there. The owner keys are plain SETs: sent again, they change nothing.
+    """
 
     def __init__(
         self, redis: RedisClient, stream: str, *, max_len: int, owner_ttl_s: float
@@ -99,22 +109,63 @@ class RedisStreamSink:
         self._stream = stream
         self._max_len = max_len
         self._owner_ttl_ms = int(owner_ttl_s * 1000)
+        self._append = redis.register_script(_APPEND)
 
-    def _encode(self, batch: Sequence[LogEntry]) -> list[str]:
-        return [dumps(entry) for entry in batch]
+    def _encode(self, batch: Sequence[LogEntry]) -> tuple[list[str], str]:
+        lines = [dumps(entry) for entry in batch]
+        digest = hashlib.sha256()
+        for line in lines:
+            digest.update(line.encode())
+            digest.update(b"\n")
+        return lines, digest.hexdigest()
 
     async def write(self, batch: Sequence[LogEntry]) -> None:
-        lines = await asyncio.to_thread(self._encode, batch)
-        pipe = self._redis.pipeline(transaction=False)
-        for entry, line in zip(batch, lines, strict=True):
-            pipe.xadd(self._stream, {STREAM_FIELD: line}, maxlen=self._max_len, approximate=True)
-            if isinstance(entry, CallRecord) and entry.decision is not None:
-                key = owner_key(self._stream, entry.app, entry.request_id)
-                pipe.set(key, b"1", px=self._owner_ttl_ms)
+        lines, digest = await asyncio.to_thread(self._encode, batch)
+        owners = [
+            owner_key(self._stream, entry.app, entry.request_id)
+            for entry in batch
+            if isinstance(entry, CallRecord) and entry.decision is not None
+        ]
         try:
-            await pipe.execute()
+            await self._append(
+                keys=[self._stream, _beside(self._stream, f"batch:{digest}")],
+                args=[self._max_len, _BATCH_MARKER_TTL_MS, *lines],
+            )
+            if owners:
+                pipe = self._redis.pipeline(transaction=False)
+                for key in owners:
+                    pipe.set(key, b"1", px=self._owner_ttl_ms)
+                await pipe.execute()
         except (RedisError, OSError) as exc:
             raise SinkError(f"cannot write the call log to Redis: {type(exc).__name__}") from exc
 
     async def aclose(self) -> None:
         """The Redis client belongs to the server; nothing of the sink's own to release."""
+
+
+# How long a written batch's marker stays: a retry of the batch comes within the writer's
+# backoff (2 s at most) of Redis answering this replica again.
+BATCH_MARKER_TTL_S = 3600
+_BATCH_MARKER_TTL_MS = BATCH_MARKER_TTL_S * 1000
+
+# KEYS: the stream, the batch's marker. ARGV: max length, marker TTL ms, the entries' JSON.
+# Returns the number of entries added (0: the batch was written before).
+_APPEND = f"""
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return 0 end
+for i = 3, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', '{STREAM_FIELD}', ARGV[i])
+end
+return #ARGV - 2
+"""
+
+
+def _beside(stream: str, name: str) -> str:
+    """`<stream>:<name>`, in the stream's Redis Cluster slot (a script touches both): the key
+    carries the stream's hash tag, or, when the stream has none, the stream's name as its tag.
+    (A stream named with a `}` but no hash tag has no such key: on a Cluster the script is then
+    refused with CROSSSLOT, and the writer logs that it cannot write.)"""
+    start = stream.find("{")
+    end = stream.find("}", start + 1) if start >= 0 else -1
+    if end > start + 1:
+        return f"{stream}:{name}"
+    return f"{{{stream}}}:{name}"
