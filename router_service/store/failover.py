@@ -18,7 +18,8 @@ operation follows the policy; Redis stays in use):
 Two kinds of write never go to the local store, whatever the policy: the settle of a hold
 Redis granted (the hold and the spend it turns into live in Redis; the ledger queues the settle
 and retries it, see `budgets`), and statistics (the recorder keeps them until Redis returns).
-Both raise `StoreUnavailable` instead.
+Both raise `StoreUnavailable` instead. Nor does the renewal of a hold Redis granted: it is
+skipped while Redis is away (the local store, which never held it, would call it gone).
 
 While down, one call at a time probes Redis after a growing pause (up to 5 s); the first probe
 that succeeds brings every call back to Redis. Nothing here ever blocks longer than the
@@ -28,6 +29,7 @@ operation timeout, and nothing raises anything but `StoreUnavailable`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -373,13 +375,20 @@ class FailoverStore:
     async def renew(
         self, app: str, period: Period, lease_ids: Sequence[str], lease_ms: int
     ) -> list[str]:
+        """The holds the local store granted renew there; those Redis granted, only in Redis
+        (the local store never held them, and would call every one gone). While Redis is away
+        they are not renewed and none is reported gone; the first renewal that reaches Redis
+        again extends them, or finds those whose lease ran out meanwhile gone."""
         local = [lease for lease in lease_ids if lease in self._local_leases]
         shared = [lease for lease in lease_ids if lease not in self._local_leases]
         gone = await self._local.renew(app, period, local, lease_ms) if local else []
         if shared:
-            gone += await self._run(
-                "lease renewal", lambda store: store.renew(app, period, shared, lease_ms)
-            )
+            with contextlib.suppress(StoreUnavailable):
+                gone += await self._run(
+                    "lease renewal",
+                    lambda store: store.renew(app, period, shared, lease_ms),
+                    local=False,
+                )
         return gone
 
     async def add_spent(

@@ -151,3 +151,36 @@ async def test_outage_spend_reaches_redis_once_even_when_a_reply_is_lost() -> No
     await come_back()  # the same charge again (a repeat, adding nothing), then the rest
     assert store.owed_micro_usd == 0
     assert (await primary.budget_usage("a", PERIOD, limit)).spent_micro_usd == 50
+
+
+class RenewalsFail(MemoryStore):
+    """Grants holds, then becomes unreachable for lease renewals."""
+
+    async def renew(self, *args: object, **kwargs: object) -> list[str]:  # type: ignore[override]
+        raise ConnectionError("refused")
+
+
+@pytest.mark.parametrize("policy", ["fail_open", "fail_closed"])
+async def test_a_hold_redis_granted_is_not_reported_lost_while_redis_is_away(
+    policy: str,
+) -> None:
+    """Renewing a hold Redis granted is Redis's business: the local store, which never held
+    it, must not answer that it is gone (that raised a false "reservations expired while
+    their calls were still running" alert for every call in flight, at every fail_open
+    outage). Its renewal waits for Redis, as its settle does; a hold the local store granted
+    renews there."""
+    store = FailoverStore(RenewalsFail(), MemoryStore(), policy=policy, timeout_s=0.5)  # type: ignore[arg-type]
+    limit = BudgetLimit(1_000)
+
+    async def reserve(lease: str) -> bool:
+        result = await store.reserve(
+            "a", PERIOD, lease_id=lease, amount_micro_usd=100, lease_ms=60_000, default=limit
+        )
+        return result.granted
+
+    assert await reserve("r1")
+    assert await store.renew("a", PERIOD, ["r1"], 60_000) == []
+    assert not store.available
+    if policy == "fail_open":
+        assert await reserve("l1")  # locally
+        assert await store.renew("a", PERIOD, ["r1", "l1"], 60_000) == []
