@@ -40,6 +40,7 @@ calls already holding their worst case finish.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -209,6 +210,8 @@ class BudgetLedger:
         # take yet, retried.
         self._unsettled: dict[str, tuple[Hold, int, TokenCharge | None]] = {}
         self._retrier: asyncio.Task[None] | None = None
+        # Set by `aclose`: the retrier stops backing off (it may be asleep for seconds).
+        self._hurry = asyncio.Event()
         # Releases of reservations whose caller left before the store answered.
         self._releases: set[asyncio.Task[None]] = set()
 
@@ -403,13 +406,22 @@ class BudgetLedger:
         """Retries queued settles, oldest first, backing off while the store stays away."""
         delay = _FIRST_RETRY_S
         while self._unsettled:
-            await asyncio.sleep(delay)
+            await self._pause(delay)
             for hold, actual, charge in list(self._unsettled.values()):
                 if not await self._settle(hold, actual, charge):
                     delay = min(2 * delay, _MAX_RETRY_S)
                     break
             else:
                 delay = _FIRST_RETRY_S
+
+    async def _pause(self, delay: float) -> None:
+        """Sleeps `delay` before the next retry; once `aclose` hurries the retries, they
+        come at once, then at the first pace."""
+        if self._hurry.is_set():
+            await asyncio.sleep(min(delay, _FIRST_RETRY_S))
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hurry.wait(), delay)
 
     @property
     def unsettled(self) -> int:
@@ -446,6 +458,8 @@ class BudgetLedger:
         if self._releases:
             await asyncio.wait(list(self._releases))
         if self._unsettled:
+            # The retrier may be asleep in a backoff longer than the time left: wake it.
+            self._hurry.set()
             if self._retrier is None or self._retrier.done():
                 self._retrier = asyncio.create_task(self._retry(), name="budget-settle-retry")
             await asyncio.wait([self._retrier], timeout=settle_for_s)

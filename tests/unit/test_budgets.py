@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router_service import alerts
+from router_service import alerts, budgets
 from router_service.auth import App
 from router_service.budgets import BudgetLedger, budget_state, configured_limit, period_of
 from router_service.config import AppConfig, BudgetConfig
@@ -188,6 +188,26 @@ async def test_settles_still_queued_at_shutdown_are_reported(
         await ledger.aclose(settle_for_s=0.3)
     assert alerts.COUNTS["settle_failed"] == failed + 1
     assert "250000 micro-USD was never recorded" in caplog.text
+
+
+async def test_settles_queued_at_shutdown_are_tried_at_once_not_after_the_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a long outage the retrier sleeps up to 5 s between tries; a replica stopped in
+    that sleep (the store back meanwhile) must still send its queued settles within the
+    shutdown's `settle_for_s`, not report their cost as never recorded."""
+    monkeypatch.setattr(budgets, "_FIRST_RETRY_S", 0.05)
+    store = FlakyStore()
+    ledger = BudgetLedger(store, lease_s=60)
+    hold = await ledger.reserve(app(), 600_000)
+    store.failures = 5  # the first try and four retries: then the retrier sleeps 0.8 s
+    await ledger.settle(hold, 250_000)
+    await eventually(lambda: store.failures == 0)
+    failed = alerts.COUNTS["settle_failed"]
+    await ledger.aclose(settle_for_s=0.3)
+    assert alerts.COUNTS["settle_failed"] == failed
+    usage = await store.budget_usage("a", hold.period, hold.default)
+    assert (usage.spent_micro_usd, usage.reserved_micro_usd) == (250_000, 0)
 
 
 async def test_a_reserve_whose_caller_left_is_released_once_granted() -> None:
