@@ -234,6 +234,11 @@ class BudgetLedger:
                 return snapshot
         return await self.read(app.name, app.config)
 
+    def last_state(self, app: str) -> BudgetState:
+        """The app's budget state when the store last said (OK when it has not yet)."""
+        cached = self._snapshots.get(app)
+        return BudgetState.OK if cached is None else cached[1].state
+
     async def read(self, app: str, config: AppConfig) -> BudgetSnapshot:
         """The app's budget now, read from the store."""
         period = period_of(self._clock())

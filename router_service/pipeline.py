@@ -191,18 +191,16 @@ class Pipeline:
                     span.set_attribute(CLASSIFIER_VERSION, classification.version)
         exploration = self._exploration
         explore_rate = 0.0 if exploration is None else exploration.exploration_rate(arrival.task)
-        budget = await self._accounting.budgets.snapshot(app)
+        budget = await self._routing_budget(app)
         key = affinity_key(canonical)
         cacheable = key == canonical.prefix_hash
-        warm = (
-            await self._accounting.warmth.warm_models(app.name, key) if cacheable else frozenset()
-        )
+        warm = await self._warm_models(app, key) if cacheable else frozenset()
         decision = decide(
             self._catalog,
             replace(
                 arrival,
                 classification=classification,
-                budget=budget.state,
+                budget=budget,
                 warm=warm,
                 unhealthy=self.breaker.unhealthy(self._catalog),
                 exploration_rate=explore_rate,
@@ -220,6 +218,25 @@ class Pipeline:
             cacheable_prefix=cacheable,
             hold_micro_usd=self._worst_case(decision, prompt),
         )
+
+    async def _routing_budget(self, app: App) -> BudgetState:
+        """The budget state the decision follows. With the store away under fail_closed, the
+        state last seen: the admission, sent on arrival, then refuses the call, and the
+        refusal is recorded with this decision (`start`); `plan` (Explain) reads the budget
+        again and is refused there."""
+        budgets = self._accounting.budgets
+        try:
+            return (await budgets.snapshot(app)).state
+        except StoreUnavailable:
+            return budgets.last_state(app.name)
+
+    async def _warm_models(self, app: App, key: str) -> frozenset[str]:
+        """The models whose providers hold this prefix warm; none known while the store is
+        away under fail_closed (the call is refused then, see `_routing_budget`)."""
+        try:
+            return await self._accounting.warmth.warm_models(app.name, key)
+        except StoreUnavailable:
+            return frozenset()
 
     def _worst_case(self, decision: Decision, prompt: PromptSize) -> int:
         """The most the call can cost whichever candidate serves it: the provable prompt-token

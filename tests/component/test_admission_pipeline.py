@@ -22,14 +22,14 @@ from router_service.budgets import Hold
 from router_service.catalog import Catalog
 from router_service.chat import ChatMessage, ChatRequest, Hints, TierPreference, ToolSpec
 from router_service.config import ExplorationConfig, RouterConfig, StoreConfig
-from router_service.errors import BudgetExhausted, InvalidRequest
+from router_service.errors import BudgetExhausted, InvalidRequest, StoreUnavailable
 from router_service.exploration import Exploration
 from router_service.pipeline import Pipeline
 from router_service.policy import BudgetState, Classification
 from router_service.providers.http import build_http_client
 from router_service.providers.registry import build_providers
 from router_service.records import CallRecord, CallStatus
-from router_service.store import MemoryStore, RateDecision
+from router_service.store import FailoverStore, MemoryStore, RateDecision
 from tests.support.configs import fast_config
 from tests.support.stores import any_store
 from tests.support.waiting import eventually
@@ -270,4 +270,39 @@ async def test_a_call_left_before_its_stream_began_is_recorded_and_holds_nothing
     assert record.model == "" and record.attempts == ()
     assert call.summary is not None and call.summary.finish_reason == CallStatus.CANCELLED
     assert (await accounting.budgets.read(app.name, app.config)).usage.reserved_micro_usd == 0
+    await accounting.aclose()
+
+
+class Unreachable(MemoryStore):
+    """Redis gone: every operation of the request path fails to connect."""
+
+    async def budget_usage(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("refused")
+
+    async def admit(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("refused")
+
+    async def reserve(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("refused")
+
+    async def warm_models(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("refused")
+
+
+async def test_a_call_refused_by_fail_closed_is_recorded_with_its_decision() -> None:
+    """Fail-closed refuses calls while Redis is away, and each refusal is a cost record with
+    the decision it would have had, whatever the store is asked first: here the budget state
+    for routing (a second after the last read it is read again), which used to end the call
+    unrecorded."""
+    store = FailoverStore(Unreachable(), MemoryStore(), policy="fail_closed", timeout_s=0.5)
+    accounting = Accounting(store, StoreConfig())
+    records: list[CallRecord] = []
+    async with pipeline(accounting, observers=records) as (p, app):
+        with pytest.raises(StoreUnavailable):
+            await p.route(app, SUMMARY)
+        await accounting.drain()
+    (record,) = records
+    assert record.status == CallStatus.REFUSED and record.cost_micro_usd == 0
+    assert record.decision is not None and record.decision.model
+    assert "fail_closed" in record.error
     await accounting.aclose()
