@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,32 +30,47 @@ class Replica:
         self.process.wait(timeout=10)
 
 
+def start_replica(
+    config: Path,
+    log: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    log_level: str = "WARNING",
+) -> Replica:
+    """One `llm-router serve --config CONFIG` on a free loopback port, its output in `log`;
+    `env` defaults to this process's environment without REDIS_URL."""
+    target = f"127.0.0.1:{free_port()}"
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "router_service",
+                "serve",
+                "--config",
+                str(config),
+                "--listen",
+                target,
+                "--log-level",
+                log_level,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            cwd=cwd,
+        )
+    return Replica(target, process)
+
+
 @contextmanager
 def replicas(config: Path, count: int, log_dir: Path) -> Iterator[list[Replica]]:
     started: list[Replica] = []
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     try:
         for i in range(count):
-            target = f"127.0.0.1:{free_port()}"
-            with (log_dir / f"replica-{i}.log").open("wb") as log:
-                process = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "router_service",
-                        "serve",
-                        "--config",
-                        str(config),
-                        "--listen",
-                        target,
-                        "--log-level",
-                        "WARNING",
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                )
-            started.append(Replica(target, process))
+            started.append(start_replica(config, log_dir / f"replica-{i}.log"))
         yield started
     finally:
         for replica in started:
