@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from router_service.cli.client import add_tls_arguments, host_port, open_channel, rpc_failure
+from router_service.cli.serve import add_config_argument
 
 if TYPE_CHECKING:
     from router_service.calllog.entries import LogEntry
@@ -63,13 +64,9 @@ class _Source:
 
 
 def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="the router's config: read the log where that router writes it (default: the "
+    add_config_argument(
+        parser,
+        "the router's config: read the log where that router writes it (default: the "
         "embedded defaults, as `serve` without --config); repeated, layered as `serve` does",
     )
     parser.add_argument(

@@ -11,6 +11,13 @@ from pathlib import Path
 from typing import Any
 
 
+def add_config_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """`--config FILE`, repeated: the files `load_config` lays over each other, in order."""
+    parser.add_argument(
+        "--config", type=Path, action="append", default=[], metavar="FILE", help=help_text
+    )
+
+
 def register(commands: argparse._SubParsersAction[Any]) -> None:
     parser = commands.add_parser(
         "serve",
@@ -22,15 +29,10 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
             "the local development app 'demo' (key 'demo-key')."
         ),
     )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="YAML config file (default: the embedded defaults); repeated, each file is laid "
-        "over the ones before it: mappings merge key by key, other values replace, null "
-        "removes a key",
+    add_config_argument(
+        parser,
+        "YAML config file (default: the embedded defaults); repeated, each file is laid over "
+        "the ones before it: mappings merge key by key, other values replace, null removes a key",
     )
     parser.add_argument("--listen", metavar="HOST:PORT", help="override server.listen")
     parser.add_argument(
