@@ -133,12 +133,9 @@ class Pipeline:
             if admission is not None:
                 await asyncio.sleep(0)  # let it send its request before the CPU-bound part
             plan = await self._plan(app, canonical, prompt, arrival, trace=trace, explore=True)
-        except BaseException as exc:
+        except BaseException:
             if admission is not None:
                 admission.abandon()
-            if isinstance(exc, InvalidRequest):
-                # The policy refused it (an unknown forced model, no model that fits).
-                self.refuse_invalid(app, exc, request.request_id)
             raise
         trace.set_decision(plan.decision, plan.request.request_id)
         return await self.start(app, plan, trace=trace, arrived_at=arrived_at, admission=admission)

@@ -23,8 +23,8 @@ from router_service.api.validation import (
     validate_route_request,
 )
 from router_service.auth import App, Authenticator
+from router_service.call import RouteCall
 from router_service.calllog.feedback import FeedbackRecorder
-from router_service.chat import ChatRequest
 from router_service.config import LimitsConfig
 from router_service.errors import InternalError, InvalidRequest, RouterError, StoreUnavailable
 from router_service.pipeline import Pipeline
@@ -157,12 +157,16 @@ class RouterServicer:
         """The calling app and its request, once that parsed."""
         return self._app(rpc, metadata), _parsed(request)
 
-    def _route_request(self, app: App, request: pb.RouteRequest | None) -> ChatRequest:
-        """The app's `Route` request, checked. One that is not valid is recorded before it is
-        refused (a cost record with no decision; an unauthenticated call never gets here, so
-        only known apps can add to the log)."""
+    async def _route_call(
+        self, app: App, request: pb.RouteRequest | None, trace: CallTrace, arrived_at: float
+    ) -> RouteCall:
+        """The app's `Route` call, checked and decided. One refused as invalid, by the
+        request's checks or by the policy (an unknown forced model, no model that fits), is
+        recorded before it is refused (a cost record with no decision; an unauthenticated call
+        never gets here, so only known apps can add to the log)."""
         try:
-            return validate_route_request(_parsed(request), self._limits)
+            chat = validate_route_request(_parsed(request), self._limits)
+            return await self._pipeline.route(app, chat, trace=trace, arrived_at=arrived_at)
         except InvalidRequest as exc:
             self._pipeline.refuse_invalid(app, exc, valid_request_id(request))
             raise
@@ -175,9 +179,9 @@ class RouterServicer:
         async with self._serving("Route", metadata, context) as rpc:
             trace = rpc.trace
             app = self._app(rpc, metadata)
-            chat = self._route_request(app, request)
-            call = await self._pipeline.route(app, chat, trace=trace, arrived_at=arrived_at)
+            call = await self._route_call(app, request, trace, arrived_at)
             plan = call.plan
+            request_id = plan.request.request_id
             try:
                 remaining = context.time_remaining()
                 deadline = (
@@ -192,7 +196,7 @@ class RouterServicer:
                 # both, against a fast and a distant upstream). Deltas that arrive together go
                 # out as one message.
                 async with Batches(call.stream(deadline=deadline), tracker=self._streams) as stream:
-                    yield pb.RouteEvent(decision=decision_message(plan, chat.request_id))
+                    yield pb.RouteEvent(decision=decision_message(plan, request_id))
                     async for batch in stream:
                         for event in delta_events(batch):
                             yield event
@@ -201,7 +205,7 @@ class RouterServicer:
                 # began; nothing once the stream has run.
                 call.release()
             assert call.summary is not None
-            yield done_event(call.summary, chat.request_id)
+            yield done_event(call.summary, request_id)
 
     async def Explain(self, request: pb.RouteRequest | None, context: Context) -> pb.RouteDecision:
         metadata = context.invocation_metadata()
